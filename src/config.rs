@@ -1,0 +1,580 @@
+//! Settings: every application variable, read once per invocation and validated.
+//!
+//! Owns the variable table (names, defaults, which are secret) — the contract that `spin.toml`,
+//! the README and deploy recipes follow, checked against `spin.toml` by the tests — and the typed
+//! [`Settings`] built from it. It must not perform any I/O besides reading variables, and no error
+//! or debug output of it may show a secret.
+
+use std::fmt;
+
+use url::Url;
+
+use crate::host::Variables;
+
+/// One application variable as the code reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VariableSpec {
+    pub name: &'static str,
+    /// `None`: required, there is no sensible default.
+    pub default: Option<&'static str>,
+    pub secret: bool,
+    pub meaning: &'static str,
+}
+
+const fn var(name: &'static str, default: &'static str, meaning: &'static str) -> VariableSpec {
+    VariableSpec {
+        name,
+        default: Some(default),
+        secret: false,
+        meaning,
+    }
+}
+
+const fn secret(name: &'static str, default: Option<&'static str>, meaning: &'static str) -> VariableSpec {
+    VariableSpec {
+        name,
+        default,
+        secret: true,
+        meaning,
+    }
+}
+
+/// Every variable the code reads. `spin.toml` declares exactly these, with the same defaults.
+pub const VARIABLES: &[VariableSpec] = &[
+    secret("lcw_api_key", None, "Live Coin Watch API key"),
+    var("lcw_base_url", "https://api.livecoinwatch.com", "LCW endpoint (a fake or proxy in tests)"),
+    var("currency", "USD", "quote currency for every call"),
+    var("max_coins_per_fetch", "100", "top coins by rank per tick (paged by 100)"),
+    var("tracked_coins", "BTC,ETH", "coins always fetched via /coins/map"),
+    var("max_exchanges_per_fetch", "20", "top exchanges per exchanges refresh"),
+    var("requests_per_minute", "60", "shared LCW request budget"),
+    var("cycle_deadline_ms", "45000", "hard end of a tick, below the cron interval"),
+    var("lcw_connect_timeout_ms", "10000", "connect timeout of one LCW call"),
+    var("lcw_response_timeout_ms", "30000", "whole-response timeout of one LCW call"),
+    var("influx_url", "http://127.0.0.1:8086", "InfluxDB base URL"),
+    var("influx_api", "v2", "InfluxDB write API: v1, v2 or v3"),
+    secret("influx_token", Some(""), "InfluxDB token (v2/v3; v1 when set)"),
+    var("influx_org", "", "InfluxDB v2 organisation"),
+    var("influx_bucket", "cryptocurrency_data", "InfluxDB v2 bucket"),
+    var("influx_database", "cryptocurrency_data", "InfluxDB v1/v3 database"),
+    var("influx_retention_policy", "", "InfluxDB v1 retention policy (empty: the default)"),
+    var("influx_username", "", "InfluxDB v1 user (with influx_password, when no token)"),
+    secret("influx_password", Some(""), "InfluxDB v1 password"),
+    var("influx_batch_size", "1000", "lines per write request"),
+    var("influx_gzip", "true", "gzip-compress write bodies"),
+    var("influx_timeout_ms", "30000", "timeout of one InfluxDB write"),
+    var("enable_metrics", "true", "serve /metrics"),
+    secret("admin_token", Some(""), "enables admin routes; empty disables them"),
+];
+
+/// A string that must never be shown: `Debug` and `Display` print a mask.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The real value, for the one place that sends it (a request header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+/// Which InfluxDB write API to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InfluxApi {
+    V1,
+    V2,
+    V3,
+}
+
+/// Everything an invocation needs to know, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub lcw_api_key: Secret,
+    pub lcw_base_url: Url,
+    pub currency: String,
+    pub max_coins_per_fetch: u32,
+    pub tracked_coins: Vec<String>,
+    pub max_exchanges_per_fetch: u32,
+    pub requests_per_minute: u32,
+    pub cycle_deadline_ms: u64,
+    pub lcw_connect_timeout_ms: u64,
+    pub lcw_response_timeout_ms: u64,
+    pub influx: InfluxSettings,
+    pub enable_metrics: bool,
+    pub admin_token: Secret,
+}
+
+/// Where and how points are written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InfluxSettings {
+    pub url: Url,
+    pub api: InfluxApi,
+    pub token: Secret,
+    pub org: String,
+    pub bucket: String,
+    pub database: String,
+    pub retention_policy: String,
+    pub username: String,
+    pub password: Secret,
+    pub batch_size: u32,
+    pub gzip: bool,
+    pub timeout_ms: u64,
+}
+
+/// One variable that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub variable: &'static str,
+    /// The value as given, or a mask for secrets.
+    pub shown_value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "variable `{}` = {:?}: {}", self.variable, self.shown_value, self.reason)
+    }
+}
+
+/// Why settings could not be built. Lists every bad variable at once, so one fix-and-retry suffices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The host could not read a variable at all.
+    Unreadable { variable: &'static str, detail: String },
+    /// One or more values are missing or invalid.
+    Invalid(Vec<Problem>),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreadable { variable, detail } => {
+                write!(f, "cannot read variable `{variable}`: {detail}")
+            }
+            Self::Invalid(problems) => {
+                f.write_str("invalid configuration: ")?;
+                for (i, problem) in problems.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Settings {
+    /// Reads every variable from the host and validates it.
+    pub async fn load(variables: &impl Variables) -> Result<Self, ConfigError> {
+        let mut values = Vec::with_capacity(VARIABLES.len());
+        for spec in VARIABLES {
+            let value = variables
+                .variable(spec.name)
+                .await
+                .map_err(|detail| ConfigError::Unreadable {
+                    variable: spec.name,
+                    detail,
+                })?;
+            values.push((spec.name, value));
+        }
+        Self::from_lookup(|name| {
+            values
+                .iter()
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, v)| v.clone())
+        })
+    }
+
+    /// Builds settings from a lookup; a name the lookup has no value for takes its default.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut reader = Reader {
+            lookup: &lookup,
+            problems: Vec::new(),
+        };
+        let r = &mut reader;
+        let settings = Settings {
+            lcw_api_key: r.secret_required("lcw_api_key"),
+            lcw_base_url: r.url("lcw_base_url"),
+            currency: r.code("currency"),
+            max_coins_per_fetch: r.number("max_coins_per_fetch", 1, 1_000),
+            tracked_coins: r.code_list("tracked_coins"),
+            max_exchanges_per_fetch: r.number("max_exchanges_per_fetch", 0, 100),
+            requests_per_minute: r.number("requests_per_minute", 1, 6_000),
+            cycle_deadline_ms: r.number("cycle_deadline_ms", 1_000, 59_000),
+            lcw_connect_timeout_ms: r.number("lcw_connect_timeout_ms", 100, 59_000),
+            lcw_response_timeout_ms: r.number("lcw_response_timeout_ms", 100, 59_000),
+            influx: InfluxSettings {
+                url: r.url("influx_url"),
+                api: r.influx_api("influx_api"),
+                token: r.secret_optional("influx_token"),
+                org: r.text("influx_org"),
+                bucket: r.text("influx_bucket"),
+                database: r.text("influx_database"),
+                retention_policy: r.text("influx_retention_policy"),
+                username: r.text("influx_username"),
+                password: r.secret_optional("influx_password"),
+                batch_size: r.number("influx_batch_size", 1, 100_000),
+                gzip: r.flag("influx_gzip"),
+                timeout_ms: r.number("influx_timeout_ms", 100, 59_000),
+            },
+            enable_metrics: r.flag("enable_metrics"),
+            admin_token: r.secret_optional("admin_token"),
+        };
+        reader.check_targets(&settings);
+        if reader.problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError::Invalid(reader.problems))
+        }
+    }
+}
+
+/// Reads and validates one boolean variable, for routes that need no other setting (and so keep
+/// working while an unrelated variable is invalid).
+pub async fn load_flag(variables: &impl Variables, name: &'static str) -> Result<bool, ConfigError> {
+    let value = variables
+        .variable(name)
+        .await
+        .map_err(|detail| ConfigError::Unreadable { variable: name, detail })?;
+    let lookup = move |n: &str| if n == name { value.clone() } else { None };
+    let mut reader = Reader {
+        lookup: &lookup,
+        problems: Vec::new(),
+    };
+    let flag = reader.flag(name);
+    if reader.problems.is_empty() {
+        Ok(flag)
+    } else {
+        Err(ConfigError::Invalid(reader.problems))
+    }
+}
+
+/// Reads one variable at a time, collecting problems instead of stopping at the first.
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<Problem>,
+}
+
+impl Reader<'_> {
+    fn spec(name: &str) -> &'static VariableSpec {
+        VARIABLES
+            .iter()
+            .find(|spec| spec.name == name)
+            .unwrap_or_else(|| panic!("variable `{name}` is read but missing from VARIABLES"))
+    }
+
+    fn raw(&self, name: &str) -> String {
+        let spec = Self::spec(name);
+        (self.lookup)(name)
+            .or_else(|| spec.default.map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    fn problem(&mut self, name: &str, value: &str, reason: impl Into<String>) {
+        let spec = Self::spec(name);
+        let shown_value = if spec.secret && !value.is_empty() {
+            "***".to_owned()
+        } else {
+            value.to_owned()
+        };
+        self.problems.push(Problem {
+            variable: spec.name,
+            shown_value,
+            reason: reason.into(),
+        });
+    }
+
+    fn text(&mut self, name: &str) -> String {
+        self.raw(name).trim().to_owned()
+    }
+
+    fn secret_required(&mut self, name: &str) -> Secret {
+        let value = self.raw(name).trim().to_owned();
+        if value.is_empty() {
+            self.problem(name, "", "is required and was not set");
+        }
+        Secret(value)
+    }
+
+    fn secret_optional(&mut self, name: &str) -> Secret {
+        Secret(self.raw(name).trim().to_owned())
+    }
+
+    fn url(&mut self, name: &str) -> Url {
+        let value = self.text(name);
+        match Url::parse(&value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                if url.query().is_some() || url.fragment().is_some() {
+                    self.problem(name, &value, "must not have a query or fragment");
+                }
+                url
+            }
+            Ok(_) => {
+                self.problem(name, &value, "must be an http:// or https:// URL with a host");
+                placeholder_url()
+            }
+            Err(error) => {
+                self.problem(name, &value, format!("is not a URL ({error})"));
+                placeholder_url()
+            }
+        }
+    }
+
+    fn number<T>(&mut self, name: &str, min: T, max: T) -> T
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let value = self.text(name);
+        match value.parse::<T>() {
+            Ok(n) if n >= min && n <= max => n,
+            Ok(_) => {
+                self.problem(name, &value, format!("must be between {min} and {max}"));
+                min
+            }
+            Err(_) => {
+                self.problem(name, &value, "must be a whole number");
+                min
+            }
+        }
+    }
+
+    fn flag(&mut self, name: &str) -> bool {
+        let value = self.text(name);
+        match value.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => {
+                self.problem(name, &value, "must be true or false");
+                false
+            }
+        }
+    }
+
+    fn code(&mut self, name: &str) -> String {
+        let value = self.text(name);
+        match normalize_code(&value) {
+            Ok(code) => code,
+            Err(reason) => {
+                self.problem(name, &value, reason);
+                value
+            }
+        }
+    }
+
+    fn code_list(&mut self, name: &str) -> Vec<String> {
+        let value = self.text(name);
+        let mut codes: Vec<String> = Vec::new();
+        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match normalize_code(item) {
+                Ok(code) if !codes.contains(&code) => codes.push(code),
+                Ok(_) => {}
+                Err(reason) => self.problem(name, &value, format!("`{item}` {reason}")),
+            }
+        }
+        if codes.len() > 100 {
+            self.problem(name, &value, "lists more than 100 codes (one /coins/map call)");
+        }
+        codes
+    }
+
+    fn influx_api(&mut self, name: &str) -> InfluxApi {
+        let value = self.text(name);
+        match value.to_ascii_lowercase().as_str() {
+            "v1" => InfluxApi::V1,
+            "v2" => InfluxApi::V2,
+            "v3" => InfluxApi::V3,
+            _ => {
+                self.problem(name, &value, "must be v1, v2 or v3");
+                InfluxApi::V2
+            }
+        }
+    }
+
+    /// Checks that hold between variables: the chosen API has a place to write to.
+    fn check_targets(&mut self, settings: &Settings) {
+        let influx = &settings.influx;
+        match influx.api {
+            InfluxApi::V2 => {
+                if influx.bucket.is_empty() {
+                    self.problem("influx_bucket", "", "is required with influx_api = v2");
+                }
+            }
+            InfluxApi::V1 | InfluxApi::V3 => {
+                if influx.database.is_empty() {
+                    self.problem("influx_database", "", "is required with influx_api = v1 or v3");
+                }
+            }
+        }
+        if influx.password.is_empty() != influx.username.is_empty() {
+            self.problem(
+                "influx_username",
+                &influx.username,
+                "influx_username and influx_password go together",
+            );
+        }
+        if settings.lcw_response_timeout_ms > settings.cycle_deadline_ms {
+            self.problem(
+                "lcw_response_timeout_ms",
+                &settings.lcw_response_timeout_ms.to_string(),
+                "must not exceed cycle_deadline_ms",
+            );
+        }
+    }
+}
+
+fn placeholder_url() -> Url {
+    Url::parse("http://invalid.invalid/").expect("static URL parses")
+}
+
+/// Upper-cases a coin or currency code and checks its shape: 1–32 characters of letters, digits,
+/// `_`, `-`, `.` (LCW codes include forms like `_BTC` and `USDC.E`).
+pub fn normalize_code(value: &str) -> Result<String, &'static str> {
+    let code = value.trim();
+    if code.is_empty() || code.len() > 32 {
+        return Err("must be a code of 1 to 32 characters");
+    }
+    if !code
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err("may contain only letters, digits, `_`, `-` and `.`");
+    }
+    Ok(code.to_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(move |name| {
+            owned
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_key_is_set() {
+        let s = with(&[("lcw_api_key", "k-123")]).unwrap();
+        assert_eq!(s.lcw_api_key.expose(), "k-123");
+        assert_eq!(s.lcw_base_url.as_str(), "https://api.livecoinwatch.com/");
+        assert_eq!(s.currency, "USD");
+        assert_eq!(s.max_coins_per_fetch, 100);
+        assert_eq!(s.tracked_coins, vec!["BTC", "ETH"]);
+        assert_eq!(s.cycle_deadline_ms, 45_000);
+        assert_eq!(s.influx.api, InfluxApi::V2);
+        assert_eq!(s.influx.bucket, "cryptocurrency_data");
+        assert_eq!(s.influx.batch_size, 1000);
+        assert!(s.influx.gzip);
+        assert!(s.enable_metrics);
+        assert!(s.admin_token.is_empty());
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let err = with(&[]).unwrap_err().to_string();
+        assert!(err.contains("`lcw_api_key`"), "{err}");
+        assert!(err.contains("required"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_its_variable_and_value() {
+        let err = with(&[
+            ("lcw_api_key", "k"),
+            ("lcw_base_url", "ftp://x"),
+            ("currency", "US D"),
+            ("max_coins_per_fetch", "0"),
+            ("cycle_deadline_ms", "soon"),
+            ("tracked_coins", "BTC,E/TH"),
+            ("influx_api", "v4"),
+            ("enable_metrics", "maybe"),
+        ])
+        .unwrap_err();
+        let ConfigError::Invalid(problems) = &err else {
+            panic!("{err}")
+        };
+        let named: Vec<_> = problems.iter().map(|p| p.variable).collect();
+        assert_eq!(
+            named,
+            [
+                "lcw_base_url",
+                "currency",
+                "max_coins_per_fetch",
+                "tracked_coins",
+                "cycle_deadline_ms",
+                "influx_api",
+                "enable_metrics"
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("`max_coins_per_fetch` = \"0\": must be between 1 and 1000"), "{text}");
+        assert!(text.contains("`cycle_deadline_ms` = \"soon\": must be a whole number"), "{text}");
+        assert!(text.contains("`E/TH`"), "{text}");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_errors_and_debug() {
+        let s = with(&[("lcw_api_key", "super-secret-key"), ("influx_token", "tok-999")]).unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("super-secret-key") && !debug.contains("tok-999"), "{debug}");
+        let err = with(&[
+            ("lcw_api_key", "super-secret-key"),
+            ("influx_username", "bob"),
+            ("currency", "???"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("super-secret-key"), "{err}");
+        assert!(err.contains("influx_password go together"), "{err}");
+    }
+
+    #[test]
+    fn codes_are_normalised_and_deduplicated() {
+        let s = with(&[("lcw_api_key", "k"), ("currency", "eur"), ("tracked_coins", " btc, ETH ,btc,,_PSG")])
+            .unwrap();
+        assert_eq!(s.currency, "EUR");
+        assert_eq!(s.tracked_coins, vec!["BTC", "ETH", "_PSG"]);
+    }
+
+    #[test]
+    fn variable_table_has_unique_lower_snake_names() {
+        for (i, spec) in VARIABLES.iter().enumerate() {
+            assert!(
+                spec.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{}",
+                spec.name
+            );
+            assert!(VARIABLES[i + 1..].iter().all(|o| o.name != spec.name), "{}", spec.name);
+        }
+    }
+}

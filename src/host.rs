@@ -1,0 +1,126 @@
+//! Ports: the only doors from the core to the world.
+//!
+//! Owns the small traits the core is written against — outbound HTTP with timeouts, key-value
+//! storage, application variables, clocks and sleep, and logging — plus the plain types they
+//! exchange. It must not contain any implementation: the Spin adapter lives in `spin_host`
+//! (feature `spin`), the test adapters live with the tests.
+//!
+//! Every method is `async` where the Spin SDK is, and no future is required to be `Send`:
+//! a Spin instance is single-threaded and its host futures are not `Send`.
+#![allow(async_fn_in_trait)] // deliberately no `Send` bound, see above.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A request as the core builds it: the whole body is in memory (LCW bodies are small, InfluxDB
+/// batches are bounded by `influx_batch_size`).
+pub type HttpRequest = http::Request<Vec<u8>>;
+/// A response with its whole body read.
+pub type HttpResponse = http::Response<Vec<u8>>;
+
+/// Time limits for one HTTP exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Limit for establishing the connection.
+    pub connect: Duration,
+    /// Limit for the whole exchange, from the start of the call to the last byte of the body.
+    pub total: Duration,
+}
+
+/// Why an HTTP exchange produced no response. Carries no URL or header: those may hold secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// No connection within the connect timeout.
+    ConnectTimeout,
+    /// The connection was made but the response did not complete within the total timeout.
+    Timeout,
+    /// The connection could not be made (refused, DNS failure, TLS failure…).
+    Connect(String),
+    /// Anything else the transport reported (reset, protocol error, request rejected by the host).
+    Other(String),
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ConnectTimeout => f.write_str("connect timed out"),
+            Self::Timeout => f.write_str("response timed out"),
+            Self::Connect(detail) => write!(f, "connection failed: {detail}"),
+            Self::Other(detail) => write!(f, "transport error: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+/// Outbound HTTP.
+pub trait HttpClient {
+    /// Sends one request and reads the whole response, within `timeouts`.
+    async fn send(
+        &self,
+        request: HttpRequest,
+        timeouts: Timeouts,
+    ) -> Result<HttpResponse, TransportError>;
+}
+
+/// A key-value store failure, as the host reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvError(pub String);
+
+impl fmt::Display for KvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key-value store: {}", self.0)
+    }
+}
+
+impl std::error::Error for KvError {}
+
+/// The shared key-value store (Spin's `default` store). Last writer wins; no transactions.
+pub trait KeyValue {
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError>;
+    async fn kv_delete(&self, key: &str) -> Result<(), KvError>;
+}
+
+/// Application variables. `Ok(None)` means the host has no value for the name.
+pub trait Variables {
+    async fn variable(&self, name: &str) -> Result<Option<String>, String>;
+}
+
+/// Wall clock, monotonic clock and sleep.
+pub trait Clock {
+    /// Milliseconds since the Unix epoch.
+    fn unix_millis(&self) -> i64;
+    /// Time since an arbitrary fixed origin; never goes backwards.
+    fn monotonic(&self) -> Duration;
+    /// Suspends the caller without blocking the instance.
+    async fn sleep(&self, duration: Duration);
+}
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Info => "INFO",
+            Self::Warn => "WARN",
+            Self::Error => "ERROR",
+        })
+    }
+}
+
+/// Where log lines go. Callers never pass secrets: messages are built from masked values.
+pub trait Log {
+    fn log(&self, level: Level, message: &str);
+}
+
+/// Everything the core needs from its host.
+pub trait Host: HttpClient + KeyValue + Variables + Clock + Log {}
+
+impl<T: HttpClient + KeyValue + Variables + Clock + Log> Host for T {}

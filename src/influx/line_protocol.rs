@@ -1,0 +1,195 @@
+//! Line protocol encoding, spec-exact.
+//!
+//! Escaping: measurement — comma and space; tag keys, tag values and field keys — comma, equals
+//! sign and space; string field values — double quote and backslash. A newline (or carriage
+//! return) can appear nowhere in line protocol, so it is always *replaced by a space* in keys,
+//! tag values and string fields. Floats use Rust's shortest round-trip form, so a value read back
+//! equals the `f64` written; NaN and ±Inf have no syntax and are dropped (and counted). Empty tag
+//! values are omitted; tags are written sorted by key; timestamps are in milliseconds.
+
+use std::fmt::Write as _;
+
+/// A field value with its line protocol type. A field keeps one type forever in InfluxDB.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    Float(f64),
+    Integer(i64),
+    String(String),
+    Boolean(bool),
+}
+
+/// One point: a measurement, its tags, its fields and a millisecond timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub measurement: &'static str,
+    pub tags: Vec<(&'static str, String)>,
+    pub fields: Vec<(&'static str, FieldValue)>,
+    pub timestamp_ms: i64,
+}
+
+/// What an encoding pass produced besides the text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Encoded {
+    /// Lines appended to the buffer.
+    pub lines: usize,
+    /// NaN or infinite fields that were left out.
+    pub dropped_fields: usize,
+    /// Points left with no field at all, hence not written.
+    pub dropped_points: usize,
+}
+
+/// Appends one line per point to `out` (each ending in `\n`).
+pub fn encode_points<'a>(points: impl IntoIterator<Item = &'a Point>, out: &mut String) -> Encoded {
+    let mut encoded = Encoded::default();
+    let mut tag_order: Vec<usize> = Vec::new();
+    for point in points {
+        let line_start = out.len();
+        escape_into(out, point.measurement, &[',', ' ']);
+        tag_order.clear();
+        tag_order.extend((0..point.tags.len()).filter(|&i| !point.tags[i].1.is_empty()));
+        tag_order.sort_by_key(|&i| point.tags[i].0);
+        for &i in &tag_order {
+            let (key, value) = &point.tags[i];
+            out.push(',');
+            escape_into(out, key, KEY_SPECIALS);
+            out.push('=');
+            escape_into(out, value, KEY_SPECIALS);
+        }
+        let mut separator = ' ';
+        for (key, value) in &point.fields {
+            if let FieldValue::Float(f) = value
+                && !f.is_finite()
+            {
+                encoded.dropped_fields += 1;
+                continue;
+            }
+            out.push(separator);
+            separator = ',';
+            escape_into(out, key, KEY_SPECIALS);
+            out.push('=');
+            write_field_value(out, value);
+        }
+        if separator == ' ' {
+            out.truncate(line_start);
+            encoded.dropped_points += 1;
+            continue;
+        }
+        let _ = writeln!(out, " {}", point.timestamp_ms);
+        encoded.lines += 1;
+    }
+    encoded
+}
+
+const KEY_SPECIALS: &[char] = &[',', '=', ' '];
+
+fn escape_into(out: &mut String, text: &str, specials: &[char]) {
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            c if specials.contains(&c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+fn write_field_value(out: &mut String, value: &FieldValue) {
+    match value {
+        // `Display` for f64 is the shortest representation that parses back to the same value.
+        FieldValue::Float(f) => {
+            let _ = write!(out, "{f}");
+        }
+        FieldValue::Integer(i) => {
+            let _ = write!(out, "{i}i");
+        }
+        FieldValue::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+        FieldValue::String(s) => {
+            out.push('"');
+            for c in s.chars() {
+                match c {
+                    '"' | '\\' => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    '\n' | '\r' => out.push(' '),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(point: Point) -> (String, Encoded) {
+        let mut out = String::new();
+        let encoded = encode_points([&point], &mut out);
+        (out, encoded)
+    }
+
+    #[test]
+    fn escapes_every_position_as_the_spec_says() {
+        let (text, _) = line(Point {
+            measurement: "my measure,x",
+            tags: vec![("z key", "a,b=c d".into()), ("a=k", "v".into())],
+            fields: vec![("f,k", FieldValue::String(r#"say "hi" \ bye"#.into()))],
+            timestamp_ms: 1,
+        });
+        assert_eq!(
+            text,
+            "my\\ measure\\,x,a\\=k=v,z\\ key=a\\,b\\=c\\ d f\\,k=\"say \\\"hi\\\" \\\\ bye\" 1\n"
+        );
+    }
+
+    #[test]
+    fn tags_sorted_empty_tags_omitted_newlines_replaced() {
+        let (text, _) = line(Point {
+            measurement: "m",
+            tags: vec![("name", "Two\nLines".into()), ("code", "X".into()), ("empty", String::new())],
+            fields: vec![("n", FieldValue::Integer(-3)), ("ok", FieldValue::Boolean(true))],
+            timestamp_ms: 1_700_000_000_123,
+        });
+        assert_eq!(text, "m,code=X,name=Two\\ Lines n=-3i,ok=true 1700000000123\n");
+    }
+
+    #[test]
+    fn floats_round_trip_exactly_and_non_finite_are_dropped() {
+        let values = [0.1, 1.0 / 3.0, 59075.58195922644, 1e-9, 1.7976931348623157e308, 23100393182.0, -0.0];
+        for v in values {
+            let (text, _) = line(Point {
+                measurement: "m",
+                tags: vec![],
+                fields: vec![("v", FieldValue::Float(v))],
+                timestamp_ms: 0,
+            });
+            let written = text.trim_end().strip_prefix("m v=").unwrap().strip_suffix(" 0").unwrap();
+            assert_eq!(written.parse::<f64>().unwrap().to_bits(), v.to_bits(), "{written}");
+            assert!(!written.ends_with('i'));
+        }
+        let (text, encoded) = line(Point {
+            measurement: "m",
+            tags: vec![],
+            fields: vec![("a", FieldValue::Float(f64::NAN)), ("b", FieldValue::Float(2.5)), ("c", FieldValue::Float(f64::INFINITY))],
+            timestamp_ms: 5,
+        });
+        assert_eq!(text, "m b=2.5 5\n");
+        assert_eq!(encoded.dropped_fields, 2);
+    }
+
+    #[test]
+    fn a_point_without_fields_is_dropped_and_counted() {
+        let mut out = String::from("keep\n");
+        let points = [
+            Point { measurement: "m", tags: vec![("t", "x".into())], fields: vec![("a", FieldValue::Float(f64::NAN))], timestamp_ms: 1 },
+            Point { measurement: "m", tags: vec![], fields: vec![("a", FieldValue::Float(1.0))], timestamp_ms: 2 },
+        ];
+        let encoded = encode_points(&points, &mut out);
+        assert_eq!(out, "keep\nm a=1 2\n");
+        assert_eq!(encoded, Encoded { lines: 1, dropped_fields: 1, dropped_points: 1 });
+    }
+}

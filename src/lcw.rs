@@ -1,0 +1,439 @@
+//! The Live Coin Watch API: endpoints, request bodies, typed responses and error classification.
+//!
+//! Owns what goes over the wire to LCW and what comes back, and turns every failure into an
+//! [`LcwError`] with a class the resilience policies act on. It must not decide *whether* to call
+//! (that is the cycle's job), retry, cache or sleep, and the API key must never reach an error,
+//! a log line or debug output: it only ever goes into the `x-api-key` header.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::config::Secret;
+use crate::host::{HttpClient, Timeouts, TransportError};
+
+/// `User-Agent` of every call: the project and its version.
+pub const USER_AGENT: &str = concat!("lcw-fetcher/", env!("CARGO_PKG_VERSION"));
+
+/// The LCW API's page limit for list endpoints.
+pub const PAGE_LIMIT: u32 = 100;
+
+/// An LCW endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    Status,
+    Credits,
+    Overview,
+    CoinsList,
+    CoinsMap,
+    CoinsSingle,
+    CoinsSingleHistory,
+    ExchangesList,
+    ExchangesSingle,
+}
+
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Status => "/status",
+            Self::Credits => "/credits",
+            Self::Overview => "/overview",
+            Self::CoinsList => "/coins/list",
+            Self::CoinsMap => "/coins/map",
+            Self::CoinsSingle => "/coins/single",
+            Self::CoinsSingleHistory => "/coins/single/history",
+            Self::ExchangesList => "/exchanges/list",
+            Self::ExchangesSingle => "/exchanges/single",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.path())
+    }
+}
+
+/// How the resilience policies treat a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 5xx, connection failure, timeout: worth retrying, counts against the breaker.
+    Transient,
+    /// 429: retry after the advised delay; does not count against the breaker.
+    RateLimited,
+    /// 401/403: the key is wrong; retrying cannot help.
+    Auth,
+    /// Other 4xx: this request is wrong; retrying cannot help.
+    Permanent,
+    /// A 2xx whose body does not have the documented shape.
+    Malformed,
+}
+
+/// A failed LCW call. Shows the endpoint and what went wrong, never the key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LcwError {
+    /// No response: connection failure or timeout.
+    Transport {
+        endpoint: Endpoint,
+        error: TransportError,
+    },
+    /// A non-2xx response; `message` comes from LCW's JSON error body when it has one.
+    Status {
+        endpoint: Endpoint,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// A 2xx response whose body could not be read as the endpoint's documented shape.
+    Malformed { endpoint: Endpoint, detail: String },
+    /// The request could not be built (a bad base URL would be caught by config first).
+    Request { endpoint: Endpoint, detail: String },
+}
+
+impl LcwError {
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            Self::Transport { endpoint, .. }
+            | Self::Status { endpoint, .. }
+            | Self::Malformed { endpoint, .. }
+            | Self::Request { endpoint, .. } => *endpoint,
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Transport { .. } => ErrorClass::Transient,
+            Self::Status { status, .. } => match status {
+                429 => ErrorClass::RateLimited,
+                401 | 403 => ErrorClass::Auth,
+                500..=599 => ErrorClass::Transient,
+                _ => ErrorClass::Permanent,
+            },
+            Self::Malformed { .. } => ErrorClass::Malformed,
+            Self::Request { .. } => ErrorClass::Permanent,
+        }
+    }
+}
+
+impl fmt::Display for LcwError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Transport { endpoint, error } => write!(f, "LCW {endpoint}: {error}"),
+            Self::Status {
+                endpoint,
+                status,
+                message,
+                ..
+            } => write!(f, "LCW {endpoint}: HTTP {status}: {message}"),
+            Self::Malformed { endpoint, detail } => {
+                write!(f, "LCW {endpoint}: unexpected response body: {detail}")
+            }
+            Self::Request { endpoint, detail } => {
+                write!(f, "LCW {endpoint}: cannot build request: {detail}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LcwError {}
+
+/// Relative price changes as LCW gives them: ratios, 1 means unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Delta {
+    pub hour: Option<f64>,
+    pub day: Option<f64>,
+    pub week: Option<f64>,
+    pub month: Option<f64>,
+    pub quarter: Option<f64>,
+    pub year: Option<f64>,
+}
+
+/// One coin of `/coins/list` or `/coins/map`. The meta fields are present with `meta: true`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Coin {
+    pub code: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub rank: Option<f64>,
+    #[serde(default)]
+    pub rate: Option<f64>,
+    #[serde(default)]
+    pub volume: Option<f64>,
+    #[serde(default)]
+    pub cap: Option<f64>,
+    #[serde(default)]
+    pub liquidity: Option<f64>,
+    #[serde(default)]
+    pub circulating_supply: Option<f64>,
+    #[serde(default)]
+    pub total_supply: Option<f64>,
+    #[serde(default)]
+    pub max_supply: Option<f64>,
+    #[serde(default, rename = "allTimeHighUSD")]
+    pub all_time_high_usd: Option<f64>,
+    #[serde(default)]
+    pub delta: Option<Delta>,
+}
+
+/// The whole market, `/overview`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Overview {
+    #[serde(default)]
+    pub cap: Option<f64>,
+    #[serde(default)]
+    pub volume: Option<f64>,
+    #[serde(default)]
+    pub liquidity: Option<f64>,
+    /// A 0–1 fraction.
+    #[serde(default)]
+    pub btc_dominance: Option<f64>,
+}
+
+/// Body of `/coins/list`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CoinsListRequest<'a> {
+    pub currency: &'a str,
+    pub sort: &'a str,
+    pub order: &'a str,
+    pub offset: u32,
+    pub limit: u32,
+    pub meta: bool,
+}
+
+impl<'a> CoinsListRequest<'a> {
+    /// The top coins by rank, one page.
+    pub fn top_by_rank(currency: &'a str, offset: u32, limit: u32) -> Self {
+        Self {
+            currency,
+            sort: "rank",
+            order: "ascending",
+            offset,
+            limit: limit.min(PAGE_LIMIT),
+            meta: true,
+        }
+    }
+}
+
+/// Body of endpoints that take only a currency (`/overview`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CurrencyRequest<'a> {
+    pub currency: &'a str,
+}
+
+/// Sends LCW requests through the host's HTTP port.
+pub struct Client<'a, H> {
+    http: &'a H,
+    base_url: &'a Url,
+    api_key: &'a Secret,
+}
+
+impl<'a, H: HttpClient> Client<'a, H> {
+    pub fn new(http: &'a H, base_url: &'a Url, api_key: &'a Secret) -> Self {
+        Self {
+            http,
+            base_url,
+            api_key,
+        }
+    }
+
+    pub async fn coins_list(
+        &self,
+        request: &CoinsListRequest<'_>,
+        timeouts: Timeouts,
+    ) -> Result<Vec<Coin>, LcwError> {
+        self.call(Endpoint::CoinsList, request, timeouts).await
+    }
+
+    pub async fn overview(
+        &self,
+        request: &CurrencyRequest<'_>,
+        timeouts: Timeouts,
+    ) -> Result<Overview, LcwError> {
+        self.call(Endpoint::Overview, request, timeouts).await
+    }
+
+    /// One POST with a JSON body, answered by JSON of type `T`.
+    pub async fn call<B: Serialize, T: for<'de> Deserialize<'de>>(
+        &self,
+        endpoint: Endpoint,
+        body: &B,
+        timeouts: Timeouts,
+    ) -> Result<T, LcwError> {
+        let request = self.build(endpoint, body)?;
+        let response = self
+            .http
+            .send(request, timeouts)
+            .await
+            .map_err(|error| LcwError::Transport { endpoint, error })?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(LcwError::Status {
+                endpoint,
+                status,
+                message: error_message(response.body(), status),
+                retry_after: retry_after(response.headers()),
+            });
+        }
+        parse_body(endpoint, response.body())
+    }
+
+    fn build<B: Serialize>(&self, endpoint: Endpoint, body: &B) -> Result<http::Request<Vec<u8>>, LcwError> {
+        let request_error = |detail: String| LcwError::Request { endpoint, detail };
+        let url = endpoint_url(self.base_url, endpoint);
+        let body = serde_json::to_vec(body).map_err(|e| request_error(e.to_string()))?;
+        let mut builder = http::Request::post(url.as_str())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, USER_AGENT);
+        if endpoint != Endpoint::Status {
+            builder = builder.header("x-api-key", self.api_key.expose());
+        }
+        // The http error would only ever say which part is invalid; never echo the header value.
+        builder
+            .body(body)
+            .map_err(|_| request_error("invalid URL or header (check lcw_base_url and lcw_api_key characters)".into()))
+    }
+}
+
+/// `base` + endpoint path, keeping any path prefix of the base (proxies mount LCW under one).
+pub fn endpoint_url(base: &Url, endpoint: Endpoint) -> Url {
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}{}", endpoint.path()));
+    url
+}
+
+/// Parses a 2xx body, naming the endpoint and the position of the first mismatch.
+pub fn parse_body<T: for<'de> Deserialize<'de>>(endpoint: Endpoint, body: &[u8]) -> Result<T, LcwError> {
+    serde_json::from_slice(body).map_err(|e| LcwError::Malformed {
+        endpoint,
+        detail: e.to_string(),
+    })
+}
+
+/// The `description` of LCW's `{"error":{…}}` body, else a short, printable excerpt of the body.
+fn error_message(body: &[u8], status: u16) -> String {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Detail,
+    }
+    #[derive(Deserialize)]
+    struct Detail {
+        #[serde(default)]
+        status: Option<String>,
+        #[serde(default)]
+        description: Option<String>,
+    }
+    if let Ok(Envelope { error }) = serde_json::from_slice::<Envelope>(body) {
+        match (error.status, error.description) {
+            (Some(s), Some(d)) => return format!("{s}: {d}"),
+            (None, Some(d)) | (Some(d), None) => return d,
+            (None, None) => {}
+        }
+    }
+    let text: String = String::from_utf8_lossy(body)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    if text.trim().is_empty() {
+        http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("no body")
+            .to_owned()
+    } else {
+        text
+    }
+}
+
+/// `Retry-After` in delta-seconds (LCW documents none; proxies and gateways send seconds).
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_are_classified() {
+        let err = |status| LcwError::Status {
+            endpoint: Endpoint::Overview,
+            status,
+            message: String::new(),
+            retry_after: None,
+        };
+        assert_eq!(err(503).class(), ErrorClass::Transient);
+        assert_eq!(err(500).class(), ErrorClass::Transient);
+        assert_eq!(err(429).class(), ErrorClass::RateLimited);
+        assert_eq!(err(401).class(), ErrorClass::Auth);
+        assert_eq!(err(403).class(), ErrorClass::Auth);
+        assert_eq!(err(400).class(), ErrorClass::Permanent);
+        assert_eq!(err(404).class(), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn lcw_error_body_becomes_the_message() {
+        let body = br#"{"error":{"code":429,"status":"Too Many Requests","description":"Slow down!"}}"#;
+        assert_eq!(error_message(body, 429), "Too Many Requests: Slow down!");
+        assert_eq!(error_message(b"", 502), "Bad Gateway");
+        assert_eq!(error_message(b"<html>\nboom</html>", 500), "<html>boom</html>");
+    }
+
+    #[test]
+    fn endpoint_url_keeps_a_proxy_prefix() {
+        let base = Url::parse("http://127.0.0.1:9000/lcw/").unwrap();
+        assert_eq!(
+            endpoint_url(&base, Endpoint::CoinsList).as_str(),
+            "http://127.0.0.1:9000/lcw/coins/list"
+        );
+        let base = Url::parse("https://api.livecoinwatch.com").unwrap();
+        assert_eq!(
+            endpoint_url(&base, Endpoint::Overview).as_str(),
+            "https://api.livecoinwatch.com/overview"
+        );
+    }
+
+    #[test]
+    fn malformed_body_names_endpoint_and_position() {
+        let err = parse_body::<Vec<Coin>>(Endpoint::CoinsList, br#"[{"code":"BTC","rate":"high"}]"#)
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("LCW /coins/list: unexpected response body"), "{text}");
+        assert!(text.contains("column"), "{text}");
+        assert_eq!(err.class(), ErrorClass::Malformed);
+    }
+
+    #[test]
+    fn nulls_and_unknown_fields_are_accepted() {
+        let coins: Vec<Coin> = parse_body(
+            Endpoint::CoinsList,
+            br#"[{"code":"X","rate":1.5,"totalSupply":null,"newField":{"a":1},"allTimeHighUSD":2}]"#,
+        )
+        .unwrap();
+        assert_eq!(coins[0].total_supply, None);
+        assert_eq!(coins[0].all_time_high_usd, Some(2.0));
+        assert_eq!(coins[0].delta, None);
+    }
+
+    #[test]
+    fn retry_after_seconds_are_read() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(http::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+    }
+}

@@ -1,0 +1,124 @@
+//! The InfluxDB schema: how LCW answers become points.
+//!
+//! Owns measurement, tag and field names and their types (kept compatible with the original
+//! service: `cryptocurrency_data`, `market_overview`, `exchange_data`). Every number LCW gives is
+//! written as a float, always, so a field never changes type; counts the original wrote as
+//! integers (`rank`) stay integers. Absent values are omitted, never written as 0. It must not
+//! fetch, encode or write anything.
+
+use crate::influx::{FieldValue, Point};
+use crate::lcw::{Coin, Overview};
+
+pub const COINS_MEASUREMENT: &str = "cryptocurrency_data";
+pub const OVERVIEW_MEASUREMENT: &str = "market_overview";
+
+/// `cryptocurrency_data`: tags `code`, `name`, `currency`; prices, supplies and the six deltas
+/// (LCW's ratios as given: 1 means unchanged).
+pub fn coin_point(coin: &Coin, currency: &str, fetched_at_ms: i64) -> Point {
+    let mut tags = vec![("code", coin.code.clone()), ("currency", currency.to_owned())];
+    if let Some(name) = &coin.name {
+        tags.push(("name", name.clone()));
+    }
+    let mut fields = Vec::with_capacity(16);
+    let mut float = |key: &'static str, value: Option<f64>| {
+        if let Some(v) = value {
+            fields.push((key, FieldValue::Float(v)));
+        }
+    };
+    float("rate", coin.rate);
+    float("volume", coin.volume);
+    float("market_cap", coin.cap);
+    float("liquidity", coin.liquidity);
+    float("circulating_supply", coin.circulating_supply);
+    float("total_supply", coin.total_supply);
+    float("max_supply", coin.max_supply);
+    float("all_time_high_usd", coin.all_time_high_usd);
+    if let Some(delta) = &coin.delta {
+        float("delta_1h", delta.hour);
+        float("delta_24h", delta.day);
+        float("delta_7d", delta.week);
+        float("delta_30d", delta.month);
+        float("delta_90d", delta.quarter);
+        float("delta_1y", delta.year);
+    }
+    if let Some(rank) = coin.rank.and_then(whole_number) {
+        fields.push(("rank", FieldValue::Integer(rank)));
+    }
+    Point {
+        measurement: COINS_MEASUREMENT,
+        tags,
+        fields,
+        timestamp_ms: fetched_at_ms,
+    }
+}
+
+/// `market_overview`: tag `currency`; market totals and BTC dominance (a 0–1 fraction).
+pub fn overview_point(overview: &Overview, currency: &str, fetched_at_ms: i64) -> Point {
+    let fields = [
+        ("total_market_cap", overview.cap),
+        ("total_volume", overview.volume),
+        ("total_liquidity", overview.liquidity),
+        ("btc_dominance", overview.btc_dominance),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.map(|v| (key, FieldValue::Float(v))))
+    .collect();
+    Point {
+        measurement: OVERVIEW_MEASUREMENT,
+        tags: vec![("currency", currency.to_owned())],
+        fields,
+        timestamp_ms: fetched_at_ms,
+    }
+}
+
+/// A float that is exactly a whole number in `i64` range, else `None`.
+fn whole_number(value: f64) -> Option<i64> {
+    (value.is_finite() && value.fract() == 0.0 && value.abs() < 9.0e15).then_some(value as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lcw::Delta;
+
+    #[test]
+    fn coin_fields_and_tags() {
+        let coin = Coin {
+            code: "BTC".into(),
+            name: Some("Bitcoin".into()),
+            rank: Some(1.0),
+            rate: Some(59075.5),
+            volume: Some(23100393182.0),
+            cap: None,
+            liquidity: None,
+            circulating_supply: Some(18669593.0),
+            total_supply: None,
+            max_supply: Some(21e6),
+            all_time_high_usd: None,
+            delta: Some(Delta { hour: Some(1.008), year: Some(0.7455), ..Delta::default() }),
+        };
+        let point = coin_point(&coin, "USD", 42);
+        assert_eq!(point.tags, vec![("code", "BTC".into()), ("currency", "USD".into()), ("name", "Bitcoin".into())]);
+        let keys: Vec<_> = point.fields.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["rate", "volume", "circulating_supply", "max_supply", "delta_1h", "delta_1y", "rank"]);
+        assert_eq!(point.fields[6].1, FieldValue::Integer(1));
+        assert_eq!(point.fields[1].1, FieldValue::Float(23100393182.0));
+        assert_eq!(point.timestamp_ms, 42);
+    }
+
+    #[test]
+    fn fractional_rank_is_not_written_as_integer() {
+        assert_eq!(whole_number(3.0), Some(3));
+        assert_eq!(whole_number(3.5), None);
+        assert_eq!(whole_number(f64::NAN), None);
+    }
+
+    #[test]
+    fn overview_omits_absent_values() {
+        let overview = Overview { cap: Some(1.0), volume: None, liquidity: Some(3.0), btc_dominance: Some(0.59) };
+        let point = overview_point(&overview, "EUR", 7);
+        let keys: Vec<_> = point.fields.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["total_market_cap", "total_liquidity", "btc_dominance"]);
+        assert_eq!(point.tags, vec![("currency", "EUR".into())]);
+    }
+}

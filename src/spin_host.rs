@@ -1,0 +1,135 @@
+//! The Spin adapter: the [`host`](crate::host) ports implemented with the Spin SDK.
+//!
+//! Owns every call into `spin_sdk` — outbound HTTP with WASI request options, the `default`
+//! key-value store, application variables, clocks and sleep — and nothing else: no decision is
+//! made here. Only the components compile it (feature `spin`).
+
+use std::pin::pin;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::{Either, select};
+use spin_sdk::http::body::IncomingBodyExt as _;
+use spin_sdk::http::{FullBody, send};
+use spin_sdk::key_value::Store;
+use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
+use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
+
+use crate::host::{Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Timeouts, TransportError, Variables};
+
+/// The host of one component invocation.
+pub struct SpinHost {
+    store: Result<Store, String>,
+    origin: Instant,
+    component: &'static str,
+}
+
+impl SpinHost {
+    /// Opens the `default` store (listed in both components' `key_value_stores`). A store that
+    /// cannot be opened makes every KV call fail with the reason, instead of failing the tick.
+    pub async fn open(component: &'static str) -> Self {
+        Self {
+            store: Store::open_default().await.map_err(|e| e.to_string()),
+            origin: Instant::now(),
+            component,
+        }
+    }
+
+    fn store(&self) -> Result<&Store, KvError> {
+        self.store.as_ref().map_err(|e| KvError(format!("cannot open store `default`: {e}")))
+    }
+}
+
+impl HttpClient for SpinHost {
+    async fn send(&self, request: HttpRequest, timeouts: Timeouts) -> Result<HttpResponse, TransportError> {
+        let options = RequestOptions::new();
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        // A host that does not support a timeout still gets the overall race below.
+        let _ = options.set_connect_timeout(Some(nanos(timeouts.connect)));
+        let _ = options.set_first_byte_timeout(Some(nanos(timeouts.total)));
+        let _ = options.set_between_bytes_timeout(Some(nanos(timeouts.total)));
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(RequestOptionsExtension(options));
+        let request = http::Request::from_parts(parts, FullBody::new(bytes::Bytes::from(body)));
+
+        let exchange = async {
+            let response = send(request).await.map_err(transport_error)?;
+            let (parts, body) = response.into_parts();
+            let body = body.bytes().await.map_err(transport_error)?;
+            Ok(http::Response::from_parts(parts, body.to_vec()))
+        };
+        // Dropping the losing future cancels the host call.
+        match select(pin!(exchange), pin!(spin_sdk::time::sleep(timeouts.total))).await {
+            Either::Left((result, _)) => result,
+            Either::Right(((), _)) => Err(TransportError::Timeout),
+        }
+    }
+}
+
+fn transport_error(code: ErrorCode) -> TransportError {
+    match code {
+        ErrorCode::ConnectionTimeout => TransportError::ConnectTimeout,
+        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => TransportError::Timeout,
+        ErrorCode::DnsTimeout
+        | ErrorCode::DnsError(_)
+        | ErrorCode::DestinationNotFound
+        | ErrorCode::DestinationUnavailable
+        | ErrorCode::DestinationIpProhibited
+        | ErrorCode::DestinationIpUnroutable
+        | ErrorCode::ConnectionRefused
+        | ErrorCode::TlsProtocolError
+        | ErrorCode::TlsCertificateError
+        | ErrorCode::TlsAlertReceived(_) => TransportError::Connect(format!("{code:?}")),
+        ErrorCode::HttpRequestDenied => {
+            TransportError::Other("request denied by the host: is the URL in allowed_outbound_hosts?".into())
+        }
+        other => TransportError::Other(format!("{other:?}")),
+    }
+}
+
+impl KeyValue for SpinHost {
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.store()?.get(key).await.map_err(|e| KvError(e.to_string()))
+    }
+
+    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.store()?.set(key, value).await.map_err(|e| KvError(e.to_string()))
+    }
+
+    async fn kv_delete(&self, key: &str) -> Result<(), KvError> {
+        self.store()?.delete(key).await.map_err(|e| KvError(e.to_string()))
+    }
+}
+
+impl Variables for SpinHost {
+    async fn variable(&self, name: &str) -> Result<Option<String>, String> {
+        match spin_sdk::variables::get(name).await {
+            Ok(value) => Ok(Some(value)),
+            Err(spin_sdk::variables::Error::Undefined(_)) => Ok(None),
+            // The error text names the variable, never its value.
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
+impl Clock for SpinHost {
+    fn unix_millis(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        spin_sdk::time::sleep(duration).await;
+    }
+}
+
+impl Log for SpinHost {
+    fn log(&self, level: Level, message: &str) {
+        // Spin captures guest stderr into its log directory and the terminal.
+        eprintln!("lcw-fetcher {} {level}: {message}", self.component);
+    }
+}

@@ -1,0 +1,160 @@
+//! Persistent state in the key-value store: the key layout and typed JSON documents.
+//!
+//! Owns every key name (versioned under `lcw/v1/`) and how documents are read and written. A value
+//! that fails to parse is treated as absent, logged and counted — never a crash. Each key has one
+//! writer: the collector writes cycle state; the API component only reads it. It must not decide
+//! what goes into the documents.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::host::{KeyValue, KvError, Level, Log};
+
+/// Prefix of every key this application owns.
+pub const KEY_PREFIX: &str = "lcw/v1/";
+/// The cycle history document: totals and the most recent cycles.
+pub const CYCLES_KEY: &str = "lcw/v1/cycles";
+
+/// How many cycle records `/stats` keeps.
+pub const RECENT_CYCLES: usize = 60;
+
+/// How a cycle ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Everything planned was fetched and written.
+    Success,
+    /// Some points were written, something failed.
+    Partial,
+    /// Nothing was written.
+    Error,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Success, Outcome::Partial, Outcome::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Partial => "partial",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CycleRecord {
+    pub started_at_ms: i64,
+    pub duration_ms: u64,
+    pub outcome: Outcome,
+    /// Points that InfluxDB accepted, by data type (`coins`, `overview`).
+    pub points_written: BTreeMap<String, u64>,
+    /// Points built but not accepted by InfluxDB.
+    pub points_failed: u64,
+    /// One line per failure, secrets never included.
+    pub errors: Vec<String>,
+}
+
+impl CycleRecord {
+    pub fn total_written(&self) -> u64 {
+        self.points_written.values().sum()
+    }
+}
+
+/// Totals since the store was created, and the most recent cycles (newest last).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CycleHistory {
+    pub cycles_by_outcome: BTreeMap<Outcome, u64>,
+    pub points_written_by_type: BTreeMap<String, u64>,
+    pub last_success_at_ms: Option<i64>,
+    pub recent: VecDeque<CycleRecord>,
+}
+
+impl CycleHistory {
+    /// Adds a finished cycle to the totals and the recent window.
+    pub fn record(&mut self, cycle: CycleRecord) {
+        *self.cycles_by_outcome.entry(cycle.outcome).or_default() += 1;
+        for (data_type, count) in &cycle.points_written {
+            *self.points_written_by_type.entry(data_type.clone()).or_default() += count;
+        }
+        if cycle.outcome == Outcome::Success {
+            self.last_success_at_ms = Some(cycle.started_at_ms);
+        }
+        self.recent.push_back(cycle);
+        while self.recent.len() > RECENT_CYCLES {
+            self.recent.pop_front();
+        }
+    }
+
+    pub fn last(&self) -> Option<&CycleRecord> {
+        self.recent.back()
+    }
+}
+
+/// Reads a JSON document; absent or unreadable documents give `T::default()` (the latter logged).
+pub async fn load<T, S>(store: &S, key: &str) -> Result<T, KvError>
+where
+    T: DeserializeOwned + Default,
+    S: KeyValue + Log,
+{
+    let Some(bytes) = store.kv_get(key).await? else {
+        return Ok(T::default());
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Ok(value),
+        Err(error) => {
+            store.log(
+                Level::Warn,
+                &format!("state `{key}` is unreadable ({error}); starting it afresh"),
+            );
+            Ok(T::default())
+        }
+    }
+}
+
+/// Writes a JSON document.
+pub async fn save<T: Serialize, S: KeyValue>(store: &S, key: &str, value: &T) -> Result<(), KvError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| KvError(format!("cannot encode `{key}`: {e}")))?;
+    store.kv_set(key, &bytes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(outcome: Outcome, started_at_ms: i64, coins: u64) -> CycleRecord {
+        CycleRecord {
+            started_at_ms,
+            duration_ms: 5,
+            outcome,
+            points_written: BTreeMap::from([("coins".to_owned(), coins)]),
+            points_failed: 0,
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn history_totals_and_window() {
+        let mut history = CycleHistory::default();
+        for i in 0..(RECENT_CYCLES as i64 + 5) {
+            history.record(record(if i % 2 == 0 { Outcome::Success } else { Outcome::Error }, i, 2));
+        }
+        assert_eq!(history.recent.len(), RECENT_CYCLES);
+        assert_eq!(history.recent.front().unwrap().started_at_ms, 5);
+        assert_eq!(history.cycles_by_outcome[&Outcome::Success], 33);
+        assert_eq!(history.cycles_by_outcome[&Outcome::Error], 32);
+        assert_eq!(history.points_written_by_type["coins"], 130);
+        assert_eq!(history.last_success_at_ms, Some(64));
+    }
+
+    #[test]
+    fn history_serialises_with_readable_keys() {
+        let mut history = CycleHistory::default();
+        history.record(record(Outcome::Partial, 1, 1));
+        let json = serde_json::to_string(&history).unwrap();
+        assert!(json.contains(r#""cycles_by_outcome":{"partial":1}"#), "{json}");
+        assert_eq!(serde_json::from_str::<CycleHistory>(&json).unwrap(), history);
+    }
+}
