@@ -434,13 +434,6 @@ impl Reader<'_> {
                 "influx_username and influx_password go together",
             );
         }
-        if settings.lcw_response_timeout_ms > settings.cycle_deadline_ms {
-            self.problem(
-                "lcw_response_timeout_ms",
-                &settings.lcw_response_timeout_ms.to_string(),
-                "must not exceed cycle_deadline_ms",
-            );
-        }
     }
 }
 

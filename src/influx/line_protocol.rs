@@ -3,7 +3,8 @@
 //! Escaping: measurement — comma and space; tag keys, tag values and field keys — comma, equals
 //! sign and space; string field values — double quote and backslash. A newline (or carriage
 //! return) can appear nowhere in line protocol, so it is always *replaced by a space* in keys,
-//! tag values and string fields. Floats use Rust's shortest round-trip form, so a value read back
+//! tag values and string fields. A trailing backslash in a measurement, key or tag value would
+//! escape the separator after it, so it is trimmed (as Telegraf does). Floats use Rust's shortest round-trip form, so a value read back
 //! equals the `f64` written; NaN and ±Inf have no syntax and are dropped (and counted). Empty tag
 //! values are omitted; tags are written sorted by key; timestamps are in milliseconds.
 
@@ -83,9 +84,9 @@ pub fn encode_points<'a>(points: impl IntoIterator<Item = &'a Point>, out: &mut 
 const KEY_SPECIALS: &[char] = &[',', '=', ' '];
 
 fn escape_into(out: &mut String, text: &str, specials: &[char]) {
-    for c in text.chars() {
+    for c in text.trim_end_matches('\\').chars() {
+        let c = if matches!(c, '\n' | '\r') { ' ' } else { c };
         match c {
-            '\n' | '\r' => out.push(' '),
             c if specials.contains(&c) => {
                 out.push('\\');
                 out.push(c);
@@ -155,6 +156,17 @@ mod tests {
             timestamp_ms: 1_700_000_000_123,
         });
         assert_eq!(text, "m,code=X,name=Two\\ Lines n=-3i,ok=true 1700000000123\n");
+    }
+
+    #[test]
+    fn trailing_backslashes_are_trimmed_inner_ones_kept() {
+        let (text, _) = line(Point {
+            measurement: "m\\",
+            tags: vec![("k\\", "a\\b\\\\".into())],
+            fields: vec![("f\\", FieldValue::String("s\\".into()))],
+            timestamp_ms: 1,
+        });
+        assert_eq!(text, "m,k=a\\b f=\"s\\\\\" 1\n");
     }
 
     #[test]

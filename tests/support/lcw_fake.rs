@@ -1,0 +1,206 @@
+//! A Live Coin Watch fake on 127.0.0.1: answers every endpoint from `../shared/fixtures/lcw/`,
+//! checks method and API key like the real API, records every request, and can be told to answer
+//! an endpoint with another status, body, header or delay.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The API key the fake accepts.
+pub const API_KEY: &str = "test-lcw-key-5f3a9c";
+
+/// What the fake answers for one endpoint instead of its fixture.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            body: body.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The documented error body for `status` (`error_<status>.json`).
+    pub fn documented_error(status: u16) -> Self {
+        Self::json(status, fixture(&format!("error_{status}.json")))
+    }
+
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// One request as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query as sent.
+    pub url: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("request body is JSON")
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    overrides: HashMap<String, Reply>,
+    seen: Vec<Seen>,
+}
+
+pub struct LcwFake {
+    pub base_url: String,
+    server: Arc<tiny_http::Server>,
+    shared: Arc<Mutex<Shared>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Path of the shared fixtures (`../shared/fixtures/lcw/` beside the repository).
+pub fn fixtures_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/lcw");
+    assert!(dir.is_dir(), "LCW fixtures not found at {}: the repository expects ../shared beside it", dir.display());
+    dir
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = fixtures_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+}
+
+pub fn fixture_json(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&fixture(name)).expect("fixture is JSON")
+}
+
+fn fixture_for(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "/status" => "status.json",
+        "/credits" => "credits.json",
+        "/overview" => "overview.json",
+        "/overview/history" => "overview_history.json",
+        "/coins/single" => "coins_single.json",
+        "/coins/single/history" => "coins_single_history.json",
+        "/coins/contract" => "coins_contract.json",
+        "/coins/list" => "coins_list.json",
+        "/coins/map" => "coins_map.json",
+        "/exchanges/single" => "exchanges_single.json",
+        "/exchanges/list" => "exchanges_list.json",
+        "/fiats/all" => "fiats_all.json",
+        "/platforms/all" => "platforms_all.json",
+        _ => return None,
+    })
+}
+
+impl LcwFake {
+    pub fn start() -> Self {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind the LCW fake on 127.0.0.1"));
+        let port = server.server_addr().to_ip().expect("an IP listener").port();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let thread = {
+            let server = Arc::clone(&server);
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                for request in server.incoming_requests() {
+                    let shared = Arc::clone(&shared);
+                    std::thread::spawn(move || answer(request, &shared));
+                }
+            })
+        };
+        Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            server,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// Answers `path` with `reply` from now on.
+    pub fn respond(&self, path: &str, reply: Reply) {
+        self.shared.lock().unwrap().overrides.insert(path.to_owned(), reply);
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.lock().unwrap().seen.clone()
+    }
+
+    pub fn seen_on(&self, path: &str) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.path == path).collect()
+    }
+}
+
+impl Drop for LcwFake {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn answer(mut request: tiny_http::Request, shared: &Mutex<Shared>) {
+    let mut body = Vec::new();
+    let _ = request.as_reader().read_to_end(&mut body);
+    let seen = Seen {
+        method: request.method().to_string().to_uppercase(),
+        url: request.url().to_owned(),
+        path: request.url().split('?').next().unwrap_or("").to_owned(),
+        headers: request
+            .headers()
+            .iter()
+            .map(|h| (h.field.as_str().to_string(), h.value.as_str().to_owned()))
+            .collect(),
+        body,
+    };
+    let reply = {
+        let mut shared = shared.lock().unwrap();
+        let reply = shared.overrides.get(&seen.path).cloned();
+        shared.seen.push(seen.clone());
+        reply
+    }
+    .unwrap_or_else(|| like_the_real_api(&seen));
+    if !reply.delay.is_zero() {
+        std::thread::sleep(reply.delay);
+    }
+    let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+    let mut headers = reply.headers;
+    headers.push(("Content-Type".into(), "application/json".into()));
+    for (name, value) in headers {
+        response.add_header(tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap());
+    }
+    let _ = request.respond(response);
+}
+
+fn like_the_real_api(seen: &Seen) -> Reply {
+    let Some(name) = fixture_for(&seen.path) else {
+        return Reply::json(404, r#"{"error":{"code":404,"status":"Not Found","description":"No such endpoint."}}"#);
+    };
+    if seen.method != "POST" {
+        return Reply::documented_error(405);
+    }
+    if seen.path != "/status" && seen.header("x-api-key") != Some(API_KEY) {
+        return Reply::documented_error(401);
+    }
+    Reply::json(200, fixture(name))
+}

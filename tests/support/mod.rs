@@ -1,0 +1,57 @@
+//! Test adapters and real peers for the native integration tests: the native host, the LCW fake,
+//! a real InfluxDB, promtool. Network traffic goes to 127.0.0.1 only.
+#![allow(dead_code)] // each test binary uses its own part of the support code.
+
+pub mod influxd;
+pub mod lcw_fake;
+pub mod native_host;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+pub use influxd::Influx;
+pub use lcw_fake::{LcwFake, Reply};
+pub use native_host::NativeHost;
+
+/// Runs a future to completion on the test thread.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    futures::executor::block_on(future)
+}
+
+/// Variables for a cycle against `fake` writing to `influx` through the v1 API (Debian's InfluxDB
+/// 1.x has no v2 endpoint).
+pub fn variables_for(fake: &LcwFake, influx: &Influx) -> Vec<(&'static str, String)> {
+    vec![
+        ("lcw_api_key", lcw_fake::API_KEY.to_owned()),
+        ("lcw_base_url", fake.base_url.clone()),
+        ("influx_url", influx.url.clone()),
+        ("influx_api", "v1".to_owned()),
+        ("influx_database", influx.database.clone()),
+        ("cycle_deadline_ms", "20000".to_owned()),
+    ]
+}
+
+/// `promtool check metrics` on `text`: Ok, or promtool's complaints.
+pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    let promtool = influxd::which("promtool").unwrap_or_else(|| {
+        panic!("`promtool` not found: install Debian's `prometheus` package (scripts/test-all does it when run as root)")
+    });
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}

@@ -1,0 +1,153 @@
+//! The native host: real loopback HTTP (each call on its own thread, so concurrent calls of a
+//! cycle really overlap), an in-memory key-value store that several hosts can share (like two
+//! Spin processes sharing one store file), variables from a map, real clocks, captured logs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::channel::oneshot;
+use lcw_fetcher::host::{
+    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Timeouts, TransportError, Variables,
+};
+
+/// A key-value store shared between hosts.
+pub type SharedKv = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+
+/// Counts of what a host was asked to do.
+#[derive(Debug, Default)]
+pub struct Calls {
+    pub http: AtomicUsize,
+    pub kv_reads: AtomicUsize,
+    pub kv_writes: AtomicUsize,
+}
+
+pub struct NativeHost {
+    pub kv: SharedKv,
+    pub variables: HashMap<String, String>,
+    pub logs: Mutex<Vec<String>>,
+    pub calls: Calls,
+    origin: Instant,
+}
+
+impl NativeHost {
+    pub fn new<K: AsRef<str>, V: AsRef<str>>(variables: &[(K, V)]) -> Self {
+        Self::with_kv(variables, SharedKv::default())
+    }
+
+    pub fn with_kv<K: AsRef<str>, V: AsRef<str>>(variables: &[(K, V)], kv: SharedKv) -> Self {
+        Self {
+            kv,
+            variables: variables
+                .iter()
+                .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+                .collect(),
+            logs: Mutex::new(Vec::new()),
+            calls: Calls::default(),
+            origin: Instant::now(),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn http_calls(&self) -> usize {
+        self.calls.http.load(Ordering::SeqCst)
+    }
+}
+
+impl HttpClient for NativeHost {
+    async fn send(&self, request: HttpRequest, timeouts: Timeouts) -> Result<HttpResponse, TransportError> {
+        self.calls.http.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(blocking_send(request, timeouts));
+        });
+        rx.await.unwrap_or_else(|_| Err(TransportError::Other("HTTP thread died".into())))
+    }
+}
+
+fn blocking_send(request: HttpRequest, timeouts: Timeouts) -> Result<HttpResponse, TransportError> {
+    if timeouts.total.is_zero() {
+        return Err(TransportError::Timeout);
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(timeouts.connect.max(Duration::from_millis(1))))
+        .timeout_global(Some(timeouts.total))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = agent.run(request).map_err(|error| match error {
+        ureq::Error::Timeout(ureq::Timeout::Connect) => TransportError::ConnectTimeout,
+        ureq::Error::Timeout(_) => TransportError::Timeout,
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => TransportError::Connect(error.to_string()),
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            TransportError::Connect(io.to_string())
+        }
+        other => TransportError::Other(other.to_string()),
+    })?;
+    let (parts, mut body) = response.into_parts();
+    let bytes = body
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_vec()
+        .map_err(|error| match error {
+            ureq::Error::Timeout(_) => TransportError::Timeout,
+            other => TransportError::Other(other.to_string()),
+        })?;
+    Ok(http::Response::from_parts(parts, bytes))
+}
+
+impl KeyValue for NativeHost {
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.calls.kv_reads.fetch_add(1, Ordering::SeqCst);
+        Ok(self.kv.lock().unwrap().get(key).cloned())
+    }
+
+    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.calls.kv_writes.fetch_add(1, Ordering::SeqCst);
+        self.kv.lock().unwrap().insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    async fn kv_delete(&self, key: &str) -> Result<(), KvError> {
+        self.calls.kv_writes.fetch_add(1, Ordering::SeqCst);
+        self.kv.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+impl Variables for NativeHost {
+    async fn variable(&self, name: &str) -> Result<Option<String>, String> {
+        Ok(self.variables.get(name).cloned())
+    }
+}
+
+impl Clock for NativeHost {
+    fn unix_millis(&self) -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        let (tx, rx) = oneshot::channel();
+        std::thread::spawn(move || {
+            std::thread::sleep(duration);
+            let _ = tx.send(());
+        });
+        let _ = rx.await;
+    }
+}
+
+impl Log for NativeHost {
+    fn log(&self, level: Level, message: &str) {
+        let line = format!("{level}: {message}");
+        eprintln!("{line}");
+        self.logs.lock().unwrap().push(line);
+    }
+}
