@@ -30,7 +30,11 @@ const fn var(name: &'static str, default: &'static str, meaning: &'static str) -
     }
 }
 
-const fn secret(name: &'static str, default: Option<&'static str>, meaning: &'static str) -> VariableSpec {
+const fn secret(
+    name: &'static str,
+    default: Option<&'static str>,
+    meaning: &'static str,
+) -> VariableSpec {
     VariableSpec {
         name,
         default,
@@ -42,29 +46,81 @@ const fn secret(name: &'static str, default: Option<&'static str>, meaning: &'st
 /// Every variable the code reads. `spin.toml` declares exactly these, with the same defaults.
 pub const VARIABLES: &[VariableSpec] = &[
     secret("lcw_api_key", None, "Live Coin Watch API key"),
-    var("lcw_base_url", "https://api.livecoinwatch.com", "LCW endpoint (a fake or proxy in tests)"),
+    var(
+        "lcw_base_url",
+        "https://api.livecoinwatch.com",
+        "LCW endpoint (a fake or proxy in tests)",
+    ),
     var("currency", "USD", "quote currency for every call"),
-    var("max_coins_per_fetch", "100", "top coins by rank per tick (paged by 100)"),
-    var("tracked_coins", "BTC,ETH", "coins always fetched via /coins/map"),
-    var("max_exchanges_per_fetch", "20", "top exchanges per exchanges refresh"),
+    var(
+        "max_coins_per_fetch",
+        "100",
+        "top coins by rank per tick (paged by 100)",
+    ),
+    var(
+        "tracked_coins",
+        "BTC,ETH",
+        "coins always fetched via /coins/map",
+    ),
+    var(
+        "max_exchanges_per_fetch",
+        "20",
+        "top exchanges per exchanges refresh",
+    ),
     var("requests_per_minute", "60", "shared LCW request budget"),
-    var("cycle_deadline_ms", "45000", "hard end of a tick, below the cron interval"),
-    var("lcw_connect_timeout_ms", "10000", "connect timeout of one LCW call"),
-    var("lcw_response_timeout_ms", "30000", "whole-response timeout of one LCW call"),
+    var(
+        "cycle_deadline_ms",
+        "45000",
+        "hard end of a tick, below the cron interval",
+    ),
+    var(
+        "lcw_connect_timeout_ms",
+        "10000",
+        "connect timeout of one LCW call",
+    ),
+    var(
+        "lcw_response_timeout_ms",
+        "30000",
+        "whole-response timeout of one LCW call",
+    ),
     var("influx_url", "http://127.0.0.1:8086", "InfluxDB base URL"),
     var("influx_api", "v2", "InfluxDB write API: v1, v2 or v3"),
-    secret("influx_token", Some(""), "InfluxDB token (v2/v3; v1 when set)"),
+    secret(
+        "influx_token",
+        Some(""),
+        "InfluxDB token (v2/v3; v1 when set)",
+    ),
     var("influx_org", "", "InfluxDB v2 organisation"),
     var("influx_bucket", "cryptocurrency_data", "InfluxDB v2 bucket"),
-    var("influx_database", "cryptocurrency_data", "InfluxDB v1/v3 database"),
-    var("influx_retention_policy", "", "InfluxDB v1 retention policy (empty: the default)"),
-    var("influx_username", "", "InfluxDB v1 user (with influx_password, when no token)"),
+    var(
+        "influx_database",
+        "cryptocurrency_data",
+        "InfluxDB v1/v3 database",
+    ),
+    var(
+        "influx_retention_policy",
+        "",
+        "InfluxDB v1 retention policy (empty: the default)",
+    ),
+    var(
+        "influx_username",
+        "",
+        "InfluxDB v1 user (with influx_password, when no token)",
+    ),
     secret("influx_password", Some(""), "InfluxDB v1 password"),
     var("influx_batch_size", "1000", "lines per write request"),
     var("influx_gzip", "true", "gzip-compress write bodies"),
-    var("influx_timeout_ms", "30000", "timeout of one InfluxDB write"),
+    var(
+        "influx_timeout_ms",
+        "30000",
+        "timeout of one InfluxDB write",
+    ),
     var("enable_metrics", "true", "serve /metrics"),
-    secret("admin_token", Some(""), "enables admin routes; empty disables them"),
+    secret(
+        "admin_token",
+        Some(""),
+        "enables admin routes; empty disables them",
+    ),
 ];
 
 /// A string that must never be shown: `Debug` and `Display` print a mask.
@@ -150,7 +206,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "variable `{}` = {:?}: {}", self.variable, self.shown_value, self.reason)
+        write!(
+            f,
+            "variable `{}` = {:?}: {}",
+            self.variable, self.shown_value, self.reason
+        )
     }
 }
 
@@ -158,7 +218,10 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
     /// The host could not read a variable at all.
-    Unreadable { variable: &'static str, detail: String },
+    Unreadable {
+        variable: &'static str,
+        detail: String,
+    },
     /// One or more values are missing or invalid.
     Invalid(Vec<Problem>),
 }
@@ -190,13 +253,14 @@ impl Settings {
     pub async fn load(variables: &impl Variables) -> Result<Self, ConfigError> {
         let mut values = Vec::with_capacity(VARIABLES.len());
         for spec in VARIABLES {
-            let value = variables
-                .variable(spec.name)
-                .await
-                .map_err(|detail| ConfigError::Unreadable {
-                    variable: spec.name,
-                    detail,
-                })?;
+            let value =
+                variables
+                    .variable(spec.name)
+                    .await
+                    .map_err(|detail| ConfigError::Unreadable {
+                        variable: spec.name,
+                        detail,
+                    })?;
             values.push((spec.name, value));
         }
         Self::from_lookup(|name| {
@@ -253,11 +317,17 @@ impl Settings {
 
 /// Reads and validates one boolean variable, for routes that need no other setting (and so keep
 /// working while an unrelated variable is invalid).
-pub async fn load_flag(variables: &impl Variables, name: &'static str) -> Result<bool, ConfigError> {
+pub async fn load_flag(
+    variables: &impl Variables,
+    name: &'static str,
+) -> Result<bool, ConfigError> {
     let value = variables
         .variable(name)
         .await
-        .map_err(|detail| ConfigError::Unreadable { variable: name, detail })?;
+        .map_err(|detail| ConfigError::Unreadable {
+            variable: name,
+            detail,
+        })?;
     let lookup = move |n: &str| if n == name { value.clone() } else { None };
     let mut reader = Reader {
         lookup: &lookup,
@@ -332,7 +402,11 @@ impl Reader<'_> {
                 url
             }
             Ok(_) => {
-                self.problem(name, &value, "must be an http:// or https:// URL with a host");
+                self.problem(
+                    name,
+                    &value,
+                    "must be an http:// or https:// URL with a host",
+                );
                 placeholder_url()
             }
             Err(error) => {
@@ -394,7 +468,11 @@ impl Reader<'_> {
             }
         }
         if codes.len() > 100 {
-            self.problem(name, &value, "lists more than 100 codes (one /coins/map call)");
+            self.problem(
+                name,
+                &value,
+                "lists more than 100 codes (one /coins/map call)",
+            );
         }
         codes
     }
@@ -423,7 +501,11 @@ impl Reader<'_> {
             }
             InfluxApi::V1 | InfluxApi::V3 => {
                 if influx.database.is_empty() {
-                    self.problem("influx_database", "", "is required with influx_api = v1 or v3");
+                    self.problem(
+                        "influx_database",
+                        "",
+                        "is required with influx_api = v1 or v3",
+                    );
                 }
             }
         }
@@ -528,16 +610,29 @@ mod tests {
             ]
         );
         let text = err.to_string();
-        assert!(text.contains("`max_coins_per_fetch` = \"0\": must be between 1 and 1000"), "{text}");
-        assert!(text.contains("`cycle_deadline_ms` = \"soon\": must be a whole number"), "{text}");
+        assert!(
+            text.contains("`max_coins_per_fetch` = \"0\": must be between 1 and 1000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`cycle_deadline_ms` = \"soon\": must be a whole number"),
+            "{text}"
+        );
         assert!(text.contains("`E/TH`"), "{text}");
     }
 
     #[test]
     fn secrets_are_masked_in_errors_and_debug() {
-        let s = with(&[("lcw_api_key", "super-secret-key"), ("influx_token", "tok-999")]).unwrap();
+        let s = with(&[
+            ("lcw_api_key", "super-secret-key"),
+            ("influx_token", "tok-999"),
+        ])
+        .unwrap();
         let debug = format!("{s:?}");
-        assert!(!debug.contains("super-secret-key") && !debug.contains("tok-999"), "{debug}");
+        assert!(
+            !debug.contains("super-secret-key") && !debug.contains("tok-999"),
+            "{debug}"
+        );
         let err = with(&[
             ("lcw_api_key", "super-secret-key"),
             ("influx_username", "bob"),
@@ -551,8 +646,12 @@ mod tests {
 
     #[test]
     fn codes_are_normalised_and_deduplicated() {
-        let s = with(&[("lcw_api_key", "k"), ("currency", "eur"), ("tracked_coins", " btc, ETH ,btc,,_PSG")])
-            .unwrap();
+        let s = with(&[
+            ("lcw_api_key", "k"),
+            ("currency", "eur"),
+            ("tracked_coins", " btc, ETH ,btc,,_PSG"),
+        ])
+        .unwrap();
         assert_eq!(s.currency, "EUR");
         assert_eq!(s.tracked_coins, vec!["BTC", "ETH", "_PSG"]);
     }
@@ -567,7 +666,11 @@ mod tests {
                 "{}",
                 spec.name
             );
-            assert!(VARIABLES[i + 1..].iter().all(|o| o.name != spec.name), "{}", spec.name);
+            assert!(
+                VARIABLES[i + 1..].iter().all(|o| o.name != spec.name),
+                "{}",
+                spec.name
+            );
         }
     }
 }

@@ -46,7 +46,11 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
         host.log(Level::Error, error);
     }
     host.log(
-        if record.outcome == Outcome::Success { Level::Info } else { Level::Warn },
+        if record.outcome == Outcome::Success {
+            Level::Info
+        } else {
+            Level::Warn
+        },
         &format!(
             "cycle {}: {} points written, {} failed, {} ms",
             record.outcome.as_str(),
@@ -105,7 +109,9 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
         }
     }));
     let overview = async {
-        let overview = client.overview(&CurrencyRequest { currency }, lcw_timeouts()).await?;
+        let overview = client
+            .overview(&CurrencyRequest { currency }, lcw_timeouts())
+            .await?;
         Ok::<_, lcw::LcwError>((overview, host.unix_millis()))
     };
     let (coin_pages, overview) = futures::join!(coin_pages, overview);
@@ -123,14 +129,17 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
         }
     }
     let overview_points = match overview {
-        Ok((overview, fetched_at_ms)) => vec![schema::overview_point(&overview, currency, fetched_at_ms)],
+        Ok((overview, fetched_at_ms)) => {
+            vec![schema::overview_point(&overview, currency, fetched_at_ms)]
+        }
         Err(error) => {
             errors.push(error.to_string());
             Vec::new()
         }
     };
 
-    let influx_timeouts = || budget.timeouts(host, settings.influx.timeout_ms, settings.influx.timeout_ms);
+    let influx_timeouts =
+        || budget.timeouts(host, settings.influx.timeout_ms, settings.influx.timeout_ms);
     let (coins_report, overview_report) = futures::join!(
         write(host, settings, &coin_points, influx_timeouts()),
         write(host, settings, &overview_points, influx_timeouts()),
@@ -161,7 +170,12 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
     }
 }
 
-async fn write<H: Host>(host: &H, settings: &Settings, points: &[Point], timeouts: Timeouts) -> WriteReport {
+async fn write<H: Host>(
+    host: &H,
+    settings: &Settings,
+    points: &[Point],
+    timeouts: Timeouts,
+) -> WriteReport {
     let mut lines = String::with_capacity(points.len() * 320);
     let encoded = influx::encode_points(points, &mut lines);
     if encoded.dropped_fields > 0 || encoded.dropped_points > 0 {

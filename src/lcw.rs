@@ -282,7 +282,11 @@ impl<'a, H: HttpClient> Client<'a, H> {
         parse_body(endpoint, response.body())
     }
 
-    fn build<B: Serialize>(&self, endpoint: Endpoint, body: &B) -> Result<http::Request<Vec<u8>>, LcwError> {
+    fn build<B: Serialize>(
+        &self,
+        endpoint: Endpoint,
+        body: &B,
+    ) -> Result<http::Request<Vec<u8>>, LcwError> {
         let request_error = |detail: String| LcwError::Request { endpoint, detail };
         let url = endpoint_url(self.base_url, endpoint);
         let body = serde_json::to_vec(body).map_err(|e| request_error(e.to_string()))?;
@@ -294,9 +298,11 @@ impl<'a, H: HttpClient> Client<'a, H> {
             builder = builder.header("x-api-key", self.api_key.expose());
         }
         // The http error would only ever say which part is invalid; never echo the header value.
-        builder
-            .body(body)
-            .map_err(|_| request_error("invalid URL or header (check lcw_base_url and lcw_api_key characters)".into()))
+        builder.body(body).map_err(|_| {
+            request_error(
+                "invalid URL or header (check lcw_base_url and lcw_api_key characters)".into(),
+            )
+        })
     }
 }
 
@@ -309,7 +315,10 @@ pub fn endpoint_url(base: &Url, endpoint: Endpoint) -> Url {
 }
 
 /// Parses a 2xx body, naming the endpoint and the position of the first mismatch.
-pub fn parse_body<T: for<'de> Deserialize<'de>>(endpoint: Endpoint, body: &[u8]) -> Result<T, LcwError> {
+pub fn parse_body<T: for<'de> Deserialize<'de>>(
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<T, LcwError> {
     serde_json::from_slice(body).map_err(|e| LcwError::Malformed {
         endpoint,
         detail: e.to_string(),
@@ -387,10 +396,14 @@ mod tests {
 
     #[test]
     fn lcw_error_body_becomes_the_message() {
-        let body = br#"{"error":{"code":429,"status":"Too Many Requests","description":"Slow down!"}}"#;
+        let body =
+            br#"{"error":{"code":429,"status":"Too Many Requests","description":"Slow down!"}}"#;
         assert_eq!(error_message(body, 429), "Too Many Requests: Slow down!");
         assert_eq!(error_message(b"", 502), "Bad Gateway");
-        assert_eq!(error_message(b"<html>\nboom</html>", 500), "<html>boom</html>");
+        assert_eq!(
+            error_message(b"<html>\nboom</html>", 500),
+            "<html>boom</html>"
+        );
     }
 
     #[test]
@@ -409,10 +422,14 @@ mod tests {
 
     #[test]
     fn malformed_body_names_endpoint_and_position() {
-        let err = parse_body::<Vec<Coin>>(Endpoint::CoinsList, br#"[{"code":"BTC","rate":"high"}]"#)
-            .unwrap_err();
+        let err =
+            parse_body::<Vec<Coin>>(Endpoint::CoinsList, br#"[{"code":"BTC","rate":"high"}]"#)
+                .unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("LCW /coins/list: unexpected response body"), "{text}");
+        assert!(
+            text.starts_with("LCW /coins/list: unexpected response body"),
+            "{text}"
+        );
         assert!(text.contains("column"), "{text}");
         assert_eq!(err.class(), ErrorClass::Malformed);
     }

@@ -12,25 +12,41 @@ use crate::state::{self, CycleHistory};
 use crate::telemetry;
 
 /// Answers one request.
-pub async fn handle<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> http::Response<Vec<u8>> {
+pub async fn handle<H: Host>(
+    host: &H,
+    request: &http::Request<Vec<u8>>,
+) -> http::Response<Vec<u8>> {
     let path = request.uri().path();
     let method = request.method();
     match (path, method) {
         ("/metrics", &Method::GET) => metrics(host).await,
         ("/stats", &Method::GET) => stats(host).await,
         ("/metrics" | "/stats", _) => {
-            let mut response = error(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not allowed on {path}; use GET"));
-            response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+            let mut response = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{method} is not allowed on {path}; use GET"),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
             response
         }
-        _ => error(StatusCode::NOT_FOUND, &format!("no route for {method} {path}")),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            &format!("no route for {method} {path}"),
+        ),
     }
 }
 
 async fn metrics<H: Host>(host: &H) -> http::Response<Vec<u8>> {
     match config::load_flag(host, "enable_metrics").await {
         Ok(true) => {}
-        Ok(false) => return error(StatusCode::NOT_FOUND, "metrics are disabled (enable_metrics = false)"),
+        Ok(false) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "metrics are disabled (enable_metrics = false)",
+            );
+        }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
     let history = match load_history(host).await {
@@ -38,7 +54,11 @@ async fn metrics<H: Host>(host: &H) -> http::Response<Vec<u8>> {
         Err(response) => return response,
     };
     match telemetry::render_prometheus(&history) {
-        Ok(text) => respond(StatusCode::OK, telemetry::PROMETHEUS_CONTENT_TYPE, text.into_bytes()),
+        Ok(text) => respond(
+            StatusCode::OK,
+            telemetry::PROMETHEUS_CONTENT_TYPE,
+            text.into_bytes(),
+        ),
         Err(e) => {
             host.log(Level::Error, &e.to_string());
             error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
@@ -65,14 +85,22 @@ fn json(status: StatusCode, body: &serde_json::Value) -> http::Response<Vec<u8>>
 }
 
 fn error(status: StatusCode, message: &str) -> http::Response<Vec<u8>> {
-    json(status, &serde_json::json!({ "error": { "status": status.as_u16(), "message": message } }))
+    json(
+        status,
+        &serde_json::json!({ "error": { "status": status.as_u16(), "message": message } }),
+    )
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> http::Response<Vec<u8>> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> http::Response<Vec<u8>> {
     let mut response = http::Response::new(body);
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     response
 }

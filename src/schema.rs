@@ -15,7 +15,10 @@ pub const OVERVIEW_MEASUREMENT: &str = "market_overview";
 /// `cryptocurrency_data`: tags `code`, `name`, `currency`; prices, supplies and the six deltas
 /// (LCW's ratios as given: 1 means unchanged).
 pub fn coin_point(coin: &Coin, currency: &str, fetched_at_ms: i64) -> Point {
-    let mut tags = vec![("code", coin.code.clone()), ("currency", currency.to_owned())];
+    let mut tags = vec![
+        ("code", coin.code.clone()),
+        ("currency", currency.to_owned()),
+    ];
     if let Some(name) = &coin.name {
         tags.push(("name", name.clone()));
     }
@@ -95,12 +98,34 @@ mod tests {
             total_supply: None,
             max_supply: Some(21e6),
             all_time_high_usd: None,
-            delta: Some(Delta { hour: Some(1.008), year: Some(0.7455), ..Delta::default() }),
+            delta: Some(Delta {
+                hour: Some(1.008),
+                year: Some(0.7455),
+                ..Delta::default()
+            }),
         };
         let point = coin_point(&coin, "USD", 42);
-        assert_eq!(point.tags, vec![("code", "BTC".into()), ("currency", "USD".into()), ("name", "Bitcoin".into())]);
+        assert_eq!(
+            point.tags,
+            vec![
+                ("code", "BTC".into()),
+                ("currency", "USD".into()),
+                ("name", "Bitcoin".into())
+            ]
+        );
         let keys: Vec<_> = point.fields.iter().map(|(k, _)| *k).collect();
-        assert_eq!(keys, ["rate", "volume", "circulating_supply", "max_supply", "delta_1h", "delta_1y", "rank"]);
+        assert_eq!(
+            keys,
+            [
+                "rate",
+                "volume",
+                "circulating_supply",
+                "max_supply",
+                "delta_1h",
+                "delta_1y",
+                "rank"
+            ]
+        );
         assert_eq!(point.fields[6].1, FieldValue::Integer(1));
         assert_eq!(point.fields[1].1, FieldValue::Float(23100393182.0));
         assert_eq!(point.timestamp_ms, 42);
@@ -115,10 +140,18 @@ mod tests {
 
     #[test]
     fn overview_omits_absent_values() {
-        let overview = Overview { cap: Some(1.0), volume: None, liquidity: Some(3.0), btc_dominance: Some(0.59) };
+        let overview = Overview {
+            cap: Some(1.0),
+            volume: None,
+            liquidity: Some(3.0),
+            btc_dominance: Some(0.59),
+        };
         let point = overview_point(&overview, "EUR", 7);
         let keys: Vec<_> = point.fields.iter().map(|(k, _)| *k).collect();
-        assert_eq!(keys, ["total_market_cap", "total_liquidity", "btc_dominance"]);
+        assert_eq!(
+            keys,
+            ["total_market_cap", "total_liquidity", "btc_dominance"]
+        );
         assert_eq!(point.tags, vec![("currency", "EUR".into())]);
     }
 }

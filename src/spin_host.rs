@@ -14,7 +14,10 @@ use spin_sdk::key_value::Store;
 use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 
-use crate::host::{Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Timeouts, TransportError, Variables};
+use crate::host::{
+    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Timeouts,
+    TransportError, Variables,
+};
 
 /// The host of one component invocation.
 pub struct SpinHost {
@@ -35,12 +38,18 @@ impl SpinHost {
     }
 
     fn store(&self) -> Result<&Store, KvError> {
-        self.store.as_ref().map_err(|e| KvError(format!("cannot open store `default`: {e}")))
+        self.store
+            .as_ref()
+            .map_err(|e| KvError(format!("cannot open store `default`: {e}")))
     }
 }
 
 impl HttpClient for SpinHost {
-    async fn send(&self, request: HttpRequest, timeouts: Timeouts) -> Result<HttpResponse, TransportError> {
+    async fn send(
+        &self,
+        request: HttpRequest,
+        timeouts: Timeouts,
+    ) -> Result<HttpResponse, TransportError> {
         let options = RequestOptions::new();
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         // A host that does not support a timeout still gets the overall race below.
@@ -68,7 +77,9 @@ impl HttpClient for SpinHost {
 fn transport_error(code: ErrorCode) -> TransportError {
     match code {
         ErrorCode::ConnectionTimeout => TransportError::ConnectTimeout,
-        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => TransportError::Timeout,
+        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
+            TransportError::Timeout
+        }
         ErrorCode::DnsTimeout
         | ErrorCode::DnsError(_)
         | ErrorCode::DestinationNotFound
@@ -79,24 +90,33 @@ fn transport_error(code: ErrorCode) -> TransportError {
         | ErrorCode::TlsProtocolError
         | ErrorCode::TlsCertificateError
         | ErrorCode::TlsAlertReceived(_) => TransportError::Connect(format!("{code:?}")),
-        ErrorCode::HttpRequestDenied => {
-            TransportError::Other("request denied by the host: is the URL in allowed_outbound_hosts?".into())
-        }
+        ErrorCode::HttpRequestDenied => TransportError::Other(
+            "request denied by the host: is the URL in allowed_outbound_hosts?".into(),
+        ),
         other => TransportError::Other(format!("{other:?}")),
     }
 }
 
 impl KeyValue for SpinHost {
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.store()?.get(key).await.map_err(|e| KvError(e.to_string()))
+        self.store()?
+            .get(key)
+            .await
+            .map_err(|e| KvError(e.to_string()))
     }
 
     async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.store()?.set(key, value).await.map_err(|e| KvError(e.to_string()))
+        self.store()?
+            .set(key, value)
+            .await
+            .map_err(|e| KvError(e.to_string()))
     }
 
     async fn kv_delete(&self, key: &str) -> Result<(), KvError> {
-        self.store()?.delete(key).await.map_err(|e| KvError(e.to_string()))
+        self.store()?
+            .delete(key)
+            .await
+            .map_err(|e| KvError(e.to_string()))
     }
 }
 

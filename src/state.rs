@@ -77,7 +77,10 @@ impl CycleHistory {
     pub fn record(&mut self, cycle: CycleRecord) {
         *self.cycles_by_outcome.entry(cycle.outcome).or_default() += 1;
         for (data_type, count) in &cycle.points_written {
-            *self.points_written_by_type.entry(data_type.clone()).or_default() += count;
+            *self
+                .points_written_by_type
+                .entry(data_type.clone())
+                .or_default() += count;
         }
         if cycle.outcome == Outcome::Success {
             self.last_success_at_ms = Some(cycle.started_at_ms);
@@ -115,8 +118,13 @@ where
 }
 
 /// Writes a JSON document.
-pub async fn save<T: Serialize, S: KeyValue>(store: &S, key: &str, value: &T) -> Result<(), KvError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| KvError(format!("cannot encode `{key}`: {e}")))?;
+pub async fn save<T: Serialize, S: KeyValue>(
+    store: &S,
+    key: &str,
+    value: &T,
+) -> Result<(), KvError> {
+    let bytes =
+        serde_json::to_vec(value).map_err(|e| KvError(format!("cannot encode `{key}`: {e}")))?;
     store.kv_set(key, &bytes).await
 }
 
@@ -139,7 +147,15 @@ mod tests {
     fn history_totals_and_window() {
         let mut history = CycleHistory::default();
         for i in 0..(RECENT_CYCLES as i64 + 5) {
-            history.record(record(if i % 2 == 0 { Outcome::Success } else { Outcome::Error }, i, 2));
+            history.record(record(
+                if i % 2 == 0 {
+                    Outcome::Success
+                } else {
+                    Outcome::Error
+                },
+                i,
+                2,
+            ));
         }
         assert_eq!(history.recent.len(), RECENT_CYCLES);
         assert_eq!(history.recent.front().unwrap().started_at_ms, 5);
@@ -154,7 +170,13 @@ mod tests {
         let mut history = CycleHistory::default();
         history.record(record(Outcome::Partial, 1, 1));
         let json = serde_json::to_string(&history).unwrap();
-        assert!(json.contains(r#""cycles_by_outcome":{"partial":1}"#), "{json}");
-        assert_eq!(serde_json::from_str::<CycleHistory>(&json).unwrap(), history);
+        assert!(
+            json.contains(r#""cycles_by_outcome":{"partial":1}"#),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<CycleHistory>(&json).unwrap(),
+            history
+        );
     }
 }

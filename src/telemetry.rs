@@ -42,7 +42,8 @@ pub fn render_prometheus(history: &CycleHistory) -> Result<String, TelemetryErro
         Opts::new("lcw_fetcher_info", "Build information of lcw-fetcher."),
         &["version"],
     )?;
-    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
+    info.with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1.0);
     registry.register(Box::new(info))?;
 
     let cycles = IntCounterVec::new(
@@ -50,7 +51,11 @@ pub fn render_prometheus(history: &CycleHistory) -> Result<String, TelemetryErro
         &["status"],
     )?;
     for outcome in Outcome::ALL {
-        let count = history.cycles_by_outcome.get(&outcome).copied().unwrap_or(0);
+        let count = history
+            .cycles_by_outcome
+            .get(&outcome)
+            .copied()
+            .unwrap_or(0);
         cycles.with_label_values(&[outcome.as_str()]).inc_by(count);
     }
     registry.register(Box::new(cycles))?;
@@ -63,7 +68,11 @@ pub fn render_prometheus(history: &CycleHistory) -> Result<String, TelemetryErro
         &["data_type"],
     )?;
     for data_type in [crate::cycle::COINS, crate::cycle::OVERVIEW] {
-        let count = history.points_written_by_type.get(data_type).copied().unwrap_or(0);
+        let count = history
+            .points_written_by_type
+            .get(data_type)
+            .copied()
+            .unwrap_or(0);
         points.with_label_values(&[data_type]).inc_by(count);
     }
     registry.register(Box::new(points))?;

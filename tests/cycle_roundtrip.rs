@@ -12,13 +12,18 @@ use support::lcw_fake::{API_KEY, fixture_json};
 use support::{Influx, LcwFake, NativeHost, Reply, block_on, variables_for};
 
 fn as_f64(value: &Value) -> f64 {
-    value.as_f64().unwrap_or_else(|| panic!("not a number: {value}"))
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("not a number: {value}"))
 }
 
 /// Asserts that `row[column]` is exactly the fixture number `expected`.
 fn assert_field(row: &serde_json::Map<String, Value>, column: &str, expected: &Value) {
     match expected {
-        Value::Null => assert!(!row.contains_key(column), "{column} should be absent: {row:?}"),
+        Value::Null => assert!(
+            !row.contains_key(column),
+            "{column} should be absent: {row:?}"
+        ),
         _ => assert_eq!(
             as_f64(&row[column]).to_bits(),
             as_f64(expected).to_bits(),
@@ -74,9 +79,15 @@ fn a_tick_lands_the_fixture_values_in_influxdb() {
             .unwrap_or_else(|| panic!("no row for {}", coin["code"]));
         assert_coin_row(row, coin);
         assert_eq!(row["currency"], "USD");
-        assert!(!row.contains_key("name"), "the fixture has no meta, so no name tag");
+        assert!(
+            !row.contains_key("name"),
+            "the fixture has no meta, so no name tag"
+        );
         let time = row["time"].as_i64().unwrap();
-        assert!((before..=after).contains(&time), "{time} not in {before}..={after}");
+        assert!(
+            (before..=after).contains(&time),
+            "{time} not in {before}..={after}"
+        );
     }
 
     let overview = fixture_json("overview.json");
@@ -98,8 +109,16 @@ fn a_tick_lands_the_fixture_values_in_influxdb() {
     );
     assert_eq!(list[0].header("x-api-key"), Some(API_KEY));
     assert_eq!(list[0].header("content-type"), Some("application/json"));
-    assert!(list[0].header("user-agent").unwrap().starts_with("lcw-fetcher/"));
-    assert_eq!(fake.seen_on("/overview")[0].json(), json!({"currency":"USD"}));
+    assert!(
+        list[0]
+            .header("user-agent")
+            .unwrap()
+            .starts_with("lcw-fetcher/")
+    );
+    assert_eq!(
+        fake.seen_on("/overview")[0].json(),
+        json!({"currency":"USD"})
+    );
 
     // The record of the cycle is in the store.
     let history = history(&host);
@@ -123,7 +142,11 @@ fn meta_fields_awkward_names_and_types_round_trip() {
     let fake = LcwFake::start();
     let influx = Influx::start();
     let template = fixture_json("coins_contract.json");
-    let names = ["Wrapped, \"Bitcoin\" = W\\", "Ξther 💎 with spaces", "Plain"];
+    let names = [
+        "Wrapped, \"Bitcoin\" = W\\",
+        "Ξther 💎 with spaces",
+        "Plain",
+    ];
     let coins: Vec<Value> = names
         .iter()
         .enumerate()
@@ -140,7 +163,10 @@ fn meta_fields_awkward_names_and_types_round_trip() {
             coin
         })
         .collect();
-    fake.respond("/coins/list", Reply::json(200, serde_json::to_vec(&coins).unwrap()));
+    fake.respond(
+        "/coins/list",
+        Reply::json(200, serde_json::to_vec(&coins).unwrap()),
+    );
     let host = NativeHost::new(&variables_for(&fake, &influx));
 
     let record = block_on(cycle::run(&host));
@@ -163,14 +189,28 @@ fn meta_fields_awkward_names_and_types_round_trip() {
     }
 
     let answer = influx.query("SHOW FIELD KEYS FROM cryptocurrency_data");
-    let types: std::collections::HashMap<String, String> = answer["results"][0]["series"][0]["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| (v[0].as_str().unwrap().to_owned(), v[1].as_str().unwrap().to_owned()))
-        .collect();
+    let types: std::collections::HashMap<String, String> =
+        answer["results"][0]["series"][0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v[0].as_str().unwrap().to_owned(),
+                    v[1].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
     assert_eq!(types["rank"], "integer");
-    for float in ["rate", "volume", "market_cap", "liquidity", "circulating_supply", "max_supply", "delta_1h"] {
+    for float in [
+        "rate",
+        "volume",
+        "market_cap",
+        "liquidity",
+        "circulating_supply",
+        "max_supply",
+        "delta_1h",
+    ] {
         assert_eq!(types[float], "float", "{float}");
     }
 }
@@ -188,7 +228,12 @@ fn coins_beyond_one_page_are_fetched_page_by_page() {
     let mut pages: Vec<(i64, i64)> = fake
         .seen_on("/coins/list")
         .iter()
-        .map(|s| (s.json()["offset"].as_i64().unwrap(), s.json()["limit"].as_i64().unwrap()))
+        .map(|s| {
+            (
+                s.json()["offset"].as_i64().unwrap(),
+                s.json()["limit"].as_i64().unwrap(),
+            )
+        })
         .collect();
     pages.sort();
     assert_eq!(pages, [(0, 100), (100, 100), (200, 50)]);
@@ -208,7 +253,10 @@ fn invalid_settings_are_recorded_and_no_call_is_made() {
 
     assert_eq!(record.outcome, Outcome::Error);
     let error = &record.errors[0];
-    assert!(error.contains("`cycle_deadline_ms` = \"90000\": must be between 1000 and 59000"), "{error}");
+    assert!(
+        error.contains("`cycle_deadline_ms` = \"90000\": must be between 1000 and 59000"),
+        "{error}"
+    );
     assert!(error.contains("`influx_api` = \"v9\""), "{error}");
     assert_eq!(host.http_calls(), 0);
     assert!(fake.seen().is_empty());
@@ -228,9 +276,20 @@ fn a_wrong_key_fails_clearly_without_leaking_it() {
     let record = block_on(cycle::run(&host));
 
     assert_eq!(record.outcome, Outcome::Error);
-    assert!(record.errors.iter().any(|e| e.contains("LCW /coins/list: HTTP 401: Unauthorized")), "{:?}", record.errors);
+    assert!(
+        record
+            .errors
+            .iter()
+            .any(|e| e.contains("LCW /coins/list: HTTP 401: Unauthorized")),
+        "{:?}",
+        record.errors
+    );
     assert!(influx.rows("cryptocurrency_data").is_empty());
-    let everything = format!("{record:?} {} {:?}", host.log_text(), host.kv.lock().unwrap());
+    let everything = format!(
+        "{record:?} {} {:?}",
+        host.log_text(),
+        host.kv.lock().unwrap()
+    );
     for secret in ["wrong-key-0000", "influx-secret-token"] {
         assert!(!everything.contains(secret), "{secret} leaked");
     }
@@ -248,7 +307,11 @@ fn a_failing_endpoint_makes_a_partial_cycle_that_keeps_the_rest() {
     assert_eq!(record.outcome, Outcome::Partial);
     assert_eq!(record.points_written["coins"], 2);
     assert!(!record.points_written.contains_key("overview"));
-    assert!(record.errors[0].contains("HTTP 503: Service Unavailable: We're temporarily offline"), "{:?}", record.errors);
+    assert!(
+        record.errors[0].contains("HTTP 503: Service Unavailable: We're temporarily offline"),
+        "{:?}",
+        record.errors
+    );
     assert_eq!(influx.rows("cryptocurrency_data").len(), 2);
 }
 
@@ -256,19 +319,30 @@ fn a_failing_endpoint_makes_a_partial_cycle_that_keeps_the_rest() {
 fn malformed_lcw_json_names_the_endpoint() {
     let fake = LcwFake::start();
     let influx = Influx::start();
-    fake.respond("/coins/list", Reply::json(200, r#"[{"code":"BTC","rate":"a lot"}]"#));
+    fake.respond(
+        "/coins/list",
+        Reply::json(200, r#"[{"code":"BTC","rate":"a lot"}]"#),
+    );
     let host = NativeHost::new(&variables_for(&fake, &influx));
 
     let record = block_on(cycle::run(&host));
 
     assert_eq!(record.outcome, Outcome::Partial);
-    assert!(record.errors[0].starts_with("LCW /coins/list: unexpected response body: invalid type"), "{:?}", record.errors);
+    assert!(
+        record.errors[0].starts_with("LCW /coins/list: unexpected response body: invalid type"),
+        "{:?}",
+        record.errors
+    );
 }
 
 #[test]
 fn an_unreachable_influxdb_is_an_error_with_every_point_counted() {
     let fake = LcwFake::start();
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let host = NativeHost::new(&[
         ("lcw_api_key", API_KEY),
         ("lcw_base_url", fake.base_url.as_str()),
@@ -279,14 +353,24 @@ fn an_unreachable_influxdb_is_an_error_with_every_point_counted() {
 
     assert_eq!(record.outcome, Outcome::Error);
     assert_eq!(record.points_failed, 3);
-    assert!(record.errors.iter().all(|e| e.starts_with("InfluxDB write: connection failed")), "{:?}", record.errors);
+    assert!(
+        record
+            .errors
+            .iter()
+            .all(|e| e.starts_with("InfluxDB write: connection failed")),
+        "{:?}",
+        record.errors
+    );
 }
 
 #[test]
 fn a_slow_lcw_cannot_stretch_the_tick_past_its_deadline() {
     let fake = LcwFake::start();
     let influx = Influx::start();
-    fake.respond("/coins/list", Reply::json(200, "[]").delayed(std::time::Duration::from_secs(5)));
+    fake.respond(
+        "/coins/list",
+        Reply::json(200, "[]").delayed(std::time::Duration::from_secs(5)),
+    );
     let mut variables = variables_for(&fake, &influx);
     variables.retain(|(k, _)| *k != "cycle_deadline_ms");
     variables.push(("cycle_deadline_ms", "1500".into()));
@@ -296,7 +380,11 @@ fn a_slow_lcw_cannot_stretch_the_tick_past_its_deadline() {
     let record = block_on(cycle::run(&host));
 
     assert_eq!(record.outcome, Outcome::Partial);
-    assert!(record.errors[0].contains("LCW /coins/list: response timed out"), "{:?}", record.errors);
+    assert!(
+        record.errors[0].contains("LCW /coins/list: response timed out"),
+        "{:?}",
+        record.errors
+    );
     // Bounded by the call's own timeout, not the fake's 5 s; generous slack for a loaded machine.
     assert!(record.duration_ms < 4_000, "{} ms", record.duration_ms);
     assert_eq!(influx.rows("market_overview").len(), 1);
@@ -326,10 +414,15 @@ fn v2_writes_are_gzipped_and_token_authenticated() {
     let mut lines = String::new();
     for write in &writes {
         assert_eq!(write.method, "POST");
-        assert_eq!(write.url, "/api/v2/write?org=my+org&bucket=prices&precision=ms");
+        assert_eq!(
+            write.url,
+            "/api/v2/write?org=my+org&bucket=prices&precision=ms"
+        );
         assert_eq!(write.header("authorization"), Some("Token tok-v2-secret"));
         assert_eq!(write.header("content-encoding"), Some("gzip"));
-        flate2::read::GzDecoder::new(&write.body[..]).read_to_string(&mut lines).unwrap();
+        flate2::read::GzDecoder::new(&write.body[..])
+            .read_to_string(&mut lines)
+            .unwrap();
     }
     let mut lines: Vec<&str> = lines.lines().collect();
     lines.sort();

@@ -151,11 +151,21 @@ mod tests {
     fn tags_sorted_empty_tags_omitted_newlines_replaced() {
         let (text, _) = line(Point {
             measurement: "m",
-            tags: vec![("name", "Two\nLines".into()), ("code", "X".into()), ("empty", String::new())],
-            fields: vec![("n", FieldValue::Integer(-3)), ("ok", FieldValue::Boolean(true))],
+            tags: vec![
+                ("name", "Two\nLines".into()),
+                ("code", "X".into()),
+                ("empty", String::new()),
+            ],
+            fields: vec![
+                ("n", FieldValue::Integer(-3)),
+                ("ok", FieldValue::Boolean(true)),
+            ],
             timestamp_ms: 1_700_000_000_123,
         });
-        assert_eq!(text, "m,code=X,name=Two\\ Lines n=-3i,ok=true 1700000000123\n");
+        assert_eq!(
+            text,
+            "m,code=X,name=Two\\ Lines n=-3i,ok=true 1700000000123\n"
+        );
     }
 
     #[test]
@@ -171,7 +181,15 @@ mod tests {
 
     #[test]
     fn floats_round_trip_exactly_and_non_finite_are_dropped() {
-        let values = [0.1, 1.0 / 3.0, 59075.58195922644, 1e-9, 1.7976931348623157e308, 23100393182.0, -0.0];
+        let values = [
+            0.1,
+            1.0 / 3.0,
+            59075.58195922644,
+            1e-9,
+            1.7976931348623157e308,
+            23100393182.0,
+            -0.0,
+        ];
         for v in values {
             let (text, _) = line(Point {
                 measurement: "m",
@@ -179,14 +197,27 @@ mod tests {
                 fields: vec![("v", FieldValue::Float(v))],
                 timestamp_ms: 0,
             });
-            let written = text.trim_end().strip_prefix("m v=").unwrap().strip_suffix(" 0").unwrap();
-            assert_eq!(written.parse::<f64>().unwrap().to_bits(), v.to_bits(), "{written}");
+            let written = text
+                .trim_end()
+                .strip_prefix("m v=")
+                .unwrap()
+                .strip_suffix(" 0")
+                .unwrap();
+            assert_eq!(
+                written.parse::<f64>().unwrap().to_bits(),
+                v.to_bits(),
+                "{written}"
+            );
             assert!(!written.ends_with('i'));
         }
         let (text, encoded) = line(Point {
             measurement: "m",
             tags: vec![],
-            fields: vec![("a", FieldValue::Float(f64::NAN)), ("b", FieldValue::Float(2.5)), ("c", FieldValue::Float(f64::INFINITY))],
+            fields: vec![
+                ("a", FieldValue::Float(f64::NAN)),
+                ("b", FieldValue::Float(2.5)),
+                ("c", FieldValue::Float(f64::INFINITY)),
+            ],
             timestamp_ms: 5,
         });
         assert_eq!(text, "m b=2.5 5\n");
@@ -197,11 +228,28 @@ mod tests {
     fn a_point_without_fields_is_dropped_and_counted() {
         let mut out = String::from("keep\n");
         let points = [
-            Point { measurement: "m", tags: vec![("t", "x".into())], fields: vec![("a", FieldValue::Float(f64::NAN))], timestamp_ms: 1 },
-            Point { measurement: "m", tags: vec![], fields: vec![("a", FieldValue::Float(1.0))], timestamp_ms: 2 },
+            Point {
+                measurement: "m",
+                tags: vec![("t", "x".into())],
+                fields: vec![("a", FieldValue::Float(f64::NAN))],
+                timestamp_ms: 1,
+            },
+            Point {
+                measurement: "m",
+                tags: vec![],
+                fields: vec![("a", FieldValue::Float(1.0))],
+                timestamp_ms: 2,
+            },
         ];
         let encoded = encode_points(&points, &mut out);
         assert_eq!(out, "keep\nm a=1 2\n");
-        assert_eq!(encoded, Encoded { lines: 1, dropped_fields: 1, dropped_points: 1 });
+        assert_eq!(
+            encoded,
+            Encoded {
+                lines: 1,
+                dropped_fields: 1,
+                dropped_points: 1
+            }
+        );
     }
 }

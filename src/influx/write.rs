@@ -28,7 +28,9 @@ impl fmt::Display for InfluxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Transport(error) => write!(f, "InfluxDB write: {error}"),
-            Self::Status { status, message } => write!(f, "InfluxDB write: HTTP {status}: {message}"),
+            Self::Status { status, message } => {
+                write!(f, "InfluxDB write: HTTP {status}: {message}")
+            }
             Self::Request(detail) => write!(f, "InfluxDB write: cannot build request: {detail}"),
         }
     }
@@ -81,8 +83,15 @@ pub async fn write_lines<H: HttpClient>(
     report
 }
 
-async fn send<H: HttpClient>(http: &H, request: http::Request<Vec<u8>>, timeouts: Timeouts) -> Result<(), InfluxError> {
-    let response = http.send(request, timeouts).await.map_err(InfluxError::Transport)?;
+async fn send<H: HttpClient>(
+    http: &H,
+    request: http::Request<Vec<u8>>,
+    timeouts: Timeouts,
+) -> Result<(), InfluxError> {
+    let response = http
+        .send(request, timeouts)
+        .await
+        .map_err(InfluxError::Transport)?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         Ok(())
@@ -134,7 +143,10 @@ pub fn write_url(settings: &InfluxSettings) -> Url {
         ),
         InfluxApi::V3 => (
             "/api/v3/write_lp",
-            vec![("db", settings.database.as_str()), ("precision", "millisecond")],
+            vec![
+                ("db", settings.database.as_str()),
+                ("precision", "millisecond"),
+            ],
         ),
     };
     url.set_path(&format!("{prefix}{path}"));
@@ -142,7 +154,11 @@ pub fn write_url(settings: &InfluxSettings) -> Url {
     url
 }
 
-fn build_request(settings: &InfluxSettings, url: &Url, batch: &str) -> Result<http::Request<Vec<u8>>, InfluxError> {
+fn build_request(
+    settings: &InfluxSettings,
+    url: &Url,
+    batch: &str,
+) -> Result<http::Request<Vec<u8>>, InfluxError> {
     let mut builder = http::Request::post(url.as_str())
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(http::header::USER_AGENT, crate::lcw::USER_AGENT);
@@ -155,9 +171,11 @@ fn build_request(settings: &InfluxSettings, url: &Url, batch: &str) -> Result<ht
     } else {
         batch.as_bytes().to_vec()
     };
-    builder
-        .body(body)
-        .map_err(|_| InfluxError::Request("invalid URL or header (check influx_url and the credential's characters)".into()))
+    builder.body(body).map_err(|_| {
+        InfluxError::Request(
+            "invalid URL or header (check influx_url and the credential's characters)".into(),
+        )
+    })
 }
 
 fn authorization(settings: &InfluxSettings) -> Option<String> {
@@ -166,14 +184,20 @@ fn authorization(settings: &InfluxSettings) -> Option<String> {
     }
     if settings.api == InfluxApi::V1 && !settings.username.is_empty() {
         let pair = format!("{}:{}", settings.username, settings.password.expose());
-        return Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)));
+        return Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        ));
     }
     None
 }
 
 fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     // Level 6: most of level 9's ratio on repetitive line protocol at a fraction of the CPU.
-    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::new(6));
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4),
+        flate2::Compression::new(6),
+    );
     encoder.write_all(data)?;
     encoder.finish()
 }
@@ -187,7 +211,11 @@ fn server_message(body: &[u8]) -> String {
             }
         }
     }
-    String::from_utf8_lossy(body).chars().filter(|c| !c.is_control()).take(300).collect()
+    String::from_utf8_lossy(body)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect()
 }
 
 #[cfg(test)]
@@ -196,12 +224,18 @@ mod tests {
     use crate::config::Settings;
 
     fn settings(pairs: &[(&str, &str)]) -> InfluxSettings {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         Settings::from_lookup(|name| {
             if name == "lcw_api_key" {
                 return Some("k".into());
             }
-            pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
         })
         .unwrap()
         .influx
@@ -210,7 +244,10 @@ mod tests {
     #[test]
     fn batches_split_on_whole_lines() {
         let text = "a 1\nb 2\nc 3\nd 4\ne 5\n";
-        assert_eq!(batches(text, 2).collect::<Vec<_>>(), ["a 1\nb 2\n", "c 3\nd 4\n", "e 5\n"]);
+        assert_eq!(
+            batches(text, 2).collect::<Vec<_>>(),
+            ["a 1\nb 2\n", "c 3\nd 4\n", "e 5\n"]
+        );
         assert_eq!(batches(text, 10).collect::<Vec<_>>(), [text]);
         assert_eq!(batches("", 10).count(), 0);
     }
@@ -218,11 +255,20 @@ mod tests {
     #[test]
     fn urls_per_api() {
         let v2 = settings(&[("influx_url", "http://db:8086"), ("influx_org", "my org")]);
-        assert_eq!(write_url(&v2).as_str(), "http://db:8086/api/v2/write?org=my+org&bucket=cryptocurrency_data&precision=ms");
+        assert_eq!(
+            write_url(&v2).as_str(),
+            "http://db:8086/api/v2/write?org=my+org&bucket=cryptocurrency_data&precision=ms"
+        );
         let v1 = settings(&[("influx_api", "v1"), ("influx_retention_policy", "week")]);
-        assert_eq!(write_url(&v1).as_str(), "http://127.0.0.1:8086/write?db=cryptocurrency_data&precision=ms&rp=week");
+        assert_eq!(
+            write_url(&v1).as_str(),
+            "http://127.0.0.1:8086/write?db=cryptocurrency_data&precision=ms&rp=week"
+        );
         let v3 = settings(&[("influx_api", "v3"), ("influx_url", "https://h/prefix/")]);
-        assert_eq!(write_url(&v3).as_str(), "https://h/prefix/api/v3/write_lp?db=cryptocurrency_data&precision=millisecond");
+        assert_eq!(
+            write_url(&v3).as_str(),
+            "https://h/prefix/api/v3/write_lp?db=cryptocurrency_data&precision=millisecond"
+        );
     }
 
     #[test]
@@ -230,7 +276,11 @@ mod tests {
         let v2 = settings(&[("influx_token", "tok-1")]);
         assert_eq!(authorization(&v2).as_deref(), Some("Token tok-1"));
         assert!(!write_url(&v2).as_str().contains("tok-1"));
-        let v1 = settings(&[("influx_api", "v1"), ("influx_username", "bob"), ("influx_password", "pw")]);
+        let v1 = settings(&[
+            ("influx_api", "v1"),
+            ("influx_username", "bob"),
+            ("influx_password", "pw"),
+        ]);
         assert_eq!(authorization(&v1).as_deref(), Some("Basic Ym9iOnB3"));
         assert_eq!(authorization(&settings(&[])), None);
     }
@@ -242,14 +292,22 @@ mod tests {
         let packed = gzip(data.as_bytes()).unwrap();
         assert!(packed.len() < data.len() / 10);
         let mut unpacked = String::new();
-        flate2::read::GzDecoder::new(&packed[..]).read_to_string(&mut unpacked).unwrap();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_string(&mut unpacked)
+            .unwrap();
         assert_eq!(unpacked, data);
     }
 
     #[test]
     fn server_messages_are_extracted() {
-        assert_eq!(server_message(br#"{"error":"database not found: \"x\""}"#), "database not found: \"x\"");
-        assert_eq!(server_message(br#"{"code":"invalid","message":"bad line"}"#), "bad line");
+        assert_eq!(
+            server_message(br#"{"error":"database not found: \"x\""}"#),
+            "database not found: \"x\""
+        );
+        assert_eq!(
+            server_message(br#"{"code":"invalid","message":"bad line"}"#),
+            "bad line"
+        );
         assert_eq!(server_message(b"plain\ntext"), "plaintext");
     }
 }

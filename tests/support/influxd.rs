@@ -33,7 +33,12 @@ impl Influx {
             std::process::id(),
             DATABASES.fetch_add(1, Ordering::SeqCst)
         );
-        let influx = Self { url, database, child, dir };
+        let influx = Self {
+            url,
+            database,
+            child,
+            dir,
+        };
         influx.query_ok(&format!("CREATE DATABASE \"{}\"", influx.database));
         influx
     }
@@ -51,7 +56,10 @@ impl Influx {
 
     fn query_ok(&self, statement: &str) {
         let answer = self.query(statement);
-        assert!(answer["results"][0].get("error").is_none(), "`{statement}`: {answer}");
+        assert!(
+            answer["results"][0].get("error").is_none(),
+            "`{statement}`: {answer}"
+        );
     }
 
     /// Every row of `measurement` as a map column → value, ordered by time then `code`.
@@ -62,9 +70,17 @@ impl Influx {
         };
         let mut rows = Vec::new();
         for s in series {
-            let columns: Vec<String> = s["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+            let columns: Vec<String> = s["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect();
             for values in s["values"].as_array().unwrap() {
-                let row = columns.iter().cloned().zip(values.as_array().unwrap().iter().cloned());
+                let row = columns
+                    .iter()
+                    .cloned()
+                    .zip(values.as_array().unwrap().iter().cloned());
                 rows.push(row.filter(|(_, v)| !v.is_null()).collect());
             }
         }
@@ -76,7 +92,7 @@ impl Drop for Influx {
     fn drop(&mut self) {
         if self.child.is_none() {
             let _ = ureq::post(&format!("{}/query", self.url))
-                .query("q", &format!("DROP DATABASE \"{}\"", self.database))
+                .query("q", format!("DROP DATABASE \"{}\"", self.database))
                 .send_empty();
         }
         if let Some(mut child) = self.child.take() {
@@ -90,14 +106,22 @@ impl Drop for Influx {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn() -> (String, Child, PathBuf) {
     let influxd = which("influxd").unwrap_or_else(|| {
         panic!("`influxd` not found: install Debian's `influxdb` package (scripts/test-all does it when run as root)")
     });
-    let dir = std::env::temp_dir().join(format!("lcw-influxd-{}-{}", std::process::id(), free_port()));
+    let dir = std::env::temp_dir().join(format!(
+        "lcw-influxd-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let (http_port, rpc_port) = (free_port(), free_port());
     let config = format!(
@@ -111,7 +135,7 @@ fn spawn() -> (String, Child, PathBuf) {
     );
     let config_path = dir.join("influxdb.conf");
     std::fs::write(&config_path, config).unwrap();
-    let child = Command::new(influxd)
+    let mut child = Command::new(influxd)
         .arg("-config")
         .arg(&config_path)
         .stdout(Stdio::null())
@@ -126,6 +150,8 @@ fn spawn() -> (String, Child, PathBuf) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("influxd did not answer /ping on {url} within 30 s");
 }
 

@@ -3,7 +3,6 @@
 //! an endpoint with another status, body, header or delay.
 
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -81,7 +80,11 @@ pub struct LcwFake {
 /// Path of the shared fixtures (`../shared/fixtures/lcw/` beside the repository).
 pub fn fixtures_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/lcw");
-    assert!(dir.is_dir(), "LCW fixtures not found at {}: the repository expects ../shared beside it", dir.display());
+    assert!(
+        dir.is_dir(),
+        "LCW fixtures not found at {}: the repository expects ../shared beside it",
+        dir.display()
+    );
     dir
 }
 
@@ -115,7 +118,9 @@ fn fixture_for(path: &str) -> Option<&'static str> {
 
 impl LcwFake {
     pub fn start() -> Self {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind the LCW fake on 127.0.0.1"));
+        let server = Arc::new(
+            tiny_http::Server::http("127.0.0.1:0").expect("bind the LCW fake on 127.0.0.1"),
+        );
         let port = server.server_addr().to_ip().expect("an IP listener").port();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let thread = {
@@ -138,7 +143,11 @@ impl LcwFake {
 
     /// Answers `path` with `reply` from now on.
     pub fn respond(&self, path: &str, reply: Reply) {
-        self.shared.lock().unwrap().overrides.insert(path.to_owned(), reply);
+        self.shared
+            .lock()
+            .unwrap()
+            .overrides
+            .insert(path.to_owned(), reply);
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -187,14 +196,18 @@ fn answer(mut request: tiny_http::Request, shared: &Mutex<Shared>) {
     let mut headers = reply.headers;
     headers.push(("Content-Type".into(), "application/json".into()));
     for (name, value) in headers {
-        response.add_header(tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap());
+        response
+            .add_header(tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap());
     }
     let _ = request.respond(response);
 }
 
 fn like_the_real_api(seen: &Seen) -> Reply {
     let Some(name) = fixture_for(&seen.path) else {
-        return Reply::json(404, r#"{"error":{"code":404,"status":"Not Found","description":"No such endpoint."}}"#);
+        return Reply::json(
+            404,
+            r#"{"error":{"code":404,"status":"Not Found","description":"No such endpoint."}}"#,
+        );
     };
     if seen.method != "POST" {
         return Reply::documented_error(405);

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use lcw_fetcher::host::{
-    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Timeouts, TransportError, Variables,
+    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Timeouts,
+    TransportError, Variables,
 };
 
 /// A key-value store shared between hosts.
@@ -59,13 +60,18 @@ impl NativeHost {
 }
 
 impl HttpClient for NativeHost {
-    async fn send(&self, request: HttpRequest, timeouts: Timeouts) -> Result<HttpResponse, TransportError> {
+    async fn send(
+        &self,
+        request: HttpRequest,
+        timeouts: Timeouts,
+    ) -> Result<HttpResponse, TransportError> {
         self.calls.http.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = oneshot::channel();
         std::thread::spawn(move || {
             let _ = tx.send(blocking_send(request, timeouts));
         });
-        rx.await.unwrap_or_else(|_| Err(TransportError::Other("HTTP thread died".into())))
+        rx.await
+            .unwrap_or_else(|_| Err(TransportError::Other("HTTP thread died".into())))
     }
 }
 
@@ -82,7 +88,9 @@ fn blocking_send(request: HttpRequest, timeouts: Timeouts) -> Result<HttpRespons
     let response = agent.run(request).map_err(|error| match error {
         ureq::Error::Timeout(ureq::Timeout::Connect) => TransportError::ConnectTimeout,
         ureq::Error::Timeout(_) => TransportError::Timeout,
-        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => TransportError::Connect(error.to_string()),
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+            TransportError::Connect(error.to_string())
+        }
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             TransportError::Connect(io.to_string())
         }
@@ -108,7 +116,10 @@ impl KeyValue for NativeHost {
 
     async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
         self.calls.kv_writes.fetch_add(1, Ordering::SeqCst);
-        self.kv.lock().unwrap().insert(key.to_owned(), value.to_vec());
+        self.kv
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), value.to_vec());
         Ok(())
     }
 
@@ -127,7 +138,10 @@ impl Variables for NativeHost {
 
 impl Clock for NativeHost {
     fn unix_millis(&self) -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
     }
 
     fn monotonic(&self) -> Duration {

@@ -9,6 +9,7 @@ async fn handle(request: Request) -> anyhow::Result<http::Response<FullBody<byte
     let (parts, body) = request.into_parts();
     let body = body.bytes().await?.to_vec();
     let host = SpinHost::open("api").await;
-    let response = lcw_fetcher::routes::handle(&host, &http::Request::from_parts(parts, body)).await;
+    let response =
+        lcw_fetcher::routes::handle(&host, &http::Request::from_parts(parts, body)).await;
     Ok(response.map(|body| FullBody::new(bytes::Bytes::from(body))))
 }

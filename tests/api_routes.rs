@@ -1,0 +1,172 @@
+//! The HTTP API over state a real cycle left in a shared store, as the collector and API
+//! components share Spin's `default` store; `/metrics` is checked by promtool.
+
+mod support;
+
+use http::{Method, Request, StatusCode};
+use lcw_fetcher::{cycle, routes};
+use serde_json::Value;
+use support::native_host::SharedKv;
+use support::{
+    Influx, LcwFake, NativeHost, Reply, block_on, promtool_check_metrics, variables_for,
+};
+
+fn get(host: &NativeHost, method: Method, path: &str) -> http::Response<Vec<u8>> {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Vec::new())
+        .unwrap();
+    block_on(routes::handle(host, &request))
+}
+
+fn body_json(response: &http::Response<Vec<u8>>) -> Value {
+    serde_json::from_slice(response.body()).unwrap()
+}
+
+fn text(response: &http::Response<Vec<u8>>) -> &str {
+    std::str::from_utf8(response.body()).unwrap()
+}
+
+/// Runs one good and one partial cycle through a collector host, returns the shared store.
+fn store_after_two_cycles() -> SharedKv {
+    let fake = LcwFake::start();
+    let influx = Influx::start();
+    let collector = NativeHost::new(&variables_for(&fake, &influx));
+    block_on(cycle::run(&collector));
+    fake.respond("/overview", Reply::documented_error(503));
+    block_on(cycle::run(&collector));
+    collector.kv
+}
+
+#[test]
+fn metrics_show_real_cycle_counts_and_pass_promtool() {
+    let api = NativeHost::with_kv(&[("lcw_api_key", "unused")], store_after_two_cycles());
+
+    let response = get(&api, Method::GET, "/metrics");
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let body = text(&response);
+    promtool_check_metrics(body)
+        .unwrap_or_else(|e| panic!("promtool rejected /metrics:\n{e}\n{body}"));
+    for sample in [
+        "lcw_fetch_cycles_total{status=\"success\"} 1\n",
+        "lcw_fetch_cycles_total{status=\"partial\"} 1\n",
+        "lcw_fetch_cycles_total{status=\"error\"} 0\n",
+        "lcw_data_points_stored_total{data_type=\"coins\"} 4\n",
+        "lcw_data_points_stored_total{data_type=\"overview\"} 1\n",
+        "# TYPE lcw_fetch_cycle_last_duration_seconds gauge\n",
+        "# TYPE lcw_last_successful_cycle_timestamp_seconds gauge\n",
+        &format!(
+            "lcw_fetcher_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        ),
+    ] {
+        assert!(body.contains(sample), "missing {sample:?} in\n{body}");
+    }
+}
+
+#[test]
+fn metrics_of_an_empty_store_pass_promtool() {
+    let api = NativeHost::new(&[("lcw_api_key", "unused")]);
+    let response = get(&api, Method::GET, "/metrics");
+    assert_eq!(response.status(), StatusCode::OK);
+    promtool_check_metrics(text(&response)).unwrap();
+    assert!(text(&response).contains("lcw_fetch_cycles_total{status=\"success\"} 0"));
+}
+
+#[test]
+fn promtool_really_checks() {
+    // Guards the guard: a counter without `_total` must be rejected, or the test above proves nothing.
+    let bad = "# HELP lcw_bad A counter.\n# TYPE lcw_bad counter\nlcw_bad 1\n";
+    assert!(promtool_check_metrics(bad).is_err());
+}
+
+#[test]
+fn stats_list_the_recent_cycles() {
+    let api = NativeHost::with_kv(&[("lcw_api_key", "unused")], store_after_two_cycles());
+
+    let response = get(&api, Method::GET, "/stats");
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let stats = body_json(&response);
+    assert_eq!(stats["cycles_by_outcome"]["success"], 1);
+    assert_eq!(stats["cycles_by_outcome"]["partial"], 1);
+    let recent = stats["recent_cycles"].as_array().unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0]["outcome"], "success");
+    assert_eq!(recent[0]["points_written"]["coins"], 2);
+    assert_eq!(recent[1]["outcome"], "partial");
+    assert!(
+        recent[1]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("/overview: HTTP 503")
+    );
+    assert!(
+        recent[1]["started_at_ms"].as_i64().unwrap()
+            >= recent[0]["started_at_ms"].as_i64().unwrap()
+    );
+}
+
+#[test]
+fn unknown_routes_and_wrong_methods_get_json_errors() {
+    let api = NativeHost::new(&[("lcw_api_key", "unused")]);
+
+    let missing = get(&api, Method::GET, "/nope");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        body_json(&missing)["error"]["message"],
+        "no route for GET /nope"
+    );
+
+    let wrong = get(&api, Method::POST, "/metrics");
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.headers()["allow"], "GET");
+    assert_eq!(body_json(&wrong)["error"]["status"], 405);
+}
+
+#[test]
+fn metrics_can_be_switched_off() {
+    let api = NativeHost::new(&[("enable_metrics", "false")]);
+    let response = get(&api, Method::GET, "/metrics");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(
+        body_json(&response)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("enable_metrics = false")
+    );
+
+    let api = NativeHost::new(&[("enable_metrics", "sometimes")]);
+    let response = get(&api, Method::GET, "/metrics");
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        text(&response).contains("`enable_metrics` = \\\"sometimes\\\": must be true or false"),
+        "{}",
+        text(&response)
+    );
+}
+
+#[test]
+fn a_corrupt_state_document_is_treated_as_empty_and_logged() {
+    let api = NativeHost::new(&[("lcw_api_key", "unused")]);
+    api.kv
+        .lock()
+        .unwrap()
+        .insert("lcw/v1/cycles".into(), b"{not json".to_vec());
+
+    let response = get(&api, Method::GET, "/stats");
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_json(&response)["recent_cycles"], serde_json::json!([]));
+    assert!(
+        api.log_text()
+            .contains("state `lcw/v1/cycles` is unreadable")
+    );
+}
