@@ -44,83 +44,41 @@ const fn secret(
 }
 
 /// Every variable the code reads. `spin.toml` declares exactly these, with the same defaults.
+#[rustfmt::skip] // one variable a line: this table is read as a table.
 pub const VARIABLES: &[VariableSpec] = &[
     secret("lcw_api_key", None, "Live Coin Watch API key"),
-    var(
-        "lcw_base_url",
-        "https://api.livecoinwatch.com",
-        "LCW endpoint (a fake or proxy in tests)",
-    ),
+    var("lcw_base_url", "https://api.livecoinwatch.com", "LCW endpoint (a fake or proxy in tests)"),
     var("currency", "USD", "quote currency for every call"),
-    var(
-        "max_coins_per_fetch",
-        "100",
-        "top coins by rank per tick (paged by 100)",
-    ),
-    var(
-        "tracked_coins",
-        "BTC,ETH",
-        "coins always fetched via /coins/map",
-    ),
-    var(
-        "max_exchanges_per_fetch",
-        "20",
-        "top exchanges per exchanges refresh",
-    ),
+    var("max_coins_per_fetch", "100", "top coins by rank per tick (paged by 100)"),
+    var("tracked_coins", "BTC,ETH", "coins always fetched via /coins/map"),
+    var("max_exchanges_per_fetch", "20", "top exchanges per exchanges refresh"),
     var("requests_per_minute", "60", "shared LCW request budget"),
-    var(
-        "cycle_deadline_ms",
-        "45000",
-        "hard end of a tick, below the cron interval",
-    ),
-    var(
-        "lcw_connect_timeout_ms",
-        "10000",
-        "connect timeout of one LCW call",
-    ),
-    var(
-        "lcw_response_timeout_ms",
-        "30000",
-        "whole-response timeout of one LCW call",
-    ),
+    var("cycle_deadline_ms", "45000", "hard end of a tick, below the cron interval"),
+    var("cycle_interval_s", "60", "seconds between ticks (the cron schedule), for the daily credit plan"),
+    var("lcw_connect_timeout_ms", "10000", "connect timeout of one LCW call"),
+    var("lcw_response_timeout_ms", "30000", "whole-response timeout of one LCW call"),
+    var("retry_base_ms", "2000", "first retry's backoff ceiling (full jitter below it)"),
+    var("retry_cap_ms", "8000", "largest backoff ceiling"),
+    var("retry_max", "3", "retries after the first attempt (transient and 429 only)"),
+    var("breaker_failure_threshold", "5", "consecutive transient failures that open the breaker"),
+    var("breaker_cool_down_s", "60", "seconds the breaker stays open before one probe"),
+    var("credit_reserve_percent", "5", "below this share of the daily credits, optional calls stop"),
+    var("cache_ttl_status_s", "120", "seconds between /status checks"),
+    var("cache_ttl_credits_s", "300", "seconds between /credits reads"),
     var("influx_url", "http://127.0.0.1:8086", "InfluxDB base URL"),
     var("influx_api", "v2", "InfluxDB write API: v1, v2 or v3"),
-    secret(
-        "influx_token",
-        Some(""),
-        "InfluxDB token (v2/v3; v1 when set)",
-    ),
+    secret("influx_token", Some(""), "InfluxDB token (v2/v3; v1 when set)"),
     var("influx_org", "", "InfluxDB v2 organisation"),
     var("influx_bucket", "cryptocurrency_data", "InfluxDB v2 bucket"),
-    var(
-        "influx_database",
-        "cryptocurrency_data",
-        "InfluxDB v1/v3 database",
-    ),
-    var(
-        "influx_retention_policy",
-        "",
-        "InfluxDB v1 retention policy (empty: the default)",
-    ),
-    var(
-        "influx_username",
-        "",
-        "InfluxDB v1 user (with influx_password, when no token)",
-    ),
+    var("influx_database", "cryptocurrency_data", "InfluxDB v1/v3 database"),
+    var("influx_retention_policy", "", "InfluxDB v1 retention policy (empty: the default)"),
+    var("influx_username", "", "InfluxDB v1 user (with influx_password, when no token)"),
     secret("influx_password", Some(""), "InfluxDB v1 password"),
     var("influx_batch_size", "1000", "lines per write request"),
     var("influx_gzip", "true", "gzip-compress write bodies"),
-    var(
-        "influx_timeout_ms",
-        "30000",
-        "timeout of one InfluxDB write",
-    ),
+    var("influx_timeout_ms", "30000", "timeout of one InfluxDB write"),
     var("enable_metrics", "true", "serve /metrics"),
-    secret(
-        "admin_token",
-        Some(""),
-        "enables admin routes; empty disables them",
-    ),
+    secret("admin_token", Some(""), "enables admin routes; empty disables them"),
 ];
 
 /// A string that must never be shown: `Debug` and `Display` print a mask.
@@ -171,8 +129,17 @@ pub struct Settings {
     pub max_exchanges_per_fetch: u32,
     pub requests_per_minute: u32,
     pub cycle_deadline_ms: u64,
+    pub cycle_interval_s: u64,
     pub lcw_connect_timeout_ms: u64,
     pub lcw_response_timeout_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_cap_ms: u64,
+    pub retry_max: u32,
+    pub breaker_failure_threshold: u32,
+    pub breaker_cool_down_s: u64,
+    pub credit_reserve_percent: u32,
+    pub cache_ttl_status_s: u64,
+    pub cache_ttl_credits_s: u64,
     pub influx: InfluxSettings,
     pub enable_metrics: bool,
     pub admin_token: Secret,
@@ -286,9 +253,18 @@ impl Settings {
             tracked_coins: r.code_list("tracked_coins"),
             max_exchanges_per_fetch: r.number("max_exchanges_per_fetch", 0, 100),
             requests_per_minute: r.number("requests_per_minute", 1, 6_000),
-            cycle_deadline_ms: r.number("cycle_deadline_ms", 1_000, 59_000),
-            lcw_connect_timeout_ms: r.number("lcw_connect_timeout_ms", 100, 59_000),
-            lcw_response_timeout_ms: r.number("lcw_response_timeout_ms", 100, 59_000),
+            cycle_deadline_ms: r.number("cycle_deadline_ms", 1_000, 3_600_000),
+            cycle_interval_s: r.number("cycle_interval_s", 1, 86_400),
+            lcw_connect_timeout_ms: r.number("lcw_connect_timeout_ms", 100, 600_000),
+            lcw_response_timeout_ms: r.number("lcw_response_timeout_ms", 100, 600_000),
+            retry_base_ms: r.number("retry_base_ms", 1, 600_000),
+            retry_cap_ms: r.number("retry_cap_ms", 1, 600_000),
+            retry_max: r.number("retry_max", 0, 10),
+            breaker_failure_threshold: r.number("breaker_failure_threshold", 1, 1_000),
+            breaker_cool_down_s: r.number("breaker_cool_down_s", 1, 86_400),
+            credit_reserve_percent: r.number("credit_reserve_percent", 0, 100),
+            cache_ttl_status_s: r.number("cache_ttl_status_s", 1, 86_400),
+            cache_ttl_credits_s: r.number("cache_ttl_credits_s", 1, 86_400),
             influx: InfluxSettings {
                 url: r.url("influx_url"),
                 api: r.influx_api("influx_api"),
@@ -490,8 +466,26 @@ impl Reader<'_> {
         }
     }
 
-    /// Checks that hold between variables: the chosen API has a place to write to.
+    /// Checks that hold between variables: the tick ends before the next one starts, the backoff
+    /// cap is not below its base, the chosen API has a place to write to.
     fn check_targets(&mut self, settings: &Settings) {
+        if settings.cycle_deadline_ms >= settings.cycle_interval_s.saturating_mul(1000) {
+            self.problem(
+                "cycle_deadline_ms",
+                &settings.cycle_deadline_ms.to_string(),
+                format!(
+                    "must be below the cycle interval ({} s), or ticks overlap",
+                    settings.cycle_interval_s
+                ),
+            );
+        }
+        if settings.retry_cap_ms < settings.retry_base_ms {
+            self.problem(
+                "retry_cap_ms",
+                &settings.retry_cap_ms.to_string(),
+                "must not be below retry_base_ms",
+            );
+        }
         let influx = &settings.influx;
         match influx.api {
             InfluxApi::V2 => {
@@ -565,6 +559,16 @@ mod tests {
         assert_eq!(s.max_coins_per_fetch, 100);
         assert_eq!(s.tracked_coins, vec!["BTC", "ETH"]);
         assert_eq!(s.cycle_deadline_ms, 45_000);
+        assert_eq!(s.cycle_interval_s, 60);
+        assert_eq!(
+            (s.retry_base_ms, s.retry_cap_ms, s.retry_max),
+            (2_000, 8_000, 3)
+        );
+        assert_eq!(
+            (s.breaker_failure_threshold, s.breaker_cool_down_s),
+            (5, 60)
+        );
+        assert_eq!(s.credit_reserve_percent, 5);
         assert_eq!(s.influx.api, InfluxApi::V2);
         assert_eq!(s.influx.bucket, "cryptocurrency_data");
         assert_eq!(s.influx.batch_size, 1000);

@@ -1,19 +1,23 @@
-//! One fetch cycle, start to finish: settings, LCW calls, points, InfluxDB writes, the record.
+//! One fetch cycle, start to finish: settings, plan, guarded LCW calls, points, InfluxDB writes,
+//! the record.
 //!
 //! Owns the order of a tick and its time budget: every call gets the smaller of its own timeout
 //! and the time left before `cycle_deadline_ms`, so the tick ends before its deadline. Independent
-//! calls run concurrently. It must not format wire data (that is `lcw` and `influx`) nor decide
-//! field names (that is `schema`); it never sleeps on a fixed schedule.
+//! calls run concurrently. It must not format wire data (that is `lcw` and `influx`), decide field
+//! names (that is `schema`) or apply resilience rules itself (that is `guard`); it never sleeps on
+//! a fixed schedule.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::future::{OptionFuture, join_all};
 
 use crate::config::Settings;
+use crate::guard::{Guard, ResilienceState, StatusCheck};
 use crate::host::{Host, Level, Timeouts};
 use crate::influx::{self, Point, WriteReport};
-use crate::lcw::{self, CoinsListRequest, CurrencyRequest};
+use crate::lcw::{self, CoinsListRequest, CurrencyRequest, Endpoint, LcwError};
+use crate::plan;
+use crate::resilience::Credits;
 use crate::schema;
 use crate::state::{self, CycleHistory, CycleRecord, Outcome};
 
@@ -28,17 +32,8 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
     let started_at_ms = host.unix_millis();
     let mut record = match Settings::load(host).await {
         Ok(settings) => collect(host, &settings, started).await,
-        Err(error) => {
-            // No LCW or InfluxDB call with settings we cannot trust.
-            CycleRecord {
-                started_at_ms,
-                duration_ms: 0,
-                outcome: Outcome::Error,
-                points_written: BTreeMap::new(),
-                points_failed: 0,
-                errors: vec![error.to_string()],
-            }
-        }
+        // No LCW or InfluxDB call with settings we cannot trust.
+        Err(error) => CycleRecord::new(Outcome::Error, vec![error.to_string()]),
     };
     record.started_at_ms = started_at_ms;
     record.duration_ms = elapsed_ms(host, started);
@@ -52,10 +47,11 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
             Level::Warn
         },
         &format!(
-            "cycle {}: {} points written, {} failed, {} ms",
+            "cycle {}: {} points written, {} failed, {} LCW attempts, {} ms",
             record.outcome.as_str(),
             record.total_written(),
             record.points_failed,
+            record.lcw.attempts.len(),
             record.duration_ms
         ),
     );
@@ -63,60 +59,104 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
     record
 }
 
-/// The time budget of one tick.
-struct Budget {
-    deadline: Duration,
-}
-
-impl Budget {
-    fn left<H: Host>(&self, host: &H) -> Duration {
-        self.deadline.saturating_sub(host.monotonic())
-    }
-
-    /// The call's own limits, cut to what is left of the tick.
-    fn timeouts<H: Host>(&self, host: &H, connect_ms: u64, total_ms: u64) -> Timeouts {
-        let left = self.left(host);
-        Timeouts {
-            connect: Duration::from_millis(connect_ms).min(left),
-            total: Duration::from_millis(total_ms).min(left),
-        }
-    }
-}
-
 async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> CycleRecord {
-    let budget = Budget {
-        deadline: started + Duration::from_millis(settings.cycle_deadline_ms),
+    let deadline = started + Duration::from_millis(settings.cycle_deadline_ms);
+    let (resilience, resilience_loaded) = match state::load(host, state::RESILIENCE_KEY).await {
+        Ok(doc) => (doc, true),
+        Err(error) => {
+            host.log(
+                Level::Error,
+                &format!("resilience state not loaded, using a fresh one: {error}"),
+            );
+            (ResilienceState::default(), false)
+        }
     };
+    let plan = plan::plan(settings, &resilience, host.unix_millis());
+    let guard = Guard::new(host, settings, deadline, resilience);
+
+    let mut record = if guard.breaker_open() {
+        host.log(Level::Warn, "circuit breaker open: no LCW call this tick");
+        CycleRecord::new(Outcome::SkippedBreaker, Vec::new())
+    } else {
+        if let Some(reason) = &plan.dropped {
+            host.log(Level::Warn, reason);
+        }
+        fetch_and_write(host, settings, &plan, &guard, deadline).await
+    };
+
+    let (resilience, report) = guard.finish();
+    record.lcw = report;
+    if resilience_loaded
+        && let Err(error) = state::save(host, state::RESILIENCE_KEY, &resilience).await
+    {
+        host.log(
+            Level::Error,
+            &format!("resilience state not saved: {error}"),
+        );
+    }
+    record
+}
+
+async fn fetch_and_write<H: Host>(
+    host: &H,
+    settings: &Settings,
+    plan: &plan::Plan,
+    guard: &Guard<'_, H>,
+    deadline: Duration,
+) -> CycleRecord {
     let client = lcw::Client::new(host, &settings.lcw_base_url, &settings.lcw_api_key);
     let currency = settings.currency.as_str();
-    let lcw_timeouts = || {
-        budget.timeouts(
-            host,
-            settings.lcw_connect_timeout_ms,
-            settings.lcw_response_timeout_ms,
-        )
-    };
-
-    let pages = settings.max_coins_per_fetch.div_ceil(lcw::PAGE_LIMIT);
-    let coin_pages = join_all((0..pages).map(|page| {
+    let status = OptionFuture::from(
+        plan.status
+            .then(|| guard.call(Endpoint::Status, |t| client.status(t))),
+    );
+    let credits = OptionFuture::from(
+        plan.credits
+            .then(|| guard.call(Endpoint::Credits, |t| client.credits(t))),
+    );
+    let coin_pages = join_all((0..plan.coin_pages).map(|page| {
         let offset = page * lcw::PAGE_LIMIT;
         let limit = (settings.max_coins_per_fetch - offset).min(lcw::PAGE_LIMIT);
         let request = CoinsListRequest::top_by_rank(currency, offset, limit);
         let client = &client;
         async move {
-            let coins = client.coins_list(&request, lcw_timeouts()).await?;
-            Ok::<_, lcw::LcwError>((coins, host.unix_millis()))
+            let coins = guard
+                .call(Endpoint::CoinsList, |t| client.coins_list(&request, t))
+                .await?;
+            Ok::<_, LcwError>((coins, host.unix_millis()))
         }
     }));
     let overview = async {
-        let overview = client
-            .overview(&CurrencyRequest { currency }, lcw_timeouts())
+        let request = CurrencyRequest { currency };
+        let overview = guard
+            .call(Endpoint::Overview, |t| client.overview(&request, t))
             .await?;
-        Ok::<_, lcw::LcwError>((overview, host.unix_millis()))
+        Ok::<_, LcwError>((overview, host.unix_millis()))
     };
-    let (coin_pages, overview) = futures::join!(coin_pages, overview);
+    let (status, credits, coin_pages, overview) =
+        futures::join!(status, credits, coin_pages, overview);
 
     let mut errors = Vec::new();
+    let now_ms = host.unix_millis();
+    if let Some(result) = status {
+        let error = result.err().map(|e| e.to_string());
+        guard.with_state(|s| {
+            s.status = Some(StatusCheck {
+                checked_at_ms: now_ms,
+                reachable: error.is_none(),
+                error: error.clone(),
+            })
+        });
+        errors.extend(error);
+    }
+    if let Some(result) = credits {
+        match result {
+            Ok(answer) => record_credits(host, settings, guard, &answer, now_ms),
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+
+    let mut data_failed = false;
     let mut coin_points = Vec::new();
     for page in coin_pages {
         match page {
@@ -125,7 +165,10 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
                     .iter()
                     .map(|coin| schema::coin_point(coin, currency, fetched_at_ms)),
             ),
-            Err(error) => errors.push(error.to_string()),
+            Err(error) => {
+                data_failed = true;
+                errors.push(error.to_string());
+            }
         }
     }
     let overview_points = match overview {
@@ -133,40 +176,75 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
             vec![schema::overview_point(&overview, currency, fetched_at_ms)]
         }
         Err(error) => {
+            data_failed = true;
             errors.push(error.to_string());
             Vec::new()
         }
     };
 
-    let influx_timeouts =
-        || budget.timeouts(host, settings.influx.timeout_ms, settings.influx.timeout_ms);
+    let influx_timeouts = || {
+        let left = deadline.saturating_sub(host.monotonic());
+        let own = Duration::from_millis(settings.influx.timeout_ms);
+        Timeouts {
+            connect: own.min(left),
+            total: own.min(left),
+        }
+    };
     let (coins_report, overview_report) = futures::join!(
         write(host, settings, &coin_points, influx_timeouts()),
         write(host, settings, &overview_points, influx_timeouts()),
     );
 
-    let mut points_written = BTreeMap::new();
-    let mut points_failed = 0;
+    let mut record = CycleRecord::new(Outcome::Success, Vec::new());
     for (data_type, report) in [(COINS, coins_report), (OVERVIEW, overview_report)] {
         if report.lines_written > 0 {
-            points_written.insert(data_type.to_owned(), report.lines_written as u64);
+            record
+                .points_written
+                .insert(data_type.to_owned(), report.lines_written as u64);
         }
-        points_failed += report.lines_failed as u64;
+        record.points_failed += report.lines_failed as u64;
+        data_failed |= !report.errors.is_empty();
         errors.extend(report.errors.iter().map(ToString::to_string));
     }
-    let written: u64 = points_written.values().sum();
-    let outcome = match (errors.is_empty(), written > 0) {
-        (true, _) => Outcome::Success,
-        (false, true) => Outcome::Partial,
-        (false, false) => Outcome::Error,
+    record.outcome = match (data_failed, record.total_written() > 0) {
+        (false, _) => Outcome::Success,
+        (true, true) => Outcome::Partial,
+        (true, false) => Outcome::Error,
     };
-    CycleRecord {
-        started_at_ms: 0,
-        duration_ms: 0,
-        outcome,
-        points_written,
-        points_failed,
-        errors,
+    record.errors = errors;
+    record
+}
+
+/// Keeps the day's credits and warns when the settings plan more calls than the day allows.
+fn record_credits<H: Host>(
+    host: &H,
+    settings: &Settings,
+    guard: &Guard<'_, H>,
+    answer: &lcw::CreditsAnswer,
+    now_ms: i64,
+) {
+    let (Some(remaining), Some(limit)) =
+        (answer.daily_credits_remaining, answer.daily_credits_limit)
+    else {
+        host.log(
+            Level::Warn,
+            "LCW /credits answered without both credit numbers; keeping the previous ones",
+        );
+        return;
+    };
+    guard.with_state(|s| {
+        s.credits = Some(Credits {
+            remaining,
+            limit,
+            fetched_at_ms: now_ms,
+        })
+    });
+    let planned = plan::calls_per_day(settings);
+    if planned as f64 > limit {
+        host.log(
+            Level::Warn,
+            &format!("these settings plan {planned} LCW calls a day, above the daily limit of {limit} credits"),
+        );
     }
 }
 

@@ -1,7 +1,7 @@
 //! Ports: the only doors from the core to the world.
 //!
 //! Owns the small traits the core is written against — outbound HTTP with timeouts, key-value
-//! storage, application variables, clocks and sleep, and logging — plus the plain types they
+//! storage, application variables, clocks and sleep, randomness, and logging — plus the plain types they
 //! exchange. It must not contain any implementation: the Spin adapter lives in `spin_host`
 //! (feature `spin`), the test adapters live with the tests.
 //!
@@ -97,6 +97,16 @@ pub trait Clock {
     async fn sleep(&self, duration: Duration);
 }
 
+/// Randomness for retry jitter (not for secrets).
+pub trait Random {
+    fn random_u64(&self) -> u64;
+
+    /// A uniform draw in [0, 1).
+    fn random_unit(&self) -> f64 {
+        (self.random_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -121,6 +131,6 @@ pub trait Log {
 }
 
 /// Everything the core needs from its host.
-pub trait Host: HttpClient + KeyValue + Variables + Clock + Log {}
+pub trait Host: HttpClient + KeyValue + Variables + Clock + Random + Log {}
 
-impl<T: HttpClient + KeyValue + Variables + Clock + Log> Host for T {}
+impl<T: HttpClient + KeyValue + Variables + Clock + Random + Log> Host for T {}

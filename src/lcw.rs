@@ -69,6 +69,8 @@ pub enum ErrorClass {
     Permanent,
     /// A 2xx whose body does not have the documented shape.
     Malformed,
+    /// Not sent at all (breaker open, rate budget, deadline): says nothing about the API.
+    NotSent,
 }
 
 /// A failed LCW call. Shows the endpoint and what went wrong, never the key.
@@ -90,6 +92,34 @@ pub enum LcwError {
     Malformed { endpoint: Endpoint, detail: String },
     /// The request could not be built (a bad base URL would be caught by config first).
     Request { endpoint: Endpoint, detail: String },
+    /// The call was not sent, or not sent again, for a reason of ours.
+    NotSent {
+        endpoint: Endpoint,
+        reason: NotSentReason,
+        /// The failure before it, when an attempt was made.
+        after: Option<Box<LcwError>>,
+    },
+}
+
+/// Why a call was not (re)sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NotSentReason {
+    /// The circuit breaker is open (or a half-open probe is already out).
+    BreakerOpen,
+    /// The rate limit's wait would not fit before the cycle deadline.
+    RateLimit,
+    /// Not enough time left before the cycle deadline for an attempt (or a retry).
+    Deadline,
+}
+
+impl NotSentReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BreakerOpen => "breaker_open",
+            Self::RateLimit => "rate_limit",
+            Self::Deadline => "deadline",
+        }
+    }
 }
 
 impl LcwError {
@@ -98,7 +128,8 @@ impl LcwError {
             Self::Transport { endpoint, .. }
             | Self::Status { endpoint, .. }
             | Self::Malformed { endpoint, .. }
-            | Self::Request { endpoint, .. } => *endpoint,
+            | Self::Request { endpoint, .. }
+            | Self::NotSent { endpoint, .. } => *endpoint,
         }
     }
 
@@ -113,6 +144,30 @@ impl LcwError {
             },
             Self::Malformed { .. } => ErrorClass::Malformed,
             Self::Request { .. } => ErrorClass::Permanent,
+            Self::NotSent { .. } => ErrorClass::NotSent,
+        }
+    }
+
+    /// The `Retry-After` the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short label of the outcome for metrics: the HTTP status, or what prevented one.
+    pub fn status_label(&self) -> String {
+        match self {
+            Self::Transport { error, .. } => match error {
+                TransportError::ConnectTimeout | TransportError::Timeout => "timeout".into(),
+                TransportError::Connect(_) => "connect_error".into(),
+                TransportError::Other(_) => "transport_error".into(),
+            },
+            Self::Status { status, .. } => status.to_string(),
+            Self::Malformed { .. } => "malformed".into(),
+            Self::Request { .. } => "request_error".into(),
+            Self::NotSent { reason, .. } => reason.as_str().into(),
         }
     }
 }
@@ -133,6 +188,21 @@ impl fmt::Display for LcwError {
             Self::Request { endpoint, detail } => {
                 write!(f, "LCW {endpoint}: cannot build request: {detail}")
             }
+            Self::NotSent {
+                endpoint,
+                reason,
+                after,
+            } => {
+                let why = match reason {
+                    NotSentReason::BreakerOpen => "circuit breaker open",
+                    NotSentReason::RateLimit => "rate limit wait would pass the cycle deadline",
+                    NotSentReason::Deadline => "no time left before the cycle deadline",
+                };
+                match after {
+                    None => write!(f, "LCW {endpoint}: not sent: {why}"),
+                    Some(last) => write!(f, "{last}; not retried: {why}"),
+                }
+            }
         }
     }
 }
@@ -150,10 +220,12 @@ pub struct Delta {
     pub year: Option<f64>,
 }
 
-/// One coin of `/coins/list` or `/coins/map`. The meta fields are present with `meta: true`.
+/// One coin of `/coins/list`, `/coins/map` or `/coins/single`. The meta fields are present with
+/// `meta: true`. `/coins/single` answers without `code`: [`Client::coin_single`] fills it in.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Coin {
+    #[serde(default)]
     pub code: String,
     #[serde(default)]
     pub name: Option<String>,
@@ -194,6 +266,69 @@ pub struct Overview {
     pub btc_dominance: Option<f64>,
 }
 
+/// `/status`: an empty object when the API is up.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Status {}
+
+/// `/credits`: the day's credits (reset at 00:00 UTC).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditsAnswer {
+    #[serde(default)]
+    pub daily_credits_remaining: Option<f64>,
+    #[serde(default)]
+    pub daily_credits_limit: Option<f64>,
+}
+
+/// One sample of `/coins/single/history`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct HistorySample {
+    #[serde(default)]
+    pub date: Option<f64>,
+    #[serde(default)]
+    pub rate: Option<f64>,
+    #[serde(default)]
+    pub volume: Option<f64>,
+    #[serde(default)]
+    pub cap: Option<f64>,
+}
+
+/// `/coins/single/history`: the coin's meta fields and its 5-minute samples.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct CoinHistory {
+    #[serde(flatten)]
+    pub coin: Coin,
+    #[serde(default)]
+    pub history: Vec<HistorySample>,
+}
+
+/// One exchange of `/exchanges/list` or `/exchanges/single`; meta adds the name and flags.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Exchange {
+    pub code: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub markets: Option<f64>,
+    #[serde(default)]
+    pub volume: Option<f64>,
+    #[serde(default)]
+    pub bid_total: Option<f64>,
+    #[serde(default)]
+    pub ask_total: Option<f64>,
+    #[serde(default)]
+    pub depth: Option<f64>,
+    #[serde(default)]
+    pub visitors: Option<f64>,
+    #[serde(default)]
+    pub volume_per_visitor: Option<f64>,
+    #[serde(default)]
+    pub centralized: Option<bool>,
+    #[serde(default)]
+    pub us_compliant: Option<bool>,
+}
+
 /// Body of `/coins/list`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CoinsListRequest<'a> {
@@ -219,11 +354,84 @@ impl<'a> CoinsListRequest<'a> {
     }
 }
 
+/// Body of `/coins/map`: chosen coins in one call (`limit` 0 = all of `codes`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CoinsMapRequest<'a> {
+    pub codes: &'a [String],
+    pub currency: &'a str,
+    pub sort: &'a str,
+    pub order: &'a str,
+    pub offset: u32,
+    pub limit: u32,
+    pub meta: bool,
+}
+
+impl<'a> CoinsMapRequest<'a> {
+    pub fn codes(currency: &'a str, codes: &'a [String]) -> Self {
+        Self {
+            codes,
+            currency,
+            sort: "rank",
+            order: "ascending",
+            offset: 0,
+            limit: 0,
+            meta: true,
+        }
+    }
+}
+
+/// Body of `/coins/single` and `/exchanges/single`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SingleRequest<'a> {
+    pub currency: &'a str,
+    pub code: &'a str,
+    pub meta: bool,
+}
+
+/// Body of `/coins/single/history`; `start` and `end` in Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CoinHistoryRequest<'a> {
+    pub currency: &'a str,
+    pub code: &'a str,
+    pub start: i64,
+    pub end: i64,
+    pub meta: bool,
+}
+
+/// Body of `/exchanges/list`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExchangesListRequest<'a> {
+    pub currency: &'a str,
+    pub sort: &'a str,
+    pub order: &'a str,
+    pub offset: u32,
+    pub limit: u32,
+    pub meta: bool,
+}
+
+impl<'a> ExchangesListRequest<'a> {
+    /// The top exchanges by volume, one page.
+    pub fn top_by_volume(currency: &'a str, limit: u32) -> Self {
+        Self {
+            currency,
+            sort: "volume",
+            order: "descending",
+            offset: 0,
+            limit: limit.min(PAGE_LIMIT),
+            meta: true,
+        }
+    }
+}
+
 /// Body of endpoints that take only a currency (`/overview`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CurrencyRequest<'a> {
     pub currency: &'a str,
 }
+
+/// Body of endpoints that take nothing (`/status`, `/credits`): an empty JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct NoParameters {}
 
 /// Sends LCW requests through the host's HTTP port.
 pub struct Client<'a, H> {
@@ -241,12 +449,14 @@ impl<'a, H: HttpClient> Client<'a, H> {
         }
     }
 
-    pub async fn coins_list(
-        &self,
-        request: &CoinsListRequest<'_>,
-        timeouts: Timeouts,
-    ) -> Result<Vec<Coin>, LcwError> {
-        self.call(Endpoint::CoinsList, request, timeouts).await
+    pub async fn status(&self, timeouts: Timeouts) -> Result<Status, LcwError> {
+        self.call(Endpoint::Status, &NoParameters {}, timeouts)
+            .await
+    }
+
+    pub async fn credits(&self, timeouts: Timeouts) -> Result<CreditsAnswer, LcwError> {
+        self.call(Endpoint::Credits, &NoParameters {}, timeouts)
+            .await
     }
 
     pub async fn overview(
@@ -255,6 +465,66 @@ impl<'a, H: HttpClient> Client<'a, H> {
         timeouts: Timeouts,
     ) -> Result<Overview, LcwError> {
         self.call(Endpoint::Overview, request, timeouts).await
+    }
+
+    pub async fn coins_list(
+        &self,
+        request: &CoinsListRequest<'_>,
+        timeouts: Timeouts,
+    ) -> Result<Vec<Coin>, LcwError> {
+        self.call(Endpoint::CoinsList, request, timeouts).await
+    }
+
+    pub async fn coins_map(
+        &self,
+        request: &CoinsMapRequest<'_>,
+        timeouts: Timeouts,
+    ) -> Result<Vec<Coin>, LcwError> {
+        self.call(Endpoint::CoinsMap, request, timeouts).await
+    }
+
+    /// `/coins/single`, with `code` filled in from the request (the answer has none).
+    pub async fn coin_single(
+        &self,
+        request: &SingleRequest<'_>,
+        timeouts: Timeouts,
+    ) -> Result<Coin, LcwError> {
+        let mut coin: Coin = self.call(Endpoint::CoinsSingle, request, timeouts).await?;
+        if coin.code.is_empty() {
+            request.code.clone_into(&mut coin.code);
+        }
+        Ok(coin)
+    }
+
+    pub async fn coin_history(
+        &self,
+        request: &CoinHistoryRequest<'_>,
+        timeouts: Timeouts,
+    ) -> Result<CoinHistory, LcwError> {
+        let mut history: CoinHistory = self
+            .call(Endpoint::CoinsSingleHistory, request, timeouts)
+            .await?;
+        if history.coin.code.is_empty() {
+            request.code.clone_into(&mut history.coin.code);
+        }
+        Ok(history)
+    }
+
+    pub async fn exchanges_list(
+        &self,
+        request: &ExchangesListRequest<'_>,
+        timeouts: Timeouts,
+    ) -> Result<Vec<Exchange>, LcwError> {
+        self.call(Endpoint::ExchangesList, request, timeouts).await
+    }
+
+    pub async fn exchange_single(
+        &self,
+        request: &SingleRequest<'_>,
+        timeouts: Timeouts,
+    ) -> Result<Exchange, LcwError> {
+        self.call(Endpoint::ExchangesSingle, request, timeouts)
+            .await
     }
 
     /// One POST with a JSON body, answered by JSON of type `T`.

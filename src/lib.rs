@@ -9,6 +9,9 @@
 //! - [`host`] — the ports (HTTP, key-value, variables, clocks, log);
 //! - [`config`] — application variables into validated [`config::Settings`];
 //! - [`lcw`] — the Live Coin Watch API: requests, typed responses, error classes;
+//! - [`resilience`] — pure rules: retry backoff, circuit breaker, rate limiter, credit reserve;
+//! - [`guard`] — one LCW call through those rules, with the tick's shared state;
+//! - [`plan`] — what a tick fetches, and the credits the settings cost a day;
 //! - [`schema`] — LCW answers into InfluxDB points (measurement, tag and field names);
 //! - [`influx`] — line protocol and the InfluxDB write APIs;
 //! - [`state`] — documents in the key-value store;
@@ -18,9 +21,12 @@
 
 pub mod config;
 pub mod cycle;
+pub mod guard;
 pub mod host;
 pub mod influx;
 pub mod lcw;
+pub mod plan;
+pub mod resilience;
 pub mod routes;
 pub mod schema;
 pub mod state;

@@ -15,7 +15,7 @@ use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 
 use crate::host::{
-    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Timeouts,
+    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Random, Timeouts,
     TransportError, Variables,
 };
 
@@ -144,6 +144,12 @@ impl Clock for SpinHost {
 
     async fn sleep(&self, duration: Duration) {
         spin_sdk::time::sleep(duration).await;
+    }
+}
+
+impl Random for SpinHost {
+    fn random_u64(&self) -> u64 {
+        spin_sdk::wasip3::random::random::get_random_u64()
     }
 }
 

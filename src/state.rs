@@ -9,12 +9,15 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::guard::GuardReport;
 use crate::host::{KeyValue, KvError, Level, Log};
 
 /// Prefix of every key this application owns.
 pub const KEY_PREFIX: &str = "lcw/v1/";
 /// The cycle history document: totals and the most recent cycles.
 pub const CYCLES_KEY: &str = "lcw/v1/cycles";
+/// Breaker, rate-limit bucket, credits and status check (`guard::ResilienceState`).
+pub const RESILIENCE_KEY: &str = "lcw/v1/resilience";
 
 /// How many cycle records `/stats` keeps.
 pub const RECENT_CYCLES: usize = 60;
@@ -29,16 +32,24 @@ pub enum Outcome {
     Partial,
     /// Nothing was written.
     Error,
+    /// The circuit breaker was open: no LCW call was made.
+    SkippedBreaker,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 3] = [Outcome::Success, Outcome::Partial, Outcome::Error];
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Success,
+        Outcome::Partial,
+        Outcome::Error,
+        Outcome::SkippedBreaker,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",
             Self::Partial => "partial",
             Self::Error => "error",
+            Self::SkippedBreaker => "skipped_breaker",
         }
     }
 }
@@ -55,9 +66,25 @@ pub struct CycleRecord {
     pub points_failed: u64,
     /// One line per failure, secrets never included.
     pub errors: Vec<String>,
+    /// LCW attempts, calls not sent, retries and waits.
+    #[serde(default)]
+    pub lcw: GuardReport,
 }
 
 impl CycleRecord {
+    /// A record with nothing written yet; the cycle fills in times and counts.
+    pub fn new(outcome: Outcome, errors: Vec<String>) -> Self {
+        Self {
+            started_at_ms: 0,
+            duration_ms: 0,
+            outcome,
+            points_written: BTreeMap::new(),
+            points_failed: 0,
+            errors,
+            lcw: GuardReport::default(),
+        }
+    }
+
     pub fn total_written(&self) -> u64 {
         self.points_written.values().sum()
     }
@@ -140,6 +167,7 @@ mod tests {
             points_written: BTreeMap::from([("coins".to_owned(), coins)]),
             points_failed: 0,
             errors: vec![],
+            lcw: GuardReport::default(),
         }
     }
 

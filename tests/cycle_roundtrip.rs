@@ -254,7 +254,7 @@ fn invalid_settings_are_recorded_and_no_call_is_made() {
     assert_eq!(record.outcome, Outcome::Error);
     let error = &record.errors[0];
     assert!(
-        error.contains("`cycle_deadline_ms` = \"90000\": must be between 1000 and 59000"),
+        error.contains("`cycle_deadline_ms` = \"90000\": must be below the cycle interval (60 s), or ticks overlap"),
         "{error}"
     );
     assert!(error.contains("`influx_api` = \"v9\""), "{error}");

@@ -1,15 +1,18 @@
 //! The native host: real loopback HTTP (each call on its own thread, so concurrent calls of a
 //! cycle really overlap), an in-memory key-value store that several hosts can share (like two
-//! Spin processes sharing one store file), variables from a map, real clocks, captured logs.
+//! Spin processes sharing one store file), variables from a map, captured logs, a seeded random
+//! generator, and clocks that run in real time but jump forward on `sleep` instead of sleeping
+//! (so retry and rate-limit waits are asserted, not waited for; [`NativeHost::real_sleep`]
+//! makes sleeps real).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use lcw_fetcher::host::{
-    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Timeouts,
+    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Random, Timeouts,
     TransportError, Variables,
 };
 
@@ -29,7 +32,13 @@ pub struct NativeHost {
     pub variables: HashMap<String, String>,
     pub logs: Mutex<Vec<String>>,
     pub calls: Calls,
+    /// Every sleep the core asked for, in order.
+    pub sleeps: Mutex<Vec<Duration>>,
     origin: Instant,
+    virtual_sleep: AtomicBool,
+    /// Virtual time added to both clocks, in nanoseconds.
+    offset_ns: AtomicU64,
+    rng: AtomicU64,
 }
 
 impl NativeHost {
@@ -46,8 +55,32 @@ impl NativeHost {
                 .collect(),
             logs: Mutex::new(Vec::new()),
             calls: Calls::default(),
+            sleeps: Mutex::new(Vec::new()),
             origin: Instant::now(),
+            virtual_sleep: AtomicBool::new(true),
+            offset_ns: AtomicU64::new(0),
+            rng: AtomicU64::new(0x5eed_1c3f_0000_0001),
         }
+    }
+
+    /// From now on `sleep` really sleeps.
+    pub fn real_sleep(self) -> Self {
+        self.virtual_sleep.store(false, Ordering::SeqCst);
+        self
+    }
+
+    /// Moves both clocks forward, as if `by` had passed (for a host that plays a later tick).
+    pub fn advance(&self, by: Duration) {
+        self.offset_ns
+            .fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
+    }
+
+    pub fn slept(&self) -> Vec<Duration> {
+        self.sleeps.lock().unwrap().clone()
+    }
+
+    fn offset(&self) -> Duration {
+        Duration::from_nanos(self.offset_ns.load(Ordering::SeqCst))
     }
 
     pub fn log_text(&self) -> String {
@@ -138,23 +171,40 @@ impl Variables for NativeHost {
 
 impl Clock for NativeHost {
     fn unix_millis(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
+        (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + self.offset()).as_millis() as i64
     }
 
     fn monotonic(&self) -> Duration {
-        self.origin.elapsed()
+        self.origin.elapsed() + self.offset()
     }
 
     async fn sleep(&self, duration: Duration) {
+        self.sleeps.lock().unwrap().push(duration);
+        if self.virtual_sleep.load(Ordering::SeqCst) {
+            // Wake at (now + duration): concurrent sleepers end at the latest of their targets.
+            let target = (self.monotonic() + duration).saturating_sub(self.origin.elapsed());
+            self.offset_ns.fetch_max(target.as_nanos() as u64, Ordering::SeqCst);
+            return;
+        }
         let (tx, rx) = oneshot::channel();
         std::thread::spawn(move || {
             std::thread::sleep(duration);
             let _ = tx.send(());
         });
         let _ = rx.await;
+    }
+}
+
+impl Random for NativeHost {
+    /// splitmix64: deterministic for a host, so a failing run can be replayed.
+    fn random_u64(&self) -> u64 {
+        let mut z = self
+            .rng
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::SeqCst)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 }
 

@@ -1,0 +1,300 @@
+//! The path of one LCW call through the resilience policies: circuit breaker, rate limiter,
+//! deadline, retries with jitter — and the record of every attempt.
+//!
+//! Owns the in-tick resilience state that concurrent calls share (loaded from KV by the cycle,
+//! handed back to it for saving) and applies the pure rules of `resilience` to it. It must not
+//! build requests or parse answers (that is `lcw`), and it never sleeps except for a wait a rule
+//! asked for, through the host.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::host::{Host, Level, Timeouts};
+use crate::lcw::{Endpoint, ErrorClass, LcwError, NotSentReason};
+use crate::resilience::{
+    Admission, BreakerPolicy, BreakerState, Bucket, Credits, MIN_ATTEMPT, RateLimit, Reservation,
+    RetryDecision, RetryPolicy, Transition,
+};
+
+/// How many breaker transitions the state document keeps.
+pub const TRANSITIONS_KEPT: usize = 20;
+
+/// Resilience state that outlives a tick (the document `lcw/v1/resilience`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResilienceState {
+    pub breaker: BreakerState,
+    pub bucket: Option<Bucket>,
+    pub credits: Option<Credits>,
+    pub status: Option<StatusCheck>,
+    /// Newest last.
+    pub transitions: VecDeque<Transition>,
+}
+
+/// The last `/status` check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusCheck {
+    pub checked_at_ms: i64,
+    pub reachable: bool,
+    pub error: Option<String>,
+}
+
+/// One HTTP attempt, for telemetry: which endpoint, how it ended, how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub endpoint: String,
+    /// The HTTP status, or `timeout`, `connect_error`, `malformed`…
+    pub status: String,
+    pub duration_ms: u64,
+}
+
+/// What the guard did during one tick.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuardReport {
+    pub attempts: Vec<Attempt>,
+    /// Calls not sent (or not retried), by reason (`breaker_open`, `rate_limit`, `deadline`).
+    pub not_sent: BTreeMap<String, u64>,
+    pub retries: u64,
+    /// Total time spent waiting for the rate limiter and for backoff.
+    pub waited_ms: u64,
+}
+
+/// Runs LCW calls for one tick under the policies of `settings`, until `deadline` (monotonic).
+pub struct Guard<'a, H> {
+    host: &'a H,
+    retry: RetryPolicy,
+    breaker: BreakerPolicy,
+    limit: RateLimit,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    deadline: Duration,
+    state: RefCell<ResilienceState>,
+    report: RefCell<GuardReport>,
+}
+
+impl<'a, H: Host> Guard<'a, H> {
+    pub fn new(
+        host: &'a H,
+        settings: &Settings,
+        deadline: Duration,
+        state: ResilienceState,
+    ) -> Self {
+        Self {
+            host,
+            retry: RetryPolicy {
+                base: Duration::from_millis(settings.retry_base_ms),
+                cap: Duration::from_millis(settings.retry_cap_ms),
+                max_retries: settings.retry_max,
+            },
+            breaker: BreakerPolicy {
+                failure_threshold: settings.breaker_failure_threshold,
+                cool_down: Duration::from_secs(settings.breaker_cool_down_s),
+            },
+            limit: RateLimit::per_minute(settings.requests_per_minute),
+            connect_timeout: Duration::from_millis(settings.lcw_connect_timeout_ms),
+            response_timeout: Duration::from_millis(settings.lcw_response_timeout_ms),
+            deadline,
+            state: RefCell::new(state),
+            report: RefCell::new(GuardReport::default()),
+        }
+    }
+
+    /// The state to persist and what happened, once the tick's calls are done.
+    pub fn finish(self) -> (ResilienceState, GuardReport) {
+        (self.state.into_inner(), self.report.into_inner())
+    }
+
+    /// Reads or changes the shared state (never across an await).
+    pub fn with_state<T>(&self, f: impl FnOnce(&mut ResilienceState) -> T) -> T {
+        f(&mut self.state.borrow_mut())
+    }
+
+    /// True while the breaker turns calls away.
+    pub fn breaker_open(&self) -> bool {
+        matches!(self.state.borrow().breaker, BreakerState::Open { until_ms, .. } if self.host.unix_millis() < until_ms)
+    }
+
+    fn time_left(&self) -> Duration {
+        self.deadline.saturating_sub(self.host.monotonic())
+    }
+
+    /// Makes the call `attempt` (given the timeouts for one attempt) as the policies allow.
+    pub async fn call<T, F, Fut>(&self, endpoint: Endpoint, attempt: F) -> Result<T, LcwError>
+    where
+        F: Fn(Timeouts) -> Fut,
+        Fut: Future<Output = Result<T, LcwError>>,
+    {
+        let mut retry = 0;
+        loop {
+            self.admit(endpoint).await?;
+            let left = self.time_left();
+            let timeouts = Timeouts {
+                connect: self.connect_timeout.min(left),
+                total: self.response_timeout.min(left),
+            };
+            let started = self.host.monotonic();
+            let result = attempt(timeouts).await;
+            self.record_attempt(endpoint, &result, started);
+            let error = match result {
+                Ok(value) => {
+                    self.update_breaker(|b, s, now| b.on_success(s, now));
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            let class = error.class();
+            self.update_breaker(|b, s, now| b.on_failure(s, class, now));
+            if matches!(class, ErrorClass::Transient | ErrorClass::RateLimited)
+                && self.breaker_open()
+            {
+                return Err(self.not_sent(endpoint, NotSentReason::BreakerOpen, Some(error)));
+            }
+            let jitter = self.host.random_unit();
+            match self
+                .retry
+                .decide(retry, class, error.retry_after(), jitter, self.time_left())
+            {
+                RetryDecision::RetryAfter(wait) => {
+                    self.host.log(
+                        Level::Info,
+                        &format!("{error}; retry {} in {} ms", retry + 1, wait.as_millis()),
+                    );
+                    self.wait(wait).await;
+                    self.report.borrow_mut().retries += 1;
+                    retry += 1;
+                }
+                RetryDecision::NoTimeLeft => {
+                    return Err(self.not_sent(endpoint, NotSentReason::Deadline, Some(error)));
+                }
+                RetryDecision::DoNotRetry | RetryDecision::Exhausted => return Err(error),
+            }
+        }
+    }
+
+    /// Breaker, then rate limiter, then the deadline: each may turn the call away.
+    async fn admit(&self, endpoint: Endpoint) -> Result<(), LcwError> {
+        if self.time_left() < MIN_ATTEMPT {
+            return Err(self.not_sent(endpoint, NotSentReason::Deadline, None));
+        }
+        let now_ms = self.host.unix_millis();
+        let reservation = {
+            let mut state = self.state.borrow_mut();
+            let before = state.breaker;
+            let (breaker, admission, transition) = self.breaker.admit(before, now_ms);
+            if admission == Admission::Rejected {
+                None
+            } else {
+                let (bucket, reservation) =
+                    self.limit.reserve(state.bucket, now_ms, self.time_left());
+                match reservation {
+                    Reservation::Granted { .. } => {
+                        state.breaker = breaker;
+                        state.bucket = bucket;
+                        if let Some(t) = transition {
+                            self.log_transition(&mut state, t);
+                        }
+                    }
+                    // The probe (if this was one) did not go out: leave the breaker as it was.
+                    Reservation::Refused { .. } => {}
+                }
+                Some(reservation)
+            }
+        };
+        match reservation {
+            None => Err(self.not_sent(endpoint, NotSentReason::BreakerOpen, None)),
+            Some(Reservation::Refused { wait }) => {
+                self.host.log(
+                    Level::Warn,
+                    &format!("LCW {endpoint}: skipped, the rate limit asks for a {} ms wait that the deadline does not allow", wait.as_millis()),
+                );
+                Err(self.not_sent(endpoint, NotSentReason::RateLimit, None))
+            }
+            Some(Reservation::Granted { wait }) => {
+                self.wait(wait).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn wait(&self, wait: Duration) {
+        if !wait.is_zero() {
+            self.report.borrow_mut().waited_ms +=
+                u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            self.host.sleep(wait).await;
+        }
+    }
+
+    fn update_breaker(
+        &self,
+        rule: impl FnOnce(&BreakerPolicy, BreakerState, i64) -> (BreakerState, Option<Transition>),
+    ) {
+        let now_ms = self.host.unix_millis();
+        let mut state = self.state.borrow_mut();
+        let (next, transition) = rule(&self.breaker, state.breaker, now_ms);
+        state.breaker = next;
+        if let Some(t) = transition {
+            self.log_transition(&mut state, t);
+        }
+    }
+
+    fn log_transition(&self, state: &mut ResilienceState, transition: Transition) {
+        let level = if transition.to == "open" {
+            Level::Warn
+        } else {
+            Level::Info
+        };
+        self.host.log(
+            level,
+            &format!(
+                "circuit breaker {} -> {}: {}",
+                transition.from, transition.to, transition.reason
+            ),
+        );
+        state.transitions.push_back(transition);
+        while state.transitions.len() > TRANSITIONS_KEPT {
+            state.transitions.pop_front();
+        }
+    }
+
+    fn record_attempt<T>(
+        &self,
+        endpoint: Endpoint,
+        result: &Result<T, LcwError>,
+        started: Duration,
+    ) {
+        let status = match result {
+            Ok(_) => "200".to_owned(),
+            Err(error) => error.status_label(),
+        };
+        let duration_ms = u64::try_from(self.host.monotonic().saturating_sub(started).as_millis())
+            .unwrap_or(u64::MAX);
+        self.report.borrow_mut().attempts.push(Attempt {
+            endpoint: endpoint.path().to_owned(),
+            status,
+            duration_ms,
+        });
+    }
+
+    fn not_sent(
+        &self,
+        endpoint: Endpoint,
+        reason: NotSentReason,
+        after: Option<LcwError>,
+    ) -> LcwError {
+        *self
+            .report
+            .borrow_mut()
+            .not_sent
+            .entry(reason.as_str().to_owned())
+            .or_default() += 1;
+        LcwError::NotSent {
+            endpoint,
+            reason,
+            after: after.map(Box::new),
+        }
+    }
+}
