@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
 use crate::host::{Host, Level, Timeouts};
-use crate::lcw::{Endpoint, ErrorClass, LcwError, NotSentReason};
+use crate::lcw::{Endpoint, LcwError, NotSentReason};
 use crate::resilience::{
     Admission, BreakerPolicy, BreakerState, Bucket, Credits, MIN_ATTEMPT, RateLimit, Reservation,
     RetryDecision, RetryPolicy, Transition,
@@ -148,16 +148,15 @@ impl<'a, H: Host> Guard<'a, H> {
             };
             let class = error.class();
             self.update_breaker(|b, s, now| b.on_failure(s, class, now));
-            if matches!(class, ErrorClass::Transient | ErrorClass::RateLimited)
-                && self.breaker_open()
-            {
-                return Err(self.not_sent(endpoint, NotSentReason::BreakerOpen, Some(error)));
-            }
             let jitter = self.host.random_unit();
             match self
                 .retry
                 .decide(retry, class, error.retry_after(), jitter, self.time_left())
             {
+                // This failure (or a concurrent one) opened the breaker: stop here.
+                RetryDecision::RetryAfter(_) if self.breaker_open() => {
+                    return Err(self.not_sent(endpoint, NotSentReason::BreakerOpen, Some(error)));
+                }
                 RetryDecision::RetryAfter(wait) => {
                     self.host.log(
                         Level::Info,

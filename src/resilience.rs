@@ -163,18 +163,23 @@ impl BreakerPolicy {
     }
 
     /// Reports a call that got an answer the API meant (any 2xx, or a 4xx that is not auth).
+    /// Only the probe's answer closes the breaker: a straggler admitted before it opened, and
+    /// answering after, leaves an open breaker open.
     pub fn on_success(
         &self,
         state: BreakerState,
         now_ms: i64,
     ) -> (BreakerState, Option<Transition>) {
-        let next = BreakerState::default();
         match state {
-            BreakerState::Closed { .. } => (next, None),
-            _ => (
-                next,
-                Some(transition(now_ms, state, next, "probe succeeded")),
-            ),
+            BreakerState::Closed { .. } => (BreakerState::default(), None),
+            BreakerState::Open { .. } => (state, None),
+            BreakerState::HalfOpen { .. } => {
+                let next = BreakerState::default();
+                (
+                    next,
+                    Some(transition(now_ms, state, next, "probe succeeded")),
+                )
+            }
         }
     }
 
@@ -451,6 +456,19 @@ mod tests {
             assert_eq!(b.on_failure(state, class, 1).0, BreakerState::default());
         }
         assert_eq!(b.on_success(state, 1).0, BreakerState::default());
+    }
+
+    #[test]
+    fn a_straggler_success_does_not_close_an_open_breaker() {
+        let open = BreakerState::Open {
+            since_ms: 0,
+            until_ms: 60_000,
+        };
+        assert_eq!(breaker().on_success(open, 10), (open, None));
+        assert_eq!(
+            breaker().on_failure(open, ErrorClass::Permanent, 10),
+            (open, None)
+        );
     }
 
     #[test]

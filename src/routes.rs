@@ -6,8 +6,10 @@
 
 use http::{Method, StatusCode, header};
 
-use crate::config;
+use crate::config::{self, Settings};
+use crate::guard::ResilienceState;
 use crate::host::{Host, Level};
+use crate::plan;
 use crate::state::{self, CycleHistory};
 use crate::telemetry;
 
@@ -49,11 +51,11 @@ async fn metrics<H: Host>(host: &H) -> http::Response<Vec<u8>> {
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
-    let history = match load_history(host).await {
-        Ok(history) => history,
+    let (history, resilience) = match load_state(host).await {
+        Ok(docs) => docs,
         Err(response) => return response,
     };
-    match telemetry::render_prometheus(&history) {
+    match telemetry::render_prometheus(&history, &resilience) {
         Ok(text) => respond(
             StatusCode::OK,
             telemetry::PROMETHEUS_CONTENT_TYPE,
@@ -67,17 +69,35 @@ async fn metrics<H: Host>(host: &H) -> http::Response<Vec<u8>> {
 }
 
 async fn stats<H: Host>(host: &H) -> http::Response<Vec<u8>> {
-    match load_history(host).await {
-        Ok(history) => json(StatusCode::OK, &telemetry::stats_json(&history)),
-        Err(response) => response,
-    }
+    let (history, resilience) = match load_state(host).await {
+        Ok(docs) => docs,
+        Err(response) => return response,
+    };
+    let planned = Settings::load(host)
+        .await
+        .ok()
+        .map(|s| plan::calls_per_day(&s));
+    json(
+        StatusCode::OK,
+        &telemetry::stats_json(&history, &resilience, planned),
+    )
 }
 
-async fn load_history<H: Host>(host: &H) -> Result<CycleHistory, http::Response<Vec<u8>>> {
-    state::load(host, state::CYCLES_KEY).await.map_err(|e| {
+/// The documents the collector writes, read in two KV round trips.
+async fn load_state<H: Host>(
+    host: &H,
+) -> Result<(CycleHistory, ResilienceState), http::Response<Vec<u8>>> {
+    let unavailable = |e: crate::host::KvError| {
         host.log(Level::Error, &e.to_string());
         error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
-    })
+    };
+    let history = state::load(host, state::CYCLES_KEY)
+        .await
+        .map_err(unavailable)?;
+    let resilience = state::load(host, state::RESILIENCE_KEY)
+        .await
+        .map_err(unavailable)?;
+    Ok((history, resilience))
 }
 
 fn json(status: StatusCode, body: &serde_json::Value) -> http::Response<Vec<u8>> {

@@ -11,6 +11,8 @@ use std::fmt;
 
 use prometheus::{Encoder as _, Gauge, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
+use crate::guard::ResilienceState;
+use crate::resilience::BreakerState;
 use crate::state::{CycleHistory, Outcome};
 
 /// Content type of the 0.0.4 text format.
@@ -35,7 +37,10 @@ impl From<prometheus::Error> for TelemetryError {
 }
 
 /// The `/metrics` body for the given state.
-pub fn render_prometheus(history: &CycleHistory) -> Result<String, TelemetryError> {
+pub fn render_prometheus(
+    history: &CycleHistory,
+    resilience: &ResilienceState,
+) -> Result<String, TelemetryError> {
     let registry = Registry::new();
 
     let info = GaugeVec::new(
@@ -94,15 +99,49 @@ pub fn render_prometheus(history: &CycleHistory) -> Result<String, TelemetryErro
         registry.register(Box::new(last_success))?;
     }
 
+    let breaker = Gauge::new(
+        "lcw_circuit_breaker_state",
+        "LCW circuit breaker: 0 closed, 1 half-open (probing), 2 open.",
+    )?;
+    breaker.set(match resilience.breaker {
+        BreakerState::Closed { .. } => 0.0,
+        BreakerState::HalfOpen { .. } => 1.0,
+        BreakerState::Open { .. } => 2.0,
+    });
+    registry.register(Box::new(breaker))?;
+    if let Some(credits) = &resilience.credits {
+        let remaining = Gauge::new(
+            "lcw_api_credits_remaining",
+            "LCW credits left today, as /credits last said.",
+        )?;
+        remaining.set(credits.remaining);
+        registry.register(Box::new(remaining))?;
+        let limit = Gauge::new(
+            "lcw_api_credits_daily_limit",
+            "LCW credits per day for this key.",
+        )?;
+        limit.set(credits.limit);
+        registry.register(Box::new(limit))?;
+    }
+
     let mut text = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut text)?;
     String::from_utf8(text).map_err(|e| TelemetryError(e.to_string()))
 }
 
-/// The `/stats` document.
-pub fn stats_json(history: &CycleHistory) -> serde_json::Value {
+/// The `/stats` document. `planned_calls_per_day` is absent when the settings are invalid.
+pub fn stats_json(
+    history: &CycleHistory,
+    resilience: &ResilienceState,
+    planned_calls_per_day: Option<u64>,
+) -> serde_json::Value {
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "breaker": resilience.breaker,
+        "breaker_transitions": resilience.transitions,
+        "credits": resilience.credits,
+        "planned_calls_per_day": planned_calls_per_day,
+        "lcw_status": resilience.status,
         "cycles_by_outcome": history.cycles_by_outcome,
         "points_written_by_type": history.points_written_by_type,
         "last_success_at_ms": history.last_success_at_ms,

@@ -61,6 +61,9 @@ fn metrics_show_real_cycle_counts_and_pass_promtool() {
         "lcw_data_points_stored_total{data_type=\"overview\"} 1\n",
         "# TYPE lcw_fetch_cycle_last_duration_seconds gauge\n",
         "# TYPE lcw_last_successful_cycle_timestamp_seconds gauge\n",
+        "lcw_circuit_breaker_state 0\n",
+        "lcw_api_credits_remaining 4321\n",
+        "lcw_api_credits_daily_limit 10000\n",
         &format!(
             "lcw_fetcher_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")

@@ -150,6 +150,11 @@ impl LcwFake {
             .insert(path.to_owned(), reply);
     }
 
+    /// Answers `path` like the real API again.
+    pub fn restore(&self, path: &str) {
+        self.shared.lock().unwrap().overrides.remove(path);
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.lock().unwrap().seen.clone()
     }

@@ -183,7 +183,8 @@ impl Clock for NativeHost {
         if self.virtual_sleep.load(Ordering::SeqCst) {
             // Wake at (now + duration): concurrent sleepers end at the latest of their targets.
             let target = (self.monotonic() + duration).saturating_sub(self.origin.elapsed());
-            self.offset_ns.fetch_max(target.as_nanos() as u64, Ordering::SeqCst);
+            self.offset_ns
+                .fetch_max(target.as_nanos() as u64, Ordering::SeqCst);
             return;
         }
         let (tx, rx) = oneshot::channel();
