@@ -1,22 +1,29 @@
-//! One fetch cycle, start to finish: settings, plan, guarded LCW calls, points, InfluxDB writes,
-//! the record.
+//! One fetch cycle, start to finish: settings, lease, plan, cache, guarded LCW calls, points,
+//! InfluxDB writes, the record.
 //!
-//! Owns the order of a tick and its time budget: every call gets the smaller of its own timeout
-//! and the time left before `cycle_deadline_ms`, so the tick ends before its deadline. Independent
-//! calls run concurrently. It must not format wire data (that is `lcw` and `influx`), decide field
-//! names (that is `schema`) or apply resilience rules itself (that is `guard`); it never sleeps on
-//! a fixed schedule.
+//! Owns the order of a tick and its time budget. LCW calls end a write reserve before the
+//! deadline, so the writes always have time; every call and write gets the smaller of its own
+//! timeout and the time left. Independent calls run concurrently, at most
+//! `max_concurrent_requests` at once. It must not format wire data (that is `lcw` and `influx`),
+//! decide field names (`schema`), apply resilience rules (`guard`) or caching rules (`cache`);
+//! it never sleeps on a fixed schedule.
 
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use futures::future::{OptionFuture, join_all};
+use futures::StreamExt as _;
 
+use crate::cache::{self, TickCache};
 use crate::config::Settings;
 use crate::guard::{Guard, ResilienceState, StatusCheck};
 use crate::host::{Host, Level, Timeouts};
 use crate::influx::{self, Point, WriteReport};
-use crate::lcw::{self, CoinsListRequest, CurrencyRequest, Endpoint, LcwError};
-use crate::plan;
+use crate::lcw::{
+    self, Coin, CoinsListRequest, CoinsMapRequest, CreditsAnswer, CurrencyRequest, Endpoint,
+    Exchange, ExchangesListRequest, LcwError, NoParameters, Overview,
+};
+use crate::lease::{self, Taken};
+use crate::plan::{self, Want};
 use crate::resilience::Credits;
 use crate::schema;
 use crate::state::{self, CycleHistory, CycleRecord, Outcome};
@@ -24,6 +31,13 @@ use crate::state::{self, CycleHistory, CycleRecord, Outcome};
 /// Data type labels, as in `lcw_data_points_stored_total{data_type}` and `/stats`.
 pub const COINS: &str = "coins";
 pub const OVERVIEW: &str = "overview";
+pub const EXCHANGES: &str = "exchanges";
+pub const DATA_TYPES: [&str; 3] = [COINS, OVERVIEW, EXCHANGES];
+
+/// How long a lease outlives the deadline of the tick that took it.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// The most time kept back from LCW calls for the writes at the end of a tick.
+pub const WRITE_RESERVE: Duration = Duration::from_secs(5);
 
 /// Runs one cycle and records it in the key-value store. Never fails: every problem ends up in
 /// the returned record (and the store), so the caller only logs.
@@ -31,7 +45,7 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
     let started = host.monotonic();
     let started_at_ms = host.unix_millis();
     let mut record = match Settings::load(host).await {
-        Ok(settings) => collect(host, &settings, started).await,
+        Ok(settings) => leased(host, &settings, started).await,
         // No LCW or InfluxDB call with settings we cannot trust.
         Err(error) => CycleRecord::new(Outcome::Error, vec![error.to_string()]),
     };
@@ -41,17 +55,18 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
         host.log(Level::Error, error);
     }
     host.log(
-        if record.outcome == Outcome::Success {
+        if matches!(record.outcome, Outcome::Success | Outcome::SkippedOverlap) {
             Level::Info
         } else {
             Level::Warn
         },
         &format!(
-            "cycle {}: {} points written, {} failed, {} LCW attempts, {} ms",
+            "cycle {}: {} points written, {} failed, {} LCW attempts, {} cache hits, {} ms",
             record.outcome.as_str(),
             record.total_written(),
             record.points_failed,
             record.lcw.attempts.len(),
+            record.cache_hits,
             record.duration_ms
         ),
     );
@@ -59,8 +74,47 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
     record
 }
 
+/// Runs the cycle under the lease, or skips it when another tick holds one.
+async fn leased<H: Host>(host: &H, settings: &Settings, started: Duration) -> CycleRecord {
+    let owner = format!("{:016x}", host.random_u64());
+    let now_ms = host.unix_millis();
+    let expires_at_ms =
+        now_ms + (settings.cycle_deadline_ms + LEASE_MARGIN.as_millis() as u64) as i64;
+    match lease::take(host, &owner, now_ms, expires_at_ms).await {
+        Ok(Taken::Held) => {}
+        Ok(Taken::Busy {
+            owner,
+            expires_at_ms,
+        }) => {
+            host.log(
+                Level::Info,
+                &format!(
+                    "another tick ({owner}) holds the lease for {} ms more: skipping",
+                    expires_at_ms - now_ms
+                ),
+            );
+            return CycleRecord::new(Outcome::SkippedOverlap, Vec::new());
+        }
+        // Without the store nothing can be coordinated; collecting still beats losing a tick.
+        Err(error) => host.log(
+            Level::Error,
+            &format!("lease not taken, running without it: {error}"),
+        ),
+    }
+    let record = collect(host, settings, started).await;
+    if let Err(error) = lease::release(host, &owner).await {
+        host.log(
+            Level::Warn,
+            &format!("lease not released (it expires by itself): {error}"),
+        );
+    }
+    record
+}
+
 async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> CycleRecord {
     let deadline = started + Duration::from_millis(settings.cycle_deadline_ms);
+    let lcw_deadline =
+        deadline.saturating_sub(WRITE_RESERVE.min(deadline.saturating_sub(started) / 5));
     let (resilience, resilience_loaded) = match state::load(host, state::RESILIENCE_KEY).await {
         Ok(doc) => (doc, true),
         Err(error) => {
@@ -71,8 +125,8 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
             (ResilienceState::default(), false)
         }
     };
-    let plan = plan::plan(settings, &resilience, host.unix_millis());
-    let guard = Guard::new(host, settings, deadline, resilience);
+    let plan = plan::plan(settings, &resilience);
+    let guard = Guard::new(host, settings, lcw_deadline, resilience);
 
     let mut record = if guard.breaker_open() {
         host.log(Level::Warn, "circuit breaker open: no LCW call this tick");
@@ -81,7 +135,44 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
         if let Some(reason) = &plan.dropped {
             host.log(Level::Warn, reason);
         }
-        fetch_and_write(host, settings, &plan, &guard, deadline).await
+        let tick_id = format!("{}-{:08x}", host.unix_millis(), host.random_u64() as u32);
+        let max_entries = settings.cache_max_entries as usize;
+        let mut cache = match TickCache::load(
+            host,
+            settings.cache_ttls,
+            max_entries,
+            &tick_id,
+            host.unix_millis(),
+        )
+        .await
+        {
+            Ok(cache) => Some(cache),
+            Err(error) => {
+                host.log(
+                    Level::Error,
+                    &format!("{error}; this tick runs without the cache"),
+                );
+                None
+            }
+        };
+        let record = fetch_and_write(
+            host,
+            settings,
+            &plan.wants,
+            &guard,
+            cache.as_mut(),
+            deadline,
+        )
+        .await;
+        if let Some(cache) = cache
+            && let Err(error) = cache.save(host).await
+        {
+            host.log(
+                Level::Error,
+                &format!("{error}; cached answers of this tick are lost"),
+            );
+        }
+        record
     };
 
     let (resilience, report) = guard.finish();
@@ -97,90 +188,222 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
     record
 }
 
+/// A wanted call, ready to send or to look up in the cache.
+struct Request {
+    want: Want,
+    endpoint: Endpoint,
+    body: Vec<u8>,
+    key: String,
+}
+
+/// A parsed LCW answer.
+enum Answer {
+    Status,
+    Credits(CreditsAnswer),
+    Coins(Vec<Coin>),
+    Overview(Overview),
+    Exchanges(Vec<Exchange>),
+}
+
+/// An answer and the time its data was fetched.
+struct Fetched {
+    want: Want,
+    answer: Answer,
+    fetched_at_ms: i64,
+    from_cache: bool,
+}
+
+fn request(want: Want, settings: &Settings) -> Result<Request, LcwError> {
+    let currency = settings.currency.as_str();
+    let endpoint = want.endpoint();
+    let body = match &want {
+        Want::Status | Want::Credits => lcw::request_body(endpoint, &NoParameters {})?,
+        Want::CoinsPage { offset, limit } => lcw::request_body(
+            endpoint,
+            &CoinsListRequest::top_by_rank(currency, *offset, *limit),
+        )?,
+        Want::Tracked => lcw::request_body(
+            endpoint,
+            &CoinsMapRequest::codes(currency, &settings.tracked_coins),
+        )?,
+        Want::Overview => lcw::request_body(endpoint, &CurrencyRequest { currency })?,
+        Want::Exchanges { limit } => lcw::request_body(
+            endpoint,
+            &ExchangesListRequest::top_by_volume(currency, *limit),
+        )?,
+    };
+    Ok(Request {
+        key: cache::key(endpoint, &body),
+        want,
+        endpoint,
+        body,
+    })
+}
+
+fn parse(want: &Want, body: &[u8]) -> Result<Answer, LcwError> {
+    let endpoint = want.endpoint();
+    Ok(match want {
+        Want::Status => {
+            lcw::parse_body::<lcw::Status>(endpoint, body)?;
+            Answer::Status
+        }
+        Want::Credits => Answer::Credits(lcw::parse_body(endpoint, body)?),
+        Want::CoinsPage { .. } | Want::Tracked => Answer::Coins(lcw::parse_body(endpoint, body)?),
+        Want::Overview => Answer::Overview(lcw::parse_body(endpoint, body)?),
+        Want::Exchanges { .. } => Answer::Exchanges(lcw::parse_body(endpoint, body)?),
+    })
+}
+
+/// Status and credits only inform; the other wants carry data, and their failure makes a tick
+/// partial.
+fn carries_data(want: &Want) -> bool {
+    !matches!(want, Want::Status | Want::Credits)
+}
+
 async fn fetch_and_write<H: Host>(
     host: &H,
     settings: &Settings,
-    plan: &plan::Plan,
+    wants: &[Want],
     guard: &Guard<'_, H>,
+    mut cache: Option<&mut TickCache>,
     deadline: Duration,
 ) -> CycleRecord {
+    let mut record = CycleRecord::new(Outcome::Success, Vec::new());
+    let mut data_failed = false;
+    let mut fetched = Vec::new();
+    let mut to_send = Vec::new();
+
+    // Fresh answers come from the cache; the rest go out.
+    for want in wants {
+        let request = match request(want.clone(), settings) {
+            Ok(request) => request,
+            Err(error) => {
+                data_failed |= carries_data(want);
+                record.errors.push(error.to_string());
+                continue;
+            }
+        };
+        let hit = match cache.as_deref_mut() {
+            Some(cache) => cache.lookup(host, &request.key, host.unix_millis()).await,
+            None => None,
+        };
+        match hit.map(|hit| (parse(&request.want, &hit.body), hit.fetched_at_ms)) {
+            Some((Ok(answer), fetched_at_ms)) => {
+                record.cache_hits += 1;
+                fetched.push(Fetched {
+                    want: request.want,
+                    answer,
+                    fetched_at_ms,
+                    from_cache: true,
+                });
+            }
+            _ => to_send.push(request),
+        }
+    }
+
     let client = lcw::Client::new(host, &settings.lcw_base_url, &settings.lcw_api_key);
-    let currency = settings.currency.as_str();
-    let status = OptionFuture::from(
-        plan.status
-            .then(|| guard.call(Endpoint::Status, |t| client.status(t))),
-    );
-    let credits = OptionFuture::from(
-        plan.credits
-            .then(|| guard.call(Endpoint::Credits, |t| client.credits(t))),
-    );
-    let coin_pages = join_all((0..plan.coin_pages).map(|page| {
-        let offset = page * lcw::PAGE_LIMIT;
-        let limit = (settings.max_coins_per_fetch - offset).min(lcw::PAGE_LIMIT);
-        let request = CoinsListRequest::top_by_rank(currency, offset, limit);
+    let sent = futures::stream::iter(to_send.into_iter().map(|request| {
         let client = &client;
         async move {
-            let coins = guard
-                .call(Endpoint::CoinsList, |t| client.coins_list(&request, t))
-                .await?;
-            Ok::<_, LcwError>((coins, host.unix_millis()))
+            let requested_at_ms = host.unix_millis();
+            let result = guard
+                .call(request.endpoint, |timeouts| {
+                    let body = request.body.clone();
+                    let want = &request.want;
+                    async move {
+                        let raw = client.send_raw(want.endpoint(), body, timeouts).await?;
+                        let answer = parse(want, &raw)?;
+                        Ok((answer, raw))
+                    }
+                })
+                .await;
+            (request, requested_at_ms, host.unix_millis(), result)
         }
-    }));
-    let overview = async {
-        let request = CurrencyRequest { currency };
-        let overview = guard
-            .call(Endpoint::Overview, |t| client.overview(&request, t))
-            .await?;
-        Ok::<_, LcwError>((overview, host.unix_millis()))
-    };
-    let (status, credits, coin_pages, overview) =
-        futures::join!(status, credits, coin_pages, overview);
+    }))
+    .buffer_unordered(settings.max_concurrent_requests as usize)
+    .collect::<Vec<_>>()
+    .await;
 
-    let mut errors = Vec::new();
     let now_ms = host.unix_millis();
-    if let Some(result) = status {
-        let error = result.err().map(|e| e.to_string());
-        guard.with_state(|s| {
-            s.status = Some(StatusCheck {
-                checked_at_ms: now_ms,
-                reachable: error.is_none(),
-                error: error.clone(),
-            })
-        });
-        errors.extend(error);
-    }
-    if let Some(result) = credits {
+    for (request, requested_at_ms, fetched_at_ms, result) in sent {
         match result {
-            Ok(answer) => record_credits(host, settings, guard, &answer, now_ms),
-            Err(error) => errors.push(error.to_string()),
-        }
-    }
-
-    let mut data_failed = false;
-    let mut coin_points = Vec::new();
-    for page in coin_pages {
-        match page {
-            Ok((coins, fetched_at_ms)) => coin_points.extend(
-                coins
-                    .iter()
-                    .map(|coin| schema::coin_point(coin, currency, fetched_at_ms)),
-            ),
+            Ok((answer, raw)) => {
+                if let Some(cache) = cache.as_deref_mut() {
+                    cache.store(
+                        request.endpoint,
+                        request.key,
+                        raw,
+                        requested_at_ms,
+                        fetched_at_ms,
+                    );
+                }
+                fetched.push(Fetched {
+                    want: request.want,
+                    answer,
+                    fetched_at_ms,
+                    from_cache: false,
+                });
+            }
             Err(error) => {
-                data_failed = true;
-                errors.push(error.to_string());
+                data_failed |= carries_data(&request.want);
+                if request.want == Want::Status {
+                    guard.with_state(|s| {
+                        s.status = Some(StatusCheck {
+                            checked_at_ms: now_ms,
+                            reachable: false,
+                            error: Some(error.to_string()),
+                        })
+                    });
+                }
+                record.errors.push(error.to_string());
             }
         }
     }
-    let overview_points = match overview {
-        Ok((overview, fetched_at_ms)) => {
-            vec![schema::overview_point(&overview, currency, fetched_at_ms)]
+
+    // Points, in plan order so that a coin in both a page and the tracked list is taken once.
+    fetched.sort_by_key(|f| wants.iter().position(|w| *w == f.want));
+    let currency = settings.currency.as_str();
+    let mut points: BTreeMap<&str, Vec<Point>> = BTreeMap::new();
+    let mut coins_seen = HashSet::new();
+    for Fetched {
+        answer,
+        fetched_at_ms,
+        from_cache,
+        ..
+    } in &fetched
+    {
+        match answer {
+            // A cached status or credits answer was taken into account when it was fetched.
+            Answer::Status | Answer::Credits(_) if *from_cache => {}
+            Answer::Status => {
+                guard.with_state(|s| {
+                    s.status = Some(StatusCheck {
+                        checked_at_ms: *fetched_at_ms,
+                        reachable: true,
+                        error: None,
+                    })
+                });
+            }
+            Answer::Credits(credits) => {
+                record_credits(host, settings, guard, credits, *fetched_at_ms)
+            }
+            Answer::Coins(coins) => points.entry(COINS).or_default().extend(
+                coins
+                    .iter()
+                    .filter(|coin| coins_seen.insert(coin.code.clone()))
+                    .map(|coin| schema::coin_point(coin, currency, *fetched_at_ms)),
+            ),
+            Answer::Overview(overview) => points
+                .entry(OVERVIEW)
+                .or_default()
+                .push(schema::overview_point(overview, currency, *fetched_at_ms)),
+            Answer::Exchanges(exchanges) => points.entry(EXCHANGES).or_default().extend(
+                exchanges
+                    .iter()
+                    .map(|e| schema::exchange_point(e, currency, *fetched_at_ms)),
+            ),
         }
-        Err(error) => {
-            data_failed = true;
-            errors.push(error.to_string());
-            Vec::new()
-        }
-    };
+    }
 
     let influx_timeouts = || {
         let left = deadline.saturating_sub(host.monotonic());
@@ -190,28 +413,31 @@ async fn fetch_and_write<H: Host>(
             total: own.min(left),
         }
     };
-    let (coins_report, overview_report) = futures::join!(
-        write(host, settings, &coin_points, influx_timeouts()),
-        write(host, settings, &overview_points, influx_timeouts()),
-    );
-
-    let mut record = CycleRecord::new(Outcome::Success, Vec::new());
-    for (data_type, report) in [(COINS, coins_report), (OVERVIEW, overview_report)] {
+    let writes = futures::future::join_all(points.iter().map(|(data_type, points)| async move {
+        (
+            *data_type,
+            write(host, settings, points, influx_timeouts()).await,
+        )
+    }))
+    .await;
+    for (data_type, (report, dropped)) in writes {
         if report.lines_written > 0 {
             record
                 .points_written
                 .insert(data_type.to_owned(), report.lines_written as u64);
         }
         record.points_failed += report.lines_failed as u64;
+        record.points_dropped += dropped;
         data_failed |= !report.errors.is_empty();
-        errors.extend(report.errors.iter().map(ToString::to_string));
+        record
+            .errors
+            .extend(report.errors.iter().map(ToString::to_string));
     }
     record.outcome = match (data_failed, record.total_written() > 0) {
         (false, _) => Outcome::Success,
         (true, true) => Outcome::Partial,
         (true, false) => Outcome::Error,
     };
-    record.errors = errors;
     record
 }
 
@@ -220,8 +446,8 @@ fn record_credits<H: Host>(
     host: &H,
     settings: &Settings,
     guard: &Guard<'_, H>,
-    answer: &lcw::CreditsAnswer,
-    now_ms: i64,
+    answer: &CreditsAnswer,
+    fetched_at_ms: i64,
 ) {
     let (Some(remaining), Some(limit)) =
         (answer.daily_credits_remaining, answer.daily_credits_limit)
@@ -236,7 +462,7 @@ fn record_credits<H: Host>(
         s.credits = Some(Credits {
             remaining,
             limit,
-            fetched_at_ms: now_ms,
+            fetched_at_ms,
         })
     });
     let planned = plan::calls_per_day(settings);
@@ -248,27 +474,33 @@ fn record_credits<H: Host>(
     }
 }
 
+/// Encodes and writes one data type's points; also returns the points dropped for having no
+/// finite field.
 async fn write<H: Host>(
     host: &H,
     settings: &Settings,
     points: &[Point],
     timeouts: Timeouts,
-) -> WriteReport {
+) -> (WriteReport, u64) {
     let mut lines = String::with_capacity(points.len() * 320);
     let encoded = influx::encode_points(points, &mut lines);
     if encoded.dropped_fields > 0 || encoded.dropped_points > 0 {
         host.log(
             Level::Warn,
             &format!(
-                "{} non-finite fields and {} empty points left out",
+                "{} non-finite fields and {} points without any field left out",
                 encoded.dropped_fields, encoded.dropped_points
             ),
         );
     }
+    let dropped = encoded.dropped_points as u64;
     if encoded.lines == 0 {
-        return WriteReport::default();
+        return (WriteReport::default(), dropped);
     }
-    influx::write_lines(host, &settings.influx, &lines, timeouts).await
+    (
+        influx::write_lines(host, &settings.influx, &lines, timeouts).await,
+        dropped,
+    )
 }
 
 /// Adds the record to the history. If the history cannot be read, it is left alone rather than

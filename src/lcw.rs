@@ -534,7 +534,31 @@ impl<'a, H: HttpClient> Client<'a, H> {
         body: &B,
         timeouts: Timeouts,
     ) -> Result<T, LcwError> {
-        let request = self.build(endpoint, body)?;
+        let body = request_body(endpoint, body)?;
+        let answer = self.send_raw(endpoint, body, timeouts).await?;
+        parse_body(endpoint, &answer)
+    }
+
+    /// One POST of an already serialised JSON body; the 2xx answer's body as it came (for the
+    /// cache), or the classified failure.
+    pub async fn send_raw(
+        &self,
+        endpoint: Endpoint,
+        body: Vec<u8>,
+        timeouts: Timeouts,
+    ) -> Result<Vec<u8>, LcwError> {
+        let mut builder = http::Request::post(endpoint_url(self.base_url, endpoint).as_str())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, USER_AGENT);
+        if endpoint != Endpoint::Status {
+            builder = builder.header("x-api-key", self.api_key.expose());
+        }
+        // The http error would only ever say which part is invalid; never echo the header value.
+        let request = builder.body(body).map_err(|_| LcwError::Request {
+            endpoint,
+            detail: "invalid URL or header (check lcw_base_url and lcw_api_key characters)".into(),
+        })?;
         let response = self
             .http
             .send(request, timeouts)
@@ -549,31 +573,16 @@ impl<'a, H: HttpClient> Client<'a, H> {
                 retry_after: retry_after(response.headers()),
             });
         }
-        parse_body(endpoint, response.body())
+        Ok(response.into_body())
     }
+}
 
-    fn build<B: Serialize>(
-        &self,
-        endpoint: Endpoint,
-        body: &B,
-    ) -> Result<http::Request<Vec<u8>>, LcwError> {
-        let request_error = |detail: String| LcwError::Request { endpoint, detail };
-        let url = endpoint_url(self.base_url, endpoint);
-        let body = serde_json::to_vec(body).map_err(|e| request_error(e.to_string()))?;
-        let mut builder = http::Request::post(url.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, USER_AGENT);
-        if endpoint != Endpoint::Status {
-            builder = builder.header("x-api-key", self.api_key.expose());
-        }
-        // The http error would only ever say which part is invalid; never echo the header value.
-        builder.body(body).map_err(|_| {
-            request_error(
-                "invalid URL or header (check lcw_base_url and lcw_api_key characters)".into(),
-            )
-        })
-    }
+/// Serialises a request body.
+pub fn request_body<B: Serialize>(endpoint: Endpoint, body: &B) -> Result<Vec<u8>, LcwError> {
+    serde_json::to_vec(body).map_err(|e| LcwError::Request {
+        endpoint,
+        detail: e.to_string(),
+    })
 }
 
 /// `base` + endpoint path, keeping any path prefix of the base (proxies mount LCW under one).

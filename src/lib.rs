@@ -12,6 +12,8 @@
 //! - [`resilience`] — pure rules: retry backoff, circuit breaker, rate limiter, credit reserve;
 //! - [`guard`] — one LCW call through those rules, with the tick's shared state;
 //! - [`plan`] — what a tick fetches, and the credits the settings cost a day;
+//! - [`cache`] — answers kept in the store with their fetch time: TTL, LRU, statistics;
+//! - [`lease`] — one tick at a time across processes sharing the store;
 //! - [`schema`] — LCW answers into InfluxDB points (measurement, tag and field names);
 //! - [`influx`] — line protocol and the InfluxDB write APIs;
 //! - [`state`] — documents in the key-value store;
@@ -19,12 +21,14 @@
 //! - [`telemetry`] — Prometheus text and JSON statistics from the stored state;
 //! - [`routes`] — the HTTP API.
 
+pub mod cache;
 pub mod config;
 pub mod cycle;
 pub mod guard;
 pub mod host;
 pub mod influx;
 pub mod lcw;
+pub mod lease;
 pub mod plan;
 pub mod resilience;
 pub mod routes;

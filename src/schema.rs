@@ -7,10 +7,11 @@
 //! fetch, encode or write anything.
 
 use crate::influx::{FieldValue, Point};
-use crate::lcw::{Coin, Overview};
+use crate::lcw::{Coin, Exchange, Overview};
 
 pub const COINS_MEASUREMENT: &str = "cryptocurrency_data";
 pub const OVERVIEW_MEASUREMENT: &str = "market_overview";
+pub const EXCHANGES_MEASUREMENT: &str = "exchange_data";
 
 /// `cryptocurrency_data`: tags `code`, `name`, `currency`; prices, supplies and the six deltas
 /// (LCW's ratios as given: 1 means unchanged).
@@ -69,6 +70,44 @@ pub fn overview_point(overview: &Overview, currency: &str, fetched_at_ms: i64) -
     Point {
         measurement: OVERVIEW_MEASUREMENT,
         tags: vec![("currency", currency.to_owned())],
+        fields,
+        timestamp_ms: fetched_at_ms,
+    }
+}
+
+/// `exchange_data`: tags `code` (upper-case), `name`, `currency`; volume, depth and the order
+/// book totals as floats, `visitors` and `markets` as integers (counts, as the original wrote).
+pub fn exchange_point(exchange: &Exchange, currency: &str, fetched_at_ms: i64) -> Point {
+    let mut tags = vec![
+        ("code", exchange.code.to_uppercase()),
+        ("currency", currency.to_owned()),
+    ];
+    if let Some(name) = &exchange.name {
+        tags.push(("name", name.clone()));
+    }
+    let mut fields = Vec::with_capacity(7);
+    for (key, value) in [
+        ("volume", exchange.volume),
+        ("volume_per_visitor", exchange.volume_per_visitor),
+        ("bid_total", exchange.bid_total),
+        ("ask_total", exchange.ask_total),
+        ("depth", exchange.depth),
+    ] {
+        if let Some(v) = value {
+            fields.push((key, FieldValue::Float(v)));
+        }
+    }
+    for (key, value) in [
+        ("visitors", exchange.visitors),
+        ("markets", exchange.markets),
+    ] {
+        if let Some(n) = value.and_then(whole_number) {
+            fields.push((key, FieldValue::Integer(n)));
+        }
+    }
+    Point {
+        measurement: EXCHANGES_MEASUREMENT,
+        tags,
         fields,
         timestamp_ms: fetched_at_ms,
     }
@@ -136,6 +175,19 @@ mod tests {
         assert_eq!(whole_number(3.0), Some(3));
         assert_eq!(whole_number(3.5), None);
         assert_eq!(whole_number(f64::NAN), None);
+    }
+
+    #[test]
+    fn exchange_code_is_upper_case_and_counts_are_integers() {
+        let exchange: Exchange = serde_json::from_str(
+            r#"{"code":"binance","name":"Binance","markets":935,"volume":27523372418,"visitors":779440,"depth":null}"#,
+        )
+        .unwrap();
+        let point = exchange_point(&exchange, "USD", 3);
+        assert_eq!(point.tags[0], ("code", "BINANCE".to_owned()));
+        let keys: Vec<_> = point.fields.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["volume", "visitors", "markets"]);
+        assert_eq!(point.fields[1].1, FieldValue::Integer(779440));
     }
 
     #[test]

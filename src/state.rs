@@ -18,6 +18,8 @@ pub const KEY_PREFIX: &str = "lcw/v1/";
 pub const CYCLES_KEY: &str = "lcw/v1/cycles";
 /// Breaker, rate-limit bucket, credits and status check (`guard::ResilienceState`).
 pub const RESILIENCE_KEY: &str = "lcw/v1/resilience";
+/// The lease a running tick holds (`lease::Lease`).
+pub const LEASE_KEY: &str = "lcw/v1/lease";
 
 /// How many cycle records `/stats` keeps.
 pub const RECENT_CYCLES: usize = 60;
@@ -34,14 +36,17 @@ pub enum Outcome {
     Error,
     /// The circuit breaker was open: no LCW call was made.
     SkippedBreaker,
+    /// Another tick held the lease: this one did nothing.
+    SkippedOverlap,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Success,
         Outcome::Partial,
         Outcome::Error,
         Outcome::SkippedBreaker,
+        Outcome::SkippedOverlap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +55,7 @@ impl Outcome {
             Self::Partial => "partial",
             Self::Error => "error",
             Self::SkippedBreaker => "skipped_breaker",
+            Self::SkippedOverlap => "skipped_overlap",
         }
     }
 }
@@ -66,6 +72,12 @@ pub struct CycleRecord {
     pub points_failed: u64,
     /// One line per failure, secrets never included.
     pub errors: Vec<String>,
+    /// Points left out for having no finite field.
+    #[serde(default)]
+    pub points_dropped: u64,
+    /// Wanted answers served from the cache.
+    #[serde(default)]
+    pub cache_hits: u64,
     /// LCW attempts, calls not sent, retries and waits.
     #[serde(default)]
     pub lcw: GuardReport,
@@ -81,6 +93,8 @@ impl CycleRecord {
             points_written: BTreeMap::new(),
             points_failed: 0,
             errors,
+            points_dropped: 0,
+            cache_hits: 0,
             lcw: GuardReport::default(),
         }
     }
@@ -167,6 +181,8 @@ mod tests {
             points_written: BTreeMap::from([("coins".to_owned(), coins)]),
             points_failed: 0,
             errors: vec![],
+            points_dropped: 0,
+            cache_hits: 0,
             lcw: GuardReport::default(),
         }
     }

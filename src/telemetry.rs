@@ -72,7 +72,7 @@ pub fn render_prometheus(
         ),
         &["data_type"],
     )?;
-    for data_type in [crate::cycle::COINS, crate::cycle::OVERVIEW] {
+    for data_type in crate::cycle::DATA_TYPES {
         let count = history
             .points_written_by_type
             .get(data_type)

@@ -35,7 +35,10 @@ fn store_after_two_cycles() -> SharedKv {
     let collector = NativeHost::new(&variables_for(&fake, &influx));
     block_on(cycle::run(&collector));
     fake.respond("/overview", Reply::documented_error(503));
-    block_on(cycle::run(&collector));
+    // A minute later, when the cached answers have expired.
+    let next_tick = NativeHost::with_kv(&variables_for(&fake, &influx), collector.kv.clone());
+    next_tick.advance(std::time::Duration::from_secs(61));
+    block_on(cycle::run(&next_tick));
     collector.kv
 }
 
@@ -57,8 +60,11 @@ fn metrics_show_real_cycle_counts_and_pass_promtool() {
         "lcw_fetch_cycles_total{status=\"success\"} 1\n",
         "lcw_fetch_cycles_total{status=\"partial\"} 1\n",
         "lcw_fetch_cycles_total{status=\"error\"} 0\n",
-        "lcw_data_points_stored_total{data_type=\"coins\"} 4\n",
+        // Per tick: 2 coins of the page + GRIN of the tracked coins (BTC, ETH taken once).
+        "lcw_data_points_stored_total{data_type=\"coins\"} 6\n",
         "lcw_data_points_stored_total{data_type=\"overview\"} 1\n",
+        // Fetched by the first tick, served from the cache (same timestamp) by the second.
+        "lcw_data_points_stored_total{data_type=\"exchanges\"} 2\n",
         "# TYPE lcw_fetch_cycle_last_duration_seconds gauge\n",
         "# TYPE lcw_last_successful_cycle_timestamp_seconds gauge\n",
         "lcw_circuit_breaker_state 0\n",
@@ -103,7 +109,7 @@ fn stats_list_the_recent_cycles() {
     let recent = stats["recent_cycles"].as_array().unwrap();
     assert_eq!(recent.len(), 2);
     assert_eq!(recent[0]["outcome"], "success");
-    assert_eq!(recent[0]["points_written"]["coins"], 2);
+    assert_eq!(recent[0]["points_written"]["coins"], 3);
     assert_eq!(recent[1]["outcome"], "partial");
     assert!(
         recent[1]["errors"][0]

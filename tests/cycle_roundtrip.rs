@@ -66,13 +66,17 @@ fn a_tick_lands_the_fixture_values_in_influxdb() {
     let after = host_now();
 
     assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
-    assert_eq!(record.points_written["coins"], 2);
+    // The page's BTC and ETH, and GRIN of the tracked coins (whose BTC and ETH are taken once).
+    assert_eq!(record.points_written["coins"], 3);
     assert_eq!(record.points_written["overview"], 1);
+    assert_eq!(record.points_written["exchanges"], 1);
 
-    let coins = fixture_json("coins_list.json");
+    let mut coins = fixture_json("coins_list.json").as_array().unwrap().clone();
+    coins.push(fixture_json("coins_map.json")[2].clone());
+    assert_eq!(coins[2]["code"], "GRIN");
     let rows = influx.rows("cryptocurrency_data");
-    assert_eq!(rows.len(), 2, "{rows:?}");
-    for coin in coins.as_array().unwrap() {
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for coin in &coins {
         let row = rows
             .iter()
             .find(|r| r["code"] == coin["code"])
@@ -98,6 +102,25 @@ fn a_tick_lands_the_fixture_values_in_influxdb() {
     assert_field(&rows[0], "total_liquidity", &overview["liquidity"]);
     assert_field(&rows[0], "btc_dominance", &overview["btcDominance"]);
     assert_eq!(rows[0]["currency"], "USD");
+
+    let exchange = &fixture_json("exchanges_list.json")[0];
+    let rows = influx.rows("exchange_data");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0]["code"].as_str(), rows[0]["name"].as_str()),
+        (Some("BINANCE"), Some("Binance"))
+    );
+    for (field, key) in [
+        ("volume", "volume"),
+        ("bid_total", "bidTotal"),
+        ("ask_total", "askTotal"),
+        ("depth", "depth"),
+        ("visitors", "visitors"),
+        ("markets", "markets"),
+        ("volume_per_visitor", "volumePerVisitor"),
+    ] {
+        assert_field(&rows[0], field, &exchange[key]);
+    }
 
     // What went over the wire to LCW.
     let list = fake.seen_on("/coins/list");
@@ -125,7 +148,7 @@ fn a_tick_lands_the_fixture_values_in_influxdb() {
     assert_eq!(history.recent.len(), 1);
     assert_eq!(history.recent[0], record);
     assert_eq!(history.cycles_by_outcome[&Outcome::Success], 1);
-    assert_eq!(history.points_written_by_type["coins"], 2);
+    assert_eq!(history.points_written_by_type["coins"], 3);
 }
 
 fn host_now() -> i64 {
@@ -173,7 +196,15 @@ fn meta_fields_awkward_names_and_types_round_trip() {
     assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
 
     let rows = influx.rows("cryptocurrency_data");
-    assert_eq!(rows.len(), coins.len());
+    let listed = rows
+        .iter()
+        .filter(|r| r["code"].as_str().unwrap().starts_with('C'))
+        .count();
+    assert_eq!(
+        listed,
+        coins.len(),
+        "and the tracked BTC, ETH, GRIN besides"
+    );
     for coin in &coins {
         let row = rows.iter().find(|r| r["code"] == coin["code"]).unwrap();
         // Line protocol cannot end a tag value with a backslash: the encoder trims it.
@@ -305,14 +336,14 @@ fn a_failing_endpoint_makes_a_partial_cycle_that_keeps_the_rest() {
     let record = block_on(cycle::run(&host));
 
     assert_eq!(record.outcome, Outcome::Partial);
-    assert_eq!(record.points_written["coins"], 2);
+    assert_eq!(record.points_written["coins"], 3);
     assert!(!record.points_written.contains_key("overview"));
     assert!(
         record.errors[0].contains("HTTP 503: Service Unavailable: We're temporarily offline"),
         "{:?}",
         record.errors
     );
-    assert_eq!(influx.rows("cryptocurrency_data").len(), 2);
+    assert_eq!(influx.rows("cryptocurrency_data").len(), 3);
 }
 
 #[test]
@@ -352,7 +383,7 @@ fn an_unreachable_influxdb_is_an_error_with_every_point_counted() {
     let record = block_on(cycle::run(&host));
 
     assert_eq!(record.outcome, Outcome::Error);
-    assert_eq!(record.points_failed, 3);
+    assert_eq!(record.points_failed, 5, "3 coins, the overview, 1 exchange");
     assert!(
         record
             .errors
@@ -410,7 +441,7 @@ fn v2_writes_are_gzipped_and_token_authenticated() {
     assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
 
     let writes = sink.seen_on("/api/v2/write");
-    assert_eq!(writes.len(), 2, "one write per data type");
+    assert_eq!(writes.len(), 3, "one write per data type");
     let mut lines = String::new();
     for write in &writes {
         assert_eq!(write.method, "POST");
@@ -426,7 +457,7 @@ fn v2_writes_are_gzipped_and_token_authenticated() {
     }
     let mut lines: Vec<&str> = lines.lines().collect();
     lines.sort();
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 5);
     assert!(
         lines[0].starts_with(
             "cryptocurrency_data,code=BTC,currency=USD rate=59075.58195922644,volume=23100393182,\
@@ -436,6 +467,13 @@ fn v2_writes_are_gzipped_and_token_authenticated() {
         "{}",
         lines[0]
     );
-    assert!(lines[2].starts_with("market_overview,currency=USD total_market_cap=1810888785486,total_volume=70194520152,total_liquidity=3934498354,btc_dominance=0.5932948858748709 "), "{}", lines[2]);
+    assert!(lines[4].starts_with("market_overview,currency=USD total_market_cap=1810888785486,total_volume=70194520152,total_liquidity=3934498354,btc_dominance=0.5932948858748709 "), "{}", lines[4]);
+    assert!(
+        lines[3].starts_with(
+            "exchange_data,code=BINANCE,currency=USD,name=Binance volume=27523372418,"
+        ),
+        "{}",
+        lines[3]
+    );
     assert!(!host.log_text().contains("tok-v2-secret"));
 }

@@ -390,8 +390,17 @@ fn the_breaker_opens_after_exactly_five_consecutive_transient_failures() {
 
 /// Every data endpoint fails; the breaker must open, stay open in the next tick (a new host on
 /// the same store), let one probe through after the cool-down, and close or re-open on its result.
+const DATA_PATHS: [&str; 6] = [
+    "/status",
+    "/credits",
+    "/coins/list",
+    "/coins/map",
+    "/overview",
+    "/exchanges/list",
+];
+
 fn failing_everywhere(fake: &LcwFake) {
-    for path in ["/status", "/credits", "/coins/list", "/overview"] {
+    for path in DATA_PATHS {
         fake.respond(path, Reply::documented_error(503));
     }
 }
@@ -409,7 +418,7 @@ fn breaker_until(kv: &SharedKv) -> i64 {
 }
 
 fn healthy_again(fake: &LcwFake) {
-    for path in ["/status", "/credits", "/coins/list", "/overview"] {
+    for path in DATA_PATHS {
         fake.restore(path);
     }
 }
@@ -418,7 +427,9 @@ fn healthy_again(fake: &LcwFake) {
 fn the_breaker_state_survives_between_ticks_and_a_probe_closes_it() {
     let fake = LcwFake::start();
     let influx = Influx::start();
-    let variables = variables_for(&fake, &influx);
+    let mut variables = variables_for(&fake, &influx);
+    // All six calls of a tick start together, so the half-open probe is deterministic.
+    variables.push(("max_concurrent_requests", "8".into()));
     failing_everywhere(&fake);
     let kv = SharedKv::default();
 
@@ -450,7 +461,7 @@ fn the_breaker_state_survives_between_ticks_and_a_probe_closes_it() {
         "exactly one probe in half-open"
     );
     assert_eq!(
-        record.lcw.not_sent["breaker_open"], 2,
+        record.lcw.not_sent["breaker_open"], 5,
         "the other calls of the tick wait for the probe"
     );
     let state = resilience(&kv);
@@ -517,13 +528,25 @@ fn a_wrong_key_stops_the_cycle_without_hammering() {
     let record = block_on(cycle::run(&NativeHost::with_kv(&variables, kv.clone())));
 
     assert_eq!(record.outcome, Outcome::Error);
-    for path in ["/credits", "/coins/list", "/overview"] {
-        assert_eq!(
-            fake.seen_on(path).len(),
-            1,
+    // No call is retried, and once a 401 has opened the breaker the calls not yet started
+    // are not sent at all.
+    for path in [
+        "/credits",
+        "/coins/list",
+        "/coins/map",
+        "/overview",
+        "/exchanges/list",
+    ] {
+        assert!(
+            fake.seen_on(path).len() <= 1,
             "{path}: a 401 is never retried"
         );
     }
+    assert!(
+        record.lcw.retries == 0 && record.lcw.not_sent.contains_key("breaker_open"),
+        "{:?}",
+        record.lcw
+    );
     assert!(matches!(resilience(&kv).breaker, BreakerState::Open { .. }));
     assert_eq!(
         resilience(&kv).transitions[0].reason,
@@ -594,13 +617,16 @@ fn the_rate_limiter_spaces_calls_within_and_across_ticks() {
     let influx = Influx::start();
     let mut variables = variables_for(&fake, &influx);
     variables.push(("requests_per_minute", "6".into())); // one token per 10 s, burst of 1
-    variables.push(("cycle_deadline_ms", "45000".into()));
+    variables.push(("cycle_deadline_ms", "50000".into())); // LCW calls until 45 s
+    variables.push(("tracked_coins", "".into()));
+    variables.push(("max_exchanges_per_fetch", "0".into()));
     let kv = SharedKv::default();
 
     let first = NativeHost::with_kv(&variables, kv.clone());
     let record = block_on(cycle::run(&first));
     assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
-    // Four calls: the first from the full bucket, each other one 10 s after the one before.
+    // Four calls (credits, status, coins, overview): the first from the full bucket, each
+    // other one 10 s after the one before.
     let slept = first.slept();
     assert_eq!(slept.len(), 3, "{slept:?}");
     let waited: Duration = slept.iter().sum();
@@ -610,12 +636,12 @@ fn the_rate_limiter_spaces_calls_within_and_across_ticks() {
     );
     assert!(record.duration_ms >= 30_000, "{} ms", record.duration_ms);
 
-    // The next tick starts as the first ends, with an empty bucket and a 15 s deadline: its
-    // first call waits 10 s; the second would wait 10 s more, past the deadline: not sent.
-    variables.push(("cycle_deadline_ms", "15000".into()));
+    // A minute later coins and overview are due again. The bucket holds one token (its burst);
+    // the second call would wait 10 s, past this tick's LCW deadline (10 s − 2 s write reserve).
+    variables.push(("cycle_deadline_ms", "10000".into()));
     let calls = fake.seen().len();
     let second = NativeHost::with_kv(&variables, kv);
-    second.advance(Duration::from_millis(record.duration_ms));
+    second.advance(Duration::from_millis(record.duration_ms) + 62 * S);
     let record = block_on(cycle::run(&second));
     assert_eq!(record.lcw.not_sent["rate_limit"], 1, "{:?}", record.lcw);
     assert_eq!(fake.seen().len(), calls + 1);
@@ -675,7 +701,7 @@ fn a_plan_above_the_daily_limit_is_warned_about() {
     block_on(cycle::run(&host));
     assert!(
         host.log_text().contains(
-            "these settings plan 3888 LCW calls a day, above the daily limit of 1000 credits"
+            "these settings plan 5472 LCW calls a day, above the daily limit of 1000 credits"
         ),
         "{}",
         host.log_text()

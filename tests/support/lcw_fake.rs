@@ -64,10 +64,16 @@ impl Seen {
     }
 }
 
+/// Computes a reply from the request (e.g. a page of a long list by `offset`).
+pub type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
 #[derive(Default)]
 struct Shared {
     overrides: HashMap<String, Reply>,
+    handlers: HashMap<String, Handler>,
     seen: Vec<Seen>,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 pub struct LcwFake {
@@ -150,9 +156,29 @@ impl LcwFake {
             .insert(path.to_owned(), reply);
     }
 
+    /// Answers `path` with whatever `handler` makes of each request.
+    pub fn respond_with(
+        &self,
+        path: &str,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) {
+        self.shared
+            .lock()
+            .unwrap()
+            .handlers
+            .insert(path.to_owned(), Arc::new(handler));
+    }
+
     /// Answers `path` like the real API again.
     pub fn restore(&self, path: &str) {
-        self.shared.lock().unwrap().overrides.remove(path);
+        let mut shared = self.shared.lock().unwrap();
+        shared.overrides.remove(path);
+        shared.handlers.remove(path);
+    }
+
+    /// The most requests the fake was answering at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.lock().unwrap().max_in_flight
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -187,16 +213,24 @@ fn answer(mut request: tiny_http::Request, shared: &Mutex<Shared>) {
             .collect(),
         body,
     };
-    let reply = {
+    let (reply, handler) = {
         let mut shared = shared.lock().unwrap();
         let reply = shared.overrides.get(&seen.path).cloned();
+        let handler = shared.handlers.get(&seen.path).cloned();
         shared.seen.push(seen.clone());
-        reply
-    }
-    .unwrap_or_else(|| like_the_real_api(&seen));
+        shared.in_flight += 1;
+        shared.max_in_flight = shared.max_in_flight.max(shared.in_flight);
+        (reply, handler)
+    };
+    let reply = match (handler, reply) {
+        (Some(handler), _) => handler(&seen),
+        (None, Some(reply)) => reply,
+        (None, None) => like_the_real_api(&seen),
+    };
     if !reply.delay.is_zero() {
         std::thread::sleep(reply.delay);
     }
+    shared.lock().unwrap().in_flight -= 1;
     let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
     let mut headers = reply.headers;
     headers.push(("Content-Type".into(), "application/json".into()));

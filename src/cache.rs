@@ -1,0 +1,446 @@
+//! The response cache in the key-value store: per-kind TTL, a bounded entry count with LRU
+//! eviction, statistics, `clear`.
+//!
+//! Owns the cache's documents and rules. An entry is keyed by endpoint + request body and keeps
+//! the time its data was fetched, so points built from a hit carry that time, never a new one.
+//! Errors and empty answers are never stored. KV round trips do not grow with the entries a tick
+//! touches: one index document holds every entry's metadata and the statistics, and the bodies a
+//! tick stores go together into one gzip-compressed segment document. It must not call LCW or
+//! decide what a tick fetches.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::{Read as _, Write as _};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::{KeyValue, KvError, Level, Log};
+use crate::lcw::Endpoint;
+use crate::state;
+
+/// The index document: every entry's metadata and the statistics.
+pub const INDEX_KEY: &str = "lcw/v1/cache/index";
+/// Prefix of segment documents (gzip-compressed JSON: entry key → body).
+pub const SEGMENT_PREFIX: &str = "lcw/v1/cache/segment/";
+/// Hosted key-value stores cap a value at 1 MB; a segment stays below with room to spare.
+pub const SEGMENT_LIMIT: usize = 900 * 1024;
+/// A cron tick may fire a little before the previous one's TTL is over; an entry that would
+/// expire within this slack already counts as expired, so a 60 s TTL under a one-minute cron
+/// refreshes every tick.
+pub const TTL_SLACK_MS: i64 = 2_000;
+
+/// Which TTL applies to an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttls {
+    pub status_s: u64,
+    pub credits_s: u64,
+    pub coins_single_s: u64,
+    pub coins_list_s: u64,
+    pub overview_s: u64,
+    pub exchanges_list_s: u64,
+}
+
+impl Ttls {
+    pub fn for_endpoint(&self, endpoint: Endpoint) -> u64 {
+        match endpoint {
+            Endpoint::Status => self.status_s,
+            Endpoint::Credits => self.credits_s,
+            Endpoint::CoinsSingle | Endpoint::CoinsSingleHistory => self.coins_single_s,
+            Endpoint::CoinsList | Endpoint::CoinsMap => self.coins_list_s,
+            Endpoint::Overview => self.overview_s,
+            Endpoint::ExchangesList | Endpoint::ExchangesSingle => self.exchanges_list_s,
+        }
+    }
+}
+
+/// One cached answer's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// When the request went out (freshness is measured from here, as ticks are scheduled).
+    pub requested_at_ms: i64,
+    /// When the answer arrived: the time of the points built from it.
+    pub fetched_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub last_used_ms: i64,
+    /// The segment document holding the body.
+    pub segment: String,
+}
+
+/// Cache statistics, persisted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+}
+
+impl CacheStats {
+    /// Hits over lookups, 0 when there were none.
+    pub fn hit_rate(&self) -> f64 {
+        let lookups = self.hits + self.misses;
+        if lookups == 0 {
+            0.0
+        } else {
+            self.hits as f64 / lookups as f64
+        }
+    }
+}
+
+/// The index document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Index {
+    pub entries: BTreeMap<String, Entry>,
+    pub stats: CacheStats,
+}
+
+/// A cache failure that is worth a log line; the tick goes on without the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheError {
+    Kv(KvError),
+    Segment { key: String, detail: String },
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Kv(e) => write!(f, "cache: {e}"),
+            Self::Segment { key, detail } => write!(f, "cache segment `{key}`: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {}
+
+impl From<KvError> for CacheError {
+    fn from(e: KvError) -> Self {
+        Self::Kv(e)
+    }
+}
+
+/// A hit: the body as LCW sent it and when it was fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub body: Vec<u8>,
+    pub fetched_at_ms: i64,
+}
+
+/// The cache as one tick sees it: loaded once, used in memory, saved once.
+pub struct TickCache {
+    index: Index,
+    ttls: Ttls,
+    max_entries: usize,
+    /// Bodies stored during this tick, written as one segment at the end.
+    new_bodies: BTreeMap<String, Vec<u8>>,
+    segment_for_tick: String,
+    loaded_segments: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Segments no entry refers to any more, deleted on save.
+    orphaned: BTreeSet<String>,
+}
+
+/// The cache key of a request: endpoint and exact body.
+pub fn key(endpoint: Endpoint, body: &[u8]) -> String {
+    format!("{}|{}", endpoint.path(), String::from_utf8_lossy(body))
+}
+
+/// True for answers with no data: `[]`, `null`, and `{}` from anything but `/status`
+/// (whose documented answer is `{}`).
+pub fn is_empty_answer(endpoint: Endpoint, body: &[u8]) -> bool {
+    let trimmed: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    match trimmed.as_slice() {
+        b"" | b"[]" | b"null" => true,
+        b"{}" => endpoint != Endpoint::Status,
+        _ => false,
+    }
+}
+
+impl TickCache {
+    /// Loads the index (one KV read) and drops the entries that have expired at `now_ms`.
+    pub async fn load<S: KeyValue + Log>(
+        store: &S,
+        ttls: Ttls,
+        max_entries: usize,
+        tick_id: &str,
+        now_ms: i64,
+    ) -> Result<Self, CacheError> {
+        let index: Index = state::load(store, INDEX_KEY).await?;
+        let expired: Vec<String> = index
+            .entries
+            .iter()
+            .filter(|(_, e)| e.expires_at_ms - TTL_SLACK_MS <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut cache = Self {
+            index,
+            ttls,
+            max_entries: max_entries.max(1),
+            new_bodies: BTreeMap::new(),
+            segment_for_tick: format!("{SEGMENT_PREFIX}{tick_id}"),
+            loaded_segments: BTreeMap::new(),
+            orphaned: BTreeSet::new(),
+        };
+        for key in expired {
+            cache.remove(&key);
+            cache.index.stats.expirations += 1;
+        }
+        Ok(cache)
+    }
+
+    /// The cached answer, counting a hit or a miss. Reads the entry's segment unless an earlier
+    /// lookup of this tick already did (so a tick reads each segment at most once).
+    pub async fn lookup<S: KeyValue + Log>(
+        &mut self,
+        store: &S,
+        key: &str,
+        now_ms: i64,
+    ) -> Option<Hit> {
+        let Some(entry) = self.index.entries.get(key).cloned() else {
+            self.index.stats.misses += 1;
+            return None;
+        };
+        if !self.loaded_segments.contains_key(&entry.segment) {
+            match read_segment(store, &entry.segment).await {
+                Ok(bodies) => {
+                    self.loaded_segments.insert(entry.segment.clone(), bodies);
+                }
+                Err(error) => {
+                    store.log(
+                        Level::Warn,
+                        &format!("{error}; treating its entries as absent"),
+                    );
+                    self.loaded_segments
+                        .insert(entry.segment.clone(), BTreeMap::new());
+                }
+            }
+        }
+        let body = self
+            .loaded_segments
+            .get(&entry.segment)
+            .and_then(|bodies| bodies.get(key))
+            .cloned();
+        let Some(body) = body else {
+            self.remove(key);
+            self.index.stats.misses += 1;
+            return None;
+        };
+        self.index.stats.hits += 1;
+        if let Some(e) = self.index.entries.get_mut(key) {
+            e.last_used_ms = now_ms;
+        }
+        Some(Hit {
+            body,
+            fetched_at_ms: entry.fetched_at_ms,
+        })
+    }
+
+    /// Stores a successful, non-empty answer; evicts the least recently used entries beyond the
+    /// bound. Returns false (and stores nothing) for an empty answer.
+    pub fn store(
+        &mut self,
+        endpoint: Endpoint,
+        key: String,
+        body: Vec<u8>,
+        requested_at_ms: i64,
+        fetched_at_ms: i64,
+    ) -> bool {
+        if is_empty_answer(endpoint, &body) {
+            return false;
+        }
+        self.remove(&key);
+        let ttl_ms =
+            i64::try_from(self.ttls.for_endpoint(endpoint)).unwrap_or(i64::MAX / 2000) * 1000;
+        self.index.entries.insert(
+            key.clone(),
+            Entry {
+                requested_at_ms,
+                fetched_at_ms,
+                expires_at_ms: requested_at_ms.saturating_add(ttl_ms),
+                last_used_ms: fetched_at_ms,
+                segment: self.segment_for_tick.clone(),
+            },
+        );
+        self.new_bodies.insert(key, body);
+        while self.index.entries.len() > self.max_entries {
+            let Some(oldest) = self
+                .index
+                .entries
+                .iter()
+                .min_by_key(|(k, e)| (e.last_used_ms, (*k).clone()))
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.remove(&oldest);
+            self.index.stats.evictions += 1;
+        }
+        true
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(entry) = self.index.entries.remove(key) {
+            self.new_bodies.remove(key);
+            if !self
+                .index
+                .entries
+                .values()
+                .any(|e| e.segment == entry.segment)
+            {
+                self.orphaned.insert(entry.segment);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.index.stats
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.entries.is_empty()
+    }
+
+    /// Writes this tick's segment and the index, and deletes segments nothing refers to.
+    pub async fn save<S: KeyValue>(mut self, store: &S) -> Result<(), CacheError> {
+        if !self.new_bodies.is_empty() {
+            let packed = pack(&self.new_bodies).map_err(|detail| CacheError::Segment {
+                key: self.segment_for_tick.clone(),
+                detail,
+            })?;
+            if packed.len() > SEGMENT_LIMIT {
+                // Too big for one value: keep the index honest and cache nothing from this tick.
+                let keys: Vec<String> = self.new_bodies.keys().cloned().collect();
+                for key in keys {
+                    self.remove(&key);
+                }
+            } else {
+                store.kv_set(&self.segment_for_tick, &packed).await?;
+                self.orphaned.remove(&self.segment_for_tick);
+            }
+        }
+        state::save(store, INDEX_KEY, &self.index).await?;
+        for segment in &self.orphaned {
+            store.kv_delete(segment).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Forgets every entry (keeping the statistics) and deletes their segments.
+pub async fn clear<S: KeyValue + Log>(store: &S) -> Result<usize, CacheError> {
+    let mut index: Index = state::load(store, INDEX_KEY).await?;
+    let segments: BTreeSet<String> = index.entries.values().map(|e| e.segment.clone()).collect();
+    let cleared = index.entries.len();
+    index.entries.clear();
+    state::save(store, INDEX_KEY, &index).await?;
+    for segment in segments {
+        store.kv_delete(&segment).await?;
+    }
+    Ok(cleared)
+}
+
+/// The index document as stored (for `/stats` and `/metrics`).
+pub async fn load_index<S: KeyValue + Log>(store: &S) -> Result<Index, KvError> {
+    state::load(store, INDEX_KEY).await
+}
+
+fn pack(bodies: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, String> {
+    let as_text: BTreeMap<&str, &str> = bodies
+        .iter()
+        .map(|(k, v)| (k.as_str(), std::str::from_utf8(v).unwrap_or("")))
+        .collect();
+    let json = serde_json::to_vec(&as_text).map_err(|e| e.to_string())?;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    encoder.write_all(&json).map_err(|e| e.to_string())?;
+    encoder.finish().map_err(|e| e.to_string())
+}
+
+async fn read_segment<S: KeyValue>(
+    store: &S,
+    key: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, CacheError> {
+    let segment_error = |detail: String| CacheError::Segment {
+        key: key.to_owned(),
+        detail,
+    };
+    let Some(packed) = store.kv_get(key).await? else {
+        return Err(segment_error("missing".into()));
+    };
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(&packed[..])
+        .read_to_end(&mut json)
+        .map_err(|e| segment_error(e.to_string()))?;
+    let bodies: BTreeMap<String, String> =
+        serde_json::from_slice(&json).map_err(|e| segment_error(e.to_string()))?;
+    Ok(bodies
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_answers_are_recognised() {
+        assert!(is_empty_answer(Endpoint::CoinsList, b" [ ] "));
+        assert!(is_empty_answer(Endpoint::Overview, b"{}"));
+        assert!(is_empty_answer(Endpoint::Overview, b"null"));
+        assert!(
+            !is_empty_answer(Endpoint::Status, b"{}"),
+            "/status answers {{}} when up"
+        );
+        assert!(!is_empty_answer(
+            Endpoint::CoinsList,
+            b"[{\"code\":\"BTC\"}]"
+        ));
+    }
+
+    #[test]
+    fn keys_separate_endpoints_and_bodies() {
+        assert_ne!(
+            key(Endpoint::CoinsList, b"{\"offset\":0}"),
+            key(Endpoint::CoinsList, b"{\"offset\":100}")
+        );
+        assert_ne!(
+            key(Endpoint::CoinsList, b"{}"),
+            key(Endpoint::CoinsMap, b"{}")
+        );
+    }
+
+    #[test]
+    fn hit_rate() {
+        assert_eq!(CacheStats::default().hit_rate(), 0.0);
+        assert_eq!(
+            CacheStats {
+                hits: 3,
+                misses: 1,
+                ..CacheStats::default()
+            }
+            .hit_rate(),
+            0.75
+        );
+    }
+
+    #[test]
+    fn segments_round_trip_through_gzip() {
+        let bodies = BTreeMap::from([
+            ("a".to_owned(), b"[1,2]".to_vec()),
+            ("b".to_owned(), "{\"n\":\"Ξ\"}".as_bytes().to_vec()),
+        ]);
+        let packed = pack(&bodies).unwrap();
+        let mut json = Vec::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_end(&mut json)
+            .unwrap();
+        let back: BTreeMap<String, String> = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back["b"], "{\"n\":\"Ξ\"}");
+    }
+}
