@@ -177,12 +177,14 @@ mod tests {
     #[test]
     fn below_the_reserve_optional_calls_are_dropped() {
         let s = settings(&[("max_coins_per_fetch", "300")]);
-        let mut state = ResilienceState::default();
-        state.credits = Some(Credits {
-            remaining: 499.0,
-            limit: 10_000.0,
-            fetched_at_ms: 0,
-        });
+        let state = ResilienceState {
+            credits: Some(Credits {
+                remaining: 499.0,
+                limit: 10_000.0,
+                fetched_at_ms: 0,
+            }),
+            ..ResilienceState::default()
+        };
         let p = plan(&s, &state);
         assert_eq!(
             p.wants,
