@@ -202,6 +202,15 @@ impl TickCache {
             self.index.stats.misses += 1;
             return None;
         };
+        if entry.segment == self.segment_for_tick {
+            // Stored earlier in this same tick: not written yet.
+            let body = self.new_bodies.get(key).cloned()?;
+            self.index.stats.hits += 1;
+            return Some(Hit {
+                body,
+                fetched_at_ms: entry.fetched_at_ms,
+            });
+        }
         if !self.loaded_segments.contains_key(&entry.segment) {
             match read_segment(store, &entry.segment).await {
                 Ok(bodies) => {

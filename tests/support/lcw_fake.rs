@@ -3,7 +3,10 @@
 //! an endpoint with another status, body, header or delay.
 
 use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -78,8 +81,8 @@ struct Shared {
 
 pub struct LcwFake {
     pub base_url: String,
-    server: Arc<tiny_http::Server>,
     shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -123,26 +126,30 @@ fn fixture_for(path: &str) -> Option<&'static str> {
 }
 
 impl LcwFake {
+    /// Listens on 127.0.0.1 (a free port); one thread per connection, so it never limits how
+    /// many calls overlap.
     pub fn start() -> Self {
-        let server = Arc::new(
-            tiny_http::Server::http("127.0.0.1:0").expect("bind the LCW fake on 127.0.0.1"),
-        );
-        let port = server.server_addr().to_ip().expect("an IP listener").port();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the LCW fake on 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Mutex::new(Shared::default()));
+        let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let server = Arc::clone(&server);
-            let shared = Arc::clone(&shared);
+            let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
             std::thread::spawn(move || {
-                for request in server.incoming_requests() {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
                     let shared = Arc::clone(&shared);
-                    std::thread::spawn(move || answer(request, &shared));
+                    std::thread::spawn(move || serve(stream, &shared));
                 }
             })
         };
         Self {
             base_url: format!("http://127.0.0.1:{port}"),
-            server,
             shared,
+            stop,
             thread: Some(thread),
         }
     }
@@ -192,27 +199,78 @@ impl LcwFake {
 
 impl Drop for LcwFake {
     fn drop(&mut self) {
-        self.server.unblock();
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees `stop`.
+        let _ = TcpStream::connect(self.base_url.trim_start_matches("http://"));
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-fn answer(mut request: tiny_http::Request, shared: &Mutex<Shared>) {
-    let mut body = Vec::new();
-    let _ = request.as_reader().read_to_end(&mut body);
+/// Reads one HTTP/1.1 request (headers, then a `Content-Length` body), answers it, closes.
+fn serve(stream: TcpStream, shared: &Mutex<Shared>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, url) = (
+        parts.next().unwrap_or("").to_owned(),
+        parts.next().unwrap_or("").to_owned(),
+    );
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim_end().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.trim_end().split_once(':') {
+            headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+    }
+    let length = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
     let seen = Seen {
-        method: request.method().to_string().to_uppercase(),
-        url: request.url().to_owned(),
-        path: request.url().split('?').next().unwrap_or("").to_owned(),
-        headers: request
-            .headers()
-            .iter()
-            .map(|h| (h.field.as_str().to_string(), h.value.as_str().to_owned()))
-            .collect(),
+        method: method.to_uppercase(),
+        path: url.split('?').next().unwrap_or("").to_owned(),
+        url,
+        headers,
         body,
     };
+    let reply = answer(&seen, shared);
+    let reason = http::StatusCode::from_u16(reply.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Status");
+    let mut head = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reply.status,
+        reply.body.len()
+    );
+    for (name, value) in &reply.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = stream;
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&reply.body);
+    let _ = stream.flush();
+}
+
+fn answer(seen: &Seen, shared: &Mutex<Shared>) -> Reply {
     let (reply, handler) = {
         let mut shared = shared.lock().unwrap();
         let reply = shared.overrides.get(&seen.path).cloned();
@@ -223,22 +281,15 @@ fn answer(mut request: tiny_http::Request, shared: &Mutex<Shared>) {
         (reply, handler)
     };
     let reply = match (handler, reply) {
-        (Some(handler), _) => handler(&seen),
+        (Some(handler), _) => handler(seen),
         (None, Some(reply)) => reply,
-        (None, None) => like_the_real_api(&seen),
+        (None, None) => like_the_real_api(seen),
     };
     if !reply.delay.is_zero() {
         std::thread::sleep(reply.delay);
     }
     shared.lock().unwrap().in_flight -= 1;
-    let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
-    let mut headers = reply.headers;
-    headers.push(("Content-Type".into(), "application/json".into()));
-    for (name, value) in headers {
-        response
-            .add_header(tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap());
-    }
-    let _ = request.respond(response);
+    reply
 }
 
 fn like_the_real_api(seen: &Seen) -> Reply {

@@ -16,6 +16,9 @@ use lcw_fetcher::host::{
     TransportError, Variables,
 };
 
+/// Hosts made so far in this process, to seed each one's generator differently.
+static HOSTS: AtomicU64 = AtomicU64::new(0);
+
 /// A key-value store shared between hosts.
 pub type SharedKv = Arc<Mutex<HashMap<String, Vec<u8>>>>;
 
@@ -59,7 +62,13 @@ impl NativeHost {
             origin: Instant::now(),
             virtual_sleep: AtomicBool::new(true),
             offset_ns: AtomicU64::new(0),
-            rng: AtomicU64::new(0x5eed_1c3f_0000_0001),
+            // Distinct per host (two ticks must not share a lease owner id), fixed per process.
+            rng: AtomicU64::new(
+                0x5eed_1c3f_0000_0001
+                    ^ HOSTS
+                        .fetch_add(1, Ordering::SeqCst)
+                        .wrapping_mul(0x2545_f491_4f6c_dd1d),
+            ),
         }
     }
 
