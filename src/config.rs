@@ -83,6 +83,7 @@ pub const VARIABLES: &[VariableSpec] = &[
     var("influx_batch_size", "1000", "lines per write request"),
     var("influx_gzip", "true", "gzip-compress write bodies"),
     var("influx_timeout_ms", "30000", "timeout of one InfluxDB write"),
+    var("spool_max_points", "500000", "points kept in the store while InfluxDB cannot take them (oldest evicted beyond)"),
     var("enable_metrics", "true", "serve /metrics"),
     secret("admin_token", Some(""), "enables admin routes; empty disables them"),
 ];
@@ -167,6 +168,7 @@ pub struct InfluxSettings {
     pub batch_size: u32,
     pub gzip: bool,
     pub timeout_ms: u64,
+    pub spool_max_points: u64,
 }
 
 /// One variable that could not be used.
@@ -292,7 +294,8 @@ impl Settings {
                 password: r.secret_optional("influx_password"),
                 batch_size: r.number("influx_batch_size", 1, 100_000),
                 gzip: r.flag("influx_gzip"),
-                timeout_ms: r.number("influx_timeout_ms", 100, 59_000),
+                timeout_ms: r.number("influx_timeout_ms", 100, 600_000),
+                spool_max_points: r.number("spool_max_points", 1_000, 50_000_000),
             },
             enable_metrics: r.flag("enable_metrics"),
             admin_token: r.secret_optional("admin_token"),

@@ -8,7 +8,7 @@
 //! decide field names (`schema`), apply resilience rules (`guard`) or caching rules (`cache`);
 //! it never sleeps on a fixed schedule.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -16,8 +16,8 @@ use futures::StreamExt as _;
 use crate::cache::{self, TickCache};
 use crate::config::Settings;
 use crate::guard::{Guard, ResilienceState, StatusCheck};
-use crate::host::{Host, Level, Timeouts};
-use crate::influx::{self, Point, WriteReport};
+use crate::host::{Host, Level};
+use crate::influx::{self, Point, Sink};
 use crate::lcw::{
     self, Coin, CoinsListRequest, CoinsMapRequest, CreditsAnswer, CurrencyRequest, Endpoint,
     Exchange, ExchangesListRequest, LcwError, NoParameters, Overview,
@@ -36,8 +36,10 @@ pub const DATA_TYPES: [&str; 3] = [COINS, OVERVIEW, EXCHANGES];
 
 /// How long a lease outlives the deadline of the tick that took it.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
-/// The most time kept back from LCW calls for the writes at the end of a tick.
+/// Time kept back from LCW calls for the writes at the end of a tick: a fifth of the deadline,
+/// at least 1.5 s and at most 5 s (never more than half the deadline).
 pub const WRITE_RESERVE: Duration = Duration::from_secs(5);
+pub const MIN_WRITE_RESERVE: Duration = Duration::from_millis(1_500);
 
 /// Runs one cycle and records it in the key-value store. Never fails: every problem ends up in
 /// the returned record (and the store), so the caller only logs.
@@ -61,10 +63,10 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
             Level::Warn
         },
         &format!(
-            "cycle {}: {} points written, {} failed, {} LCW attempts, {} cache hits, {} ms",
+            "cycle {}: {} points written, {} spooled, {} LCW attempts, {} cache hits, {} ms",
             record.outcome.as_str(),
             record.total_written(),
-            record.points_failed,
+            record.points_spooled,
             record.lcw.attempts.len(),
             record.cache_hits,
             record.duration_ms
@@ -113,8 +115,11 @@ async fn leased<H: Host>(host: &H, settings: &Settings, started: Duration) -> Cy
 
 async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> CycleRecord {
     let deadline = started + Duration::from_millis(settings.cycle_deadline_ms);
-    let lcw_deadline =
-        deadline.saturating_sub(WRITE_RESERVE.min(deadline.saturating_sub(started) / 5));
+    let budget = deadline.saturating_sub(started);
+    let reserve = (budget / 5)
+        .clamp(MIN_WRITE_RESERVE, WRITE_RESERVE)
+        .min(budget / 2);
+    let lcw_deadline = deadline.saturating_sub(reserve);
     let (resilience, resilience_loaded) = match state::load(host, state::RESILIENCE_KEY).await {
         Ok(doc) => (doc, true),
         Err(error) => {
@@ -127,9 +132,18 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
     };
     let plan = plan::plan(settings, &resilience);
     let guard = Guard::new(host, settings, lcw_deadline, resilience);
+    let mut sink = Sink::load(
+        host,
+        &settings.influx,
+        settings.influx.spool_max_points,
+        deadline,
+    )
+    .await;
 
+    // The spool is replayed while LCW answers: both wait on the network, neither on the other.
     let mut record = if guard.breaker_open() {
         host.log(Level::Warn, "circuit breaker open: no LCW call this tick");
+        sink.replay(deadline).await;
         CycleRecord::new(Outcome::SkippedBreaker, Vec::new())
     } else {
         if let Some(reason) = &plan.dropped {
@@ -155,15 +169,10 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
                 None
             }
         };
-        let record = fetch_and_write(
-            host,
-            settings,
-            &plan.wants,
-            &guard,
-            cache.as_mut(),
-            deadline,
-        )
-        .await;
+        let (fetched, ()) = futures::join!(
+            fetch(host, settings, &plan.wants, &guard, cache.as_mut()),
+            sink.replay(lcw_deadline)
+        );
         if let Some(cache) = cache
             && let Err(error) = cache.save(host).await
         {
@@ -172,8 +181,58 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
                 &format!("{error}; cached answers of this tick are lost"),
             );
         }
+        let mut lines = String::with_capacity(fetched.points.len() * 320);
+        let encoded = influx::encode_points(&fetched.points, &mut lines);
+        if encoded.dropped_fields > 0 || encoded.dropped_points > 0 {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "{} non-finite fields and {} points without any field left out",
+                    encoded.dropped_fields, encoded.dropped_points
+                ),
+            );
+        }
+        sink.deliver(&lines).await;
+        let mut record = CycleRecord::new(Outcome::Success, fetched.errors);
+        record.cache_hits = fetched.cache_hits;
+        record.points_dropped = encoded.dropped_points as u64;
+        record.outcome = if fetched.data_failed {
+            Outcome::Partial
+        } else {
+            Outcome::Success
+        };
         record
     };
+
+    let delivery = sink.finish().await;
+    for (measurement, count) in &delivery.written {
+        let data_type = match measurement.as_str() {
+            schema::COINS_MEASUREMENT => COINS,
+            schema::OVERVIEW_MEASUREMENT => OVERVIEW,
+            schema::EXCHANGES_MEASUREMENT => EXCHANGES,
+            other => other,
+        };
+        *record
+            .points_written
+            .entry(data_type.to_owned())
+            .or_default() += count;
+    }
+    record.points_replayed = delivery.replayed;
+    record.points_spooled = delivery.spooled;
+    record.points_quarantined = delivery.quarantined;
+    record.points_evicted = delivery.evicted;
+    record.errors.extend(delivery.errors);
+    if record.outcome != Outcome::SkippedBreaker {
+        let kept_back = delivery.spooled + delivery.quarantined + delivery.evicted > 0;
+        record.outcome = match (
+            record.outcome == Outcome::Partial || kept_back,
+            record.total_written() > 0,
+        ) {
+            (false, _) => Outcome::Success,
+            (true, true) => Outcome::Partial,
+            (true, false) => Outcome::Error,
+        };
+    }
 
     let (resilience, report) = guard.finish();
     record.lcw = report;
@@ -260,15 +319,29 @@ fn carries_data(want: &Want) -> bool {
     !matches!(want, Want::Status | Want::Credits)
 }
 
-async fn fetch_and_write<H: Host>(
+/// What the LCW side of a tick produced.
+struct Fetch {
+    points: Vec<Point>,
+    errors: Vec<String>,
+    /// A call that carries data failed.
+    data_failed: bool,
+    cache_hits: u64,
+}
+
+/// Serves the wanted answers from the cache or LCW, and builds their points.
+async fn fetch<H: Host>(
     host: &H,
     settings: &Settings,
     wants: &[Want],
     guard: &Guard<'_, H>,
     mut cache: Option<&mut TickCache>,
-    deadline: Duration,
-) -> CycleRecord {
-    let mut record = CycleRecord::new(Outcome::Success, Vec::new());
+) -> Fetch {
+    let mut record = Fetch {
+        points: Vec::new(),
+        errors: Vec::new(),
+        data_failed: false,
+        cache_hits: 0,
+    };
     let mut data_failed = false;
     let mut fetched = Vec::new();
     let mut to_send = Vec::new();
@@ -363,7 +436,6 @@ async fn fetch_and_write<H: Host>(
     // Points, in plan order so that a coin in both a page and the tracked list is taken once.
     fetched.sort_by_key(|f| wants.iter().position(|w| *w == f.want));
     let currency = settings.currency.as_str();
-    let mut points: BTreeMap<&str, Vec<Point>> = BTreeMap::new();
     let mut coins_seen = HashSet::new();
     for Fetched {
         answer,
@@ -387,57 +459,25 @@ async fn fetch_and_write<H: Host>(
             Answer::Credits(credits) => {
                 record_credits(host, settings, guard, credits, *fetched_at_ms)
             }
-            Answer::Coins(coins) => points.entry(COINS).or_default().extend(
+            Answer::Coins(coins) => record.points.extend(
                 coins
                     .iter()
                     .filter(|coin| coins_seen.insert(coin.code.clone()))
                     .map(|coin| schema::coin_point(coin, currency, *fetched_at_ms)),
             ),
-            Answer::Overview(overview) => points
-                .entry(OVERVIEW)
-                .or_default()
-                .push(schema::overview_point(overview, currency, *fetched_at_ms)),
-            Answer::Exchanges(exchanges) => points.entry(EXCHANGES).or_default().extend(
+            Answer::Overview(overview) => {
+                record
+                    .points
+                    .push(schema::overview_point(overview, currency, *fetched_at_ms))
+            }
+            Answer::Exchanges(exchanges) => record.points.extend(
                 exchanges
                     .iter()
                     .map(|e| schema::exchange_point(e, currency, *fetched_at_ms)),
             ),
         }
     }
-
-    let influx_timeouts = || {
-        let left = deadline.saturating_sub(host.monotonic());
-        let own = Duration::from_millis(settings.influx.timeout_ms);
-        Timeouts {
-            connect: own.min(left),
-            total: own.min(left),
-        }
-    };
-    let writes = futures::future::join_all(points.iter().map(|(data_type, points)| async move {
-        (
-            *data_type,
-            write(host, settings, points, influx_timeouts()).await,
-        )
-    }))
-    .await;
-    for (data_type, (report, dropped)) in writes {
-        if report.lines_written > 0 {
-            record
-                .points_written
-                .insert(data_type.to_owned(), report.lines_written as u64);
-        }
-        record.points_failed += report.lines_failed as u64;
-        record.points_dropped += dropped;
-        data_failed |= !report.errors.is_empty();
-        record
-            .errors
-            .extend(report.errors.iter().map(ToString::to_string));
-    }
-    record.outcome = match (data_failed, record.total_written() > 0) {
-        (false, _) => Outcome::Success,
-        (true, true) => Outcome::Partial,
-        (true, false) => Outcome::Error,
-    };
+    record.data_failed = data_failed;
     record
 }
 
@@ -472,35 +512,6 @@ fn record_credits<H: Host>(
             &format!("these settings plan {planned} LCW calls a day, above the daily limit of {limit} credits"),
         );
     }
-}
-
-/// Encodes and writes one data type's points; also returns the points dropped for having no
-/// finite field.
-async fn write<H: Host>(
-    host: &H,
-    settings: &Settings,
-    points: &[Point],
-    timeouts: Timeouts,
-) -> (WriteReport, u64) {
-    let mut lines = String::with_capacity(points.len() * 320);
-    let encoded = influx::encode_points(points, &mut lines);
-    if encoded.dropped_fields > 0 || encoded.dropped_points > 0 {
-        host.log(
-            Level::Warn,
-            &format!(
-                "{} non-finite fields and {} points without any field left out",
-                encoded.dropped_fields, encoded.dropped_points
-            ),
-        );
-    }
-    let dropped = encoded.dropped_points as u64;
-    if encoded.lines == 0 {
-        return (WriteReport::default(), dropped);
-    }
-    (
-        influx::write_lines(host, &settings.influx, &lines, timeouts).await,
-        dropped,
-    )
 }
 
 /// Adds the record to the history. If the history cannot be read, it is left alone rather than

@@ -68,8 +68,18 @@ pub struct CycleRecord {
     pub outcome: Outcome,
     /// Points that InfluxDB accepted, by data type (`coins`, `overview`).
     pub points_written: BTreeMap<String, u64>,
-    /// Points built but not accepted by InfluxDB.
-    pub points_failed: u64,
+    /// Spooled points that InfluxDB accepted this tick.
+    #[serde(default)]
+    pub points_replayed: u64,
+    /// Points InfluxDB could not take now, kept in the spool.
+    #[serde(default)]
+    pub points_spooled: u64,
+    /// Points InfluxDB refused for good, kept in the quarantine.
+    #[serde(default)]
+    pub points_quarantined: u64,
+    /// Points lost: evicted from a full spool, or not spoolable.
+    #[serde(default)]
+    pub points_evicted: u64,
     /// One line per failure, secrets never included.
     pub errors: Vec<String>,
     /// Points left out for having no finite field.
@@ -91,7 +101,10 @@ impl CycleRecord {
             duration_ms: 0,
             outcome,
             points_written: BTreeMap::new(),
-            points_failed: 0,
+            points_replayed: 0,
+            points_spooled: 0,
+            points_quarantined: 0,
+            points_evicted: 0,
             errors,
             points_dropped: 0,
             cache_hits: 0,
@@ -179,7 +192,10 @@ mod tests {
             duration_ms: 5,
             outcome,
             points_written: BTreeMap::from([("coins".to_owned(), coins)]),
-            points_failed: 0,
+            points_replayed: 0,
+            points_spooled: 0,
+            points_quarantined: 0,
+            points_evicted: 0,
             errors: vec![],
             points_dropped: 0,
             cache_hits: 0,

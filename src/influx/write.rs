@@ -1,11 +1,13 @@
-//! The write APIs: v1 `/write`, v2 `/api/v2/write`, v3 `/api/v3/write_lp`.
+//! The write APIs on the wire: v1 `/write`, v2 `/api/v2/write`, v3 `/api/v3/write_lp`, and the
+//! health endpoints.
 //!
-//! Splits encoded lines into batches of `influx_batch_size`, gzips each body when enabled, sends
-//! it with the API's authentication and reports what landed and what did not. Tokens and
-//! passwords go only into the `Authorization` header: never into a URL, an error or a log.
+//! Sends one batch (gzip-compressed when enabled) with the API's authentication and classifies
+//! the answer; what to do about it is `sink`'s job. Tokens and passwords go only into the
+//! `Authorization` header: never into a URL, an error or a log.
 
 use std::fmt;
 use std::io::Write as _;
+use std::time::Duration;
 
 use base64::Engine as _;
 use url::Url;
@@ -13,118 +15,116 @@ use url::Url;
 use crate::config::{InfluxApi, InfluxSettings};
 use crate::host::{HttpClient, Timeouts, TransportError};
 
-/// A batch that InfluxDB did not accept.
+/// How InfluxDB answered one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InfluxError {
-    /// No response: connection failure or timeout.
-    Transport(TransportError),
-    /// A non-2xx answer; `message` is the server's own error text.
-    Status { status: u16, message: String },
-    /// The request could not be built or compressed.
-    Request(String),
+pub enum BatchOutcome {
+    /// 2xx: every line is stored.
+    Written,
+    /// 413: the body is too large; halves may pass.
+    TooLarge,
+    /// 400, 422 and other 4xx but auth, 404 and 429: some line is bad (a parse error, a field
+    /// type conflict). Lines the server accepted are stored; the bad ones never will be.
+    Rejected { status: u16, message: String },
+    /// 401/403: the credential is wrong; retrying cannot help until someone fixes it.
+    Unauthorized { status: u16, message: String },
+    /// 404: no such database, bucket or organisation.
+    NotFound { message: String },
+    /// 429/503: the server asks us to come back later.
+    Throttled {
+        status: u16,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// Other 5xx, or no answer: worth a retry.
+    Transient { detail: String },
 }
 
-impl fmt::Display for InfluxError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl BatchOutcome {
+    /// One line for logs and records; never holds a credential.
+    pub fn describe(&self) -> String {
         match self {
-            Self::Transport(error) => write!(f, "InfluxDB write: {error}"),
-            Self::Status { status, message } => {
-                write!(f, "InfluxDB write: HTTP {status}: {message}")
-            }
-            Self::Request(detail) => write!(f, "InfluxDB write: cannot build request: {detail}"),
+            Self::Written => "written".into(),
+            Self::TooLarge => "HTTP 413: request too large".into(),
+            Self::Rejected { status, message } => format!("HTTP {status}: {message}"),
+            Self::Unauthorized { status, message } => format!("HTTP {status}: {message}"),
+            Self::NotFound { message } => format!("HTTP 404: {message}"),
+            Self::Throttled {
+                status, message, ..
+            } => format!("HTTP {status}: {message}"),
+            Self::Transient { detail } => detail.clone(),
         }
     }
 }
 
-impl std::error::Error for InfluxError {}
-
-/// What a call to [`write_lines`] achieved.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WriteReport {
-    pub lines_written: usize,
-    pub lines_failed: usize,
-    pub batches_written: usize,
-    /// One entry per failed batch, in order.
-    pub errors: Vec<InfluxError>,
-    /// Bytes sent on the wire (after compression), for cost accounting.
-    pub bytes_sent: usize,
+impl fmt::Display for BatchOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InfluxDB write: {}", self.describe())
+    }
 }
 
-/// Writes newline-terminated line protocol in batches of `settings.batch_size` lines.
-/// A failed batch does not stop the others: each is independent.
-pub async fn write_lines<H: HttpClient>(
+/// Bytes of one request, before and after compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub raw_bytes: usize,
+    pub wire_bytes: usize,
+}
+
+/// Sends one batch of newline-terminated lines.
+pub async fn send_batch<H: HttpClient>(
     http: &H,
     settings: &InfluxSettings,
     lines: &str,
     timeouts: Timeouts,
-) -> WriteReport {
-    let mut report = WriteReport::default();
-    let url = write_url(settings);
-    for batch in batches(lines, settings.batch_size as usize) {
-        let count = batch.bytes().filter(|&b| b == b'\n').count();
-        let result = match build_request(settings, &url, batch) {
-            Ok(request) => {
-                report.bytes_sent += request.body().len();
-                send(http, request, timeouts).await
-            }
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(()) => {
-                report.lines_written += count;
-                report.batches_written += 1;
-            }
-            Err(error) => {
-                report.lines_failed += count;
-                report.errors.push(error);
-            }
-        }
-    }
-    report
+) -> (BatchOutcome, Sent) {
+    let (request, sent) = match build_request(settings, lines) {
+        Ok(built) => built,
+        Err(detail) => return (BatchOutcome::Transient { detail }, Sent::default()),
+    };
+    let outcome = match http.send(request, timeouts).await {
+        Err(error) => BatchOutcome::Transient {
+            detail: transport_detail(&error),
+        },
+        Ok(response) => classify(
+            response.status().as_u16(),
+            response.headers(),
+            response.body(),
+        ),
+    };
+    (outcome, sent)
 }
 
-async fn send<H: HttpClient>(
-    http: &H,
-    request: http::Request<Vec<u8>>,
-    timeouts: Timeouts,
-) -> Result<(), InfluxError> {
-    let response = http
-        .send(request, timeouts)
-        .await
-        .map_err(InfluxError::Transport)?;
-    let status = response.status().as_u16();
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(InfluxError::Status {
+fn transport_detail(error: &TransportError) -> String {
+    error.to_string()
+}
+
+/// Maps a status to what it means for the batch.
+pub fn classify(status: u16, headers: &http::HeaderMap, body: &[u8]) -> BatchOutcome {
+    let message = || server_message(body);
+    match status {
+        200..=299 => BatchOutcome::Written,
+        413 => BatchOutcome::TooLarge,
+        401 | 403 => BatchOutcome::Unauthorized {
             status,
-            message: server_message(response.body()),
-        })
+            message: message(),
+        },
+        404 => BatchOutcome::NotFound { message: message() },
+        429 | 503 => BatchOutcome::Throttled {
+            status,
+            retry_after: crate::lcw::retry_after(headers),
+            message: message(),
+        },
+        400..=499 => BatchOutcome::Rejected {
+            status,
+            message: message(),
+        },
+        _ => BatchOutcome::Transient {
+            detail: format!("HTTP {status}: {}", message()),
+        },
     }
-}
-
-/// Slices `lines` into runs of at most `size` whole lines, without copying.
-fn batches(lines: &str, size: usize) -> impl Iterator<Item = &str> {
-    let size = size.max(1);
-    let mut rest = lines;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let end = rest
-            .match_indices('\n')
-            .nth(size - 1)
-            .map_or(rest.len(), |(i, _)| i + 1);
-        let (batch, tail) = rest.split_at(end);
-        rest = tail;
-        Some(batch)
-    })
 }
 
 /// The write endpoint with its query string; holds no credential.
 pub fn write_url(settings: &InfluxSettings) -> Url {
-    let mut url = settings.url.clone();
-    let prefix = settings.url.path().trim_end_matches('/').to_owned();
     let (path, query): (&str, Vec<(&str, &str)>) = match settings.api {
         InfluxApi::V1 => {
             let mut q = vec![("db", settings.database.as_str()), ("precision", "ms")];
@@ -149,33 +149,84 @@ pub fn write_url(settings: &InfluxSettings) -> Url {
             ],
         ),
     };
-    url.set_path(&format!("{prefix}{path}"));
+    let mut url = endpoint(settings, path);
     url.query_pairs_mut().clear().extend_pairs(query);
     url
 }
 
+/// The health endpoint: `/health` for v2, `/ping` for v1 and v3.
+pub fn health_url(settings: &InfluxSettings) -> Url {
+    endpoint(
+        settings,
+        if settings.api == InfluxApi::V2 {
+            "/health"
+        } else {
+            "/ping"
+        },
+    )
+}
+
+fn endpoint(settings: &InfluxSettings, path: &str) -> Url {
+    let mut url = settings.url.clone();
+    let prefix = settings.url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("{prefix}{path}"));
+    url
+}
+
+/// Asks the server whether it is up: Ok, or what is wrong.
+pub async fn health<H: HttpClient>(
+    http: &H,
+    settings: &InfluxSettings,
+    timeouts: Timeouts,
+) -> Result<(), String> {
+    let mut builder = http::Request::get(health_url(settings).as_str())
+        .header(http::header::USER_AGENT, crate::lcw::USER_AGENT);
+    if let Some(value) = authorization(settings) {
+        builder = builder.header(http::header::AUTHORIZATION, value);
+    }
+    let request = builder
+        .body(Vec::new())
+        .map_err(|_| "invalid influx_url".to_owned())?;
+    let response = http
+        .send(request, timeouts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!(
+            "HTTP {status}: {}",
+            server_message(response.body())
+        ))
+    }
+}
+
 fn build_request(
     settings: &InfluxSettings,
-    url: &Url,
-    batch: &str,
-) -> Result<http::Request<Vec<u8>>, InfluxError> {
-    let mut builder = http::Request::post(url.as_str())
+    lines: &str,
+) -> Result<(http::Request<Vec<u8>>, Sent), String> {
+    let mut builder = http::Request::post(write_url(settings).as_str())
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(http::header::ACCEPT, "application/json")
         .header(http::header::USER_AGENT, crate::lcw::USER_AGENT);
     if let Some(value) = authorization(settings) {
         builder = builder.header(http::header::AUTHORIZATION, value);
     }
     let body = if settings.gzip {
         builder = builder.header(http::header::CONTENT_ENCODING, "gzip");
-        gzip(batch.as_bytes()).map_err(|e| InfluxError::Request(format!("gzip: {e}")))?
+        gzip(lines.as_bytes()).map_err(|e| format!("gzip: {e}"))?
     } else {
-        batch.as_bytes().to_vec()
+        lines.as_bytes().to_vec()
     };
-    builder.body(body).map_err(|_| {
-        InfluxError::Request(
-            "invalid URL or header (check influx_url and the credential's characters)".into(),
-        )
-    })
+    let sent = Sent {
+        raw_bytes: lines.len(),
+        wire_bytes: body.len(),
+    };
+    let request = builder.body(body).map_err(|_| {
+        "cannot build the request: check influx_url and the credential's characters".to_owned()
+    })?;
+    Ok((request, sent))
 }
 
 fn authorization(settings: &InfluxSettings) -> Option<String> {
@@ -192,8 +243,8 @@ fn authorization(settings: &InfluxSettings) -> Option<String> {
     None
 }
 
-fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    // Level 6: most of level 9's ratio on repetitive line protocol at a fraction of the CPU.
+/// gzip at level 6: most of level 9's ratio on repetitive line protocol at a fraction of the CPU.
+pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(
         Vec::with_capacity(data.len() / 4),
         flate2::Compression::new(6),
@@ -202,20 +253,35 @@ fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     encoder.finish()
 }
 
-/// InfluxDB's error text: `error` (v1), `message` (v2), else the start of the body.
+/// InfluxDB's error text: `error` (v1), `message` (v2), `error` + the first `data` entry (v3),
+/// else the start of the body.
 fn server_message(body: &[u8]) -> String {
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(body) {
+        let first_line_error = map
+            .get("data")
+            .and_then(|d| d.as_array())
+            .and_then(|d| d.first())
+            .and_then(|d| d.get("error_message"))
+            .and_then(|m| m.as_str());
         for key in ["error", "message"] {
             if let Some(serde_json::Value::String(text)) = map.get(key) {
-                return text.clone();
+                return match first_line_error {
+                    Some(detail) => format!("{text}: {detail}"),
+                    None => text.clone(),
+                };
             }
         }
     }
-    String::from_utf8_lossy(body)
+    let text: String = String::from_utf8_lossy(body)
         .chars()
         .filter(|c| !c.is_control())
         .take(300)
-        .collect()
+        .collect();
+    if text.is_empty() {
+        "no message".into()
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]
@@ -242,28 +308,19 @@ mod tests {
     }
 
     #[test]
-    fn batches_split_on_whole_lines() {
-        let text = "a 1\nb 2\nc 3\nd 4\ne 5\n";
-        assert_eq!(
-            batches(text, 2).collect::<Vec<_>>(),
-            ["a 1\nb 2\n", "c 3\nd 4\n", "e 5\n"]
-        );
-        assert_eq!(batches(text, 10).collect::<Vec<_>>(), [text]);
-        assert_eq!(batches("", 10).count(), 0);
-    }
-
-    #[test]
     fn urls_per_api() {
         let v2 = settings(&[("influx_url", "http://db:8086"), ("influx_org", "my org")]);
         assert_eq!(
             write_url(&v2).as_str(),
             "http://db:8086/api/v2/write?org=my+org&bucket=cryptocurrency_data&precision=ms"
         );
+        assert_eq!(health_url(&v2).as_str(), "http://db:8086/health");
         let v1 = settings(&[("influx_api", "v1"), ("influx_retention_policy", "week")]);
         assert_eq!(
             write_url(&v1).as_str(),
             "http://127.0.0.1:8086/write?db=cryptocurrency_data&precision=ms&rp=week"
         );
+        assert_eq!(health_url(&v1).as_str(), "http://127.0.0.1:8086/ping");
         let v3 = settings(&[("influx_api", "v3"), ("influx_url", "https://h/prefix/")]);
         assert_eq!(
             write_url(&v3).as_str(),
@@ -286,6 +343,59 @@ mod tests {
     }
 
     #[test]
+    fn statuses_are_classified() {
+        let none = http::HeaderMap::new();
+        assert_eq!(classify(204, &none, b""), BatchOutcome::Written);
+        assert_eq!(classify(413, &none, b""), BatchOutcome::TooLarge);
+        assert!(matches!(
+            classify(400, &none, b""),
+            BatchOutcome::Rejected { status: 400, .. }
+        ));
+        assert!(matches!(
+            classify(422, &none, b""),
+            BatchOutcome::Rejected { status: 422, .. }
+        ));
+        assert!(matches!(
+            classify(401, &none, b""),
+            BatchOutcome::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            classify(403, &none, b""),
+            BatchOutcome::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            classify(404, &none, b""),
+            BatchOutcome::NotFound { .. }
+        ));
+        assert!(matches!(
+            classify(500, &none, b""),
+            BatchOutcome::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(502, &none, b""),
+            BatchOutcome::Transient { .. }
+        ));
+        let mut later = http::HeaderMap::new();
+        later.insert(http::header::RETRY_AFTER, "30".parse().unwrap());
+        assert_eq!(
+            classify(503, &later, b"{\"message\":\"busy\"}"),
+            BatchOutcome::Throttled {
+                status: 503,
+                retry_after: Some(Duration::from_secs(30)),
+                message: "busy".into()
+            }
+        );
+        assert!(matches!(
+            classify(429, &none, b""),
+            BatchOutcome::Throttled {
+                status: 429,
+                retry_after: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn gzip_round_trips() {
         use std::io::Read as _;
         let data = "cryptocurrency_data,code=BTC rate=1 1\n".repeat(100);
@@ -305,8 +415,12 @@ mod tests {
             "database not found: \"x\""
         );
         assert_eq!(
-            server_message(br#"{"code":"invalid","message":"bad line"}"#),
+            server_message(br#"{"code":"invalid","message":"bad line","line":2}"#),
             "bad line"
+        );
+        assert_eq!(
+            server_message(br#"{"error":"partial write of line protocol occurred","data":[{"original_line":"x","line_number":2,"error_message":"No fields were provided"}]}"#),
+            "partial write of line protocol occurred: No fields were provided"
         );
         assert_eq!(server_message(b"plain\ntext"), "plaintext");
     }

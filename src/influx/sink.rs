@@ -1,0 +1,455 @@
+//! Delivery to InfluxDB that loses nothing: batching, status-aware retries, splitting, the
+//! quarantine for lines InfluxDB will never take, and the spool for lines it cannot take yet.
+//!
+//! Owns what happens to every line after it is encoded, and the sink's persisted state
+//! (counters, health, spool index) and quarantine. Per answer:
+//!
+//! | answer | what happens |
+//! |---|---|
+//! | 2xx | written |
+//! | 413 | split in halves, each sent again (one line that is still too large: quarantined) |
+//! | 400, 422, other 4xx | split in halves until the bad lines stand alone; those are quarantined with the server's message, the others written (a partial write already stored them: sending them again overwrites the same points) |
+//! | 401, 403, 404 | kept (spooled), the sink is down for this tick: no retry storm |
+//! | 429, 503 | kept, and nothing is sent before `Retry-After` (capped at 5 minutes; 10 s when absent) |
+//! | other 5xx, no answer | up to 2 retries with jittered backoff inside the deadline, then kept |
+//!
+//! It must not know where the lines came from.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::spool::{self, SpoolIndex};
+use super::write::{self, BatchOutcome};
+use crate::config::InfluxSettings;
+use crate::host::{Host, KvError, Level, Timeouts};
+use crate::resilience::{RetryDecision, RetryPolicy};
+use crate::state;
+
+/// The sink's persisted state.
+pub const SINK_KEY: &str = "lcw/v1/sink";
+/// Lines InfluxDB refused for good.
+pub const QUARANTINE_KEY: &str = "lcw/v1/quarantine";
+/// Quarantined lines kept for inspection (the count goes on).
+pub const QUARANTINE_KEPT: usize = 500;
+/// The longest pause a `Retry-After` can impose.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+/// The pause after a 429/503 without `Retry-After`.
+pub const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(10);
+
+/// The least time left for which a batch is still sent (else it is spooled for the next tick).
+pub const MIN_WRITE_TIME: Duration = Duration::from_millis(250);
+
+const TRANSIENT_RETRIES: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(500),
+    cap: Duration::from_secs(4),
+    max_retries: 2,
+};
+
+/// Counters since the store was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkCounters {
+    pub points_written: u64,
+    pub batches_written: u64,
+    pub bytes_raw: u64,
+    pub bytes_wire: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub quarantined: u64,
+    pub spooled: u64,
+    pub replayed: u64,
+    pub evicted: u64,
+}
+
+/// The document `lcw/v1/sink`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkState {
+    pub counters: SinkCounters,
+    pub spool: SpoolIndex,
+    /// Nothing is sent before this time (a 429/503 asked for a pause).
+    pub not_before_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at_ms: Option<i64>,
+    /// Total request time in milliseconds, for the average response time.
+    #[serde(default)]
+    pub request_ms_total: u64,
+}
+
+/// One quarantined line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedLine {
+    pub at_ms: i64,
+    pub line: String,
+    pub message: String,
+}
+
+/// The document `lcw/v1/quarantine`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    pub total: u64,
+    /// Newest last.
+    pub recent: VecDeque<QuarantinedLine>,
+}
+
+/// What one tick's deliveries did, by measurement.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub written: BTreeMap<String, u64>,
+    pub replayed: u64,
+    pub spooled: u64,
+    pub quarantined: u64,
+    pub evicted: u64,
+    /// One entry per distinct failure.
+    pub errors: Vec<String>,
+}
+
+impl Delivery {
+    pub fn written_total(&self) -> u64 {
+        self.written.values().sum()
+    }
+}
+
+/// The sink for one tick: loaded once, saved once.
+pub struct Sink<'a, H> {
+    host: &'a H,
+    settings: &'a InfluxSettings,
+    spool_max_points: u64,
+    deadline: Duration,
+    state: SinkState,
+    quarantined: Vec<QuarantinedLine>,
+    /// Why nothing more is sent this tick.
+    down: Option<String>,
+    to_spool: String,
+    delivery: Delivery,
+    loaded: bool,
+}
+
+impl<'a, H: Host> Sink<'a, H> {
+    /// Loads the sink's state (one KV read). `deadline` is on the monotonic clock.
+    pub async fn load(
+        host: &'a H,
+        settings: &'a InfluxSettings,
+        spool_max_points: u64,
+        deadline: Duration,
+    ) -> Self {
+        let (state, loaded) = match state::load(host, SINK_KEY).await {
+            Ok(state) => (state, true),
+            Err(error) => {
+                host.log(
+                    Level::Error,
+                    &format!(
+                        "sink state not loaded ({error}): the spool is not replayed this tick"
+                    ),
+                );
+                (SinkState::default(), false)
+            }
+        };
+        Self {
+            host,
+            settings,
+            spool_max_points,
+            deadline,
+            state,
+            quarantined: Vec::new(),
+            down: None,
+            to_spool: String::new(),
+            delivery: Delivery::default(),
+            loaded,
+        }
+    }
+
+    pub fn state(&self) -> &SinkState {
+        &self.state
+    }
+
+    /// Writes spooled lines, oldest segment first, until the spool is empty, the sink fails or
+    /// `until` (monotonic) comes.
+    pub async fn replay(&mut self, until: Duration) {
+        if !self.loaded {
+            return;
+        }
+        while let Some(meta) = self.state.spool.segments.front().cloned() {
+            if self.down.is_some()
+                || self.paused()
+                || self.host.monotonic() + MIN_WRITE_TIME > until
+            {
+                return;
+            }
+            let lines = match spool::read(self.host, &meta).await {
+                Ok(Some(lines)) => lines,
+                Ok(None) => {
+                    self.state.counters.evicted += meta.points;
+                    self.delivery.evicted += meta.points;
+                    self.drop_front_segment(&meta).await;
+                    continue;
+                }
+                Err(error) => {
+                    self.note_error(format!("spool not readable: {error}"));
+                    return;
+                }
+            };
+            let (written, kept) = self.send_all(&lines).await;
+            self.delivery.replayed += written;
+            self.state.counters.replayed += written;
+            if kept.is_empty() {
+                self.drop_front_segment(&meta).await;
+            } else {
+                // Keep what is left where it was, in order; stop until the next tick.
+                match spool::write(self.host, meta.seq, &kept, meta.created_at_ms).await {
+                    Ok(rest) => {
+                        self.state.spool.segments[0] = rest;
+                    }
+                    Err(error) => self.note_error(format!("spool segment not rewritten: {error}")),
+                }
+                return;
+            }
+        }
+    }
+
+    async fn drop_front_segment(&mut self, meta: &spool::SegmentMeta) {
+        self.state.spool.segments.pop_front();
+        if let Err(error) = self.host.kv_delete(&meta.key()).await {
+            self.host.log(
+                Level::Warn,
+                &format!("spool segment {} not deleted: {error}", meta.seq),
+            );
+        }
+    }
+
+    /// Delivers new lines: written now, or quarantined, or kept for the spool.
+    pub async fn deliver(&mut self, lines: &str) {
+        let (_, kept) = self.send_all(lines).await;
+        self.to_spool.push_str(&kept);
+    }
+
+    fn paused(&self) -> bool {
+        self.state
+            .not_before_ms
+            .is_some_and(|t| self.host.unix_millis() < t)
+    }
+
+    /// Sends `lines` in batches; returns the lines written and the lines to keep.
+    async fn send_all(&mut self, lines: &str) -> (u64, String) {
+        let all: Vec<&str> = lines.split_inclusive('\n').collect();
+        let mut kept = String::new();
+        let mut written = 0;
+        let batch = self.settings.batch_size.max(1) as usize;
+        // Work items: ranges of `all`, first to send on top.
+        let mut work: Vec<(usize, usize)> = (0..all.len())
+            .step_by(batch)
+            .map(|s| (s, (s + batch).min(all.len())))
+            .rev()
+            .collect();
+        while let Some((start, end)) = work.pop() {
+            if self.down.is_some() || self.paused() || self.time_left() < MIN_WRITE_TIME {
+                all[start..end].iter().for_each(|l| kept.push_str(l));
+                continue;
+            }
+            let body: String = all[start..end].concat();
+            match self.send_with_retries(&body).await {
+                BatchOutcome::Written => {
+                    written += (end - start) as u64;
+                    self.count_written(&all[start..end]);
+                }
+                BatchOutcome::TooLarge | BatchOutcome::Rejected { .. } if end - start > 1 => {
+                    let middle = start + (end - start) / 2;
+                    work.push((middle, end));
+                    work.push((start, middle));
+                }
+                outcome @ (BatchOutcome::TooLarge | BatchOutcome::Rejected { .. }) => {
+                    self.quarantine(all[start], outcome.describe());
+                }
+                outcome => {
+                    all[start..end].iter().for_each(|l| kept.push_str(l));
+                    let message = outcome.to_string();
+                    if let BatchOutcome::Throttled { retry_after, .. } = &outcome {
+                        let pause = retry_after
+                            .unwrap_or(RETRY_AFTER_DEFAULT)
+                            .min(RETRY_AFTER_CAP);
+                        self.state.not_before_ms =
+                            Some(self.host.unix_millis() + pause.as_millis() as i64);
+                    }
+                    self.note_error(message.clone());
+                    self.down = Some(message);
+                }
+            }
+        }
+        (written, kept)
+    }
+
+    /// One batch, retried on transient failures while the deadline allows.
+    async fn send_with_retries(&mut self, body: &str) -> BatchOutcome {
+        let mut retry = 0;
+        loop {
+            let left = self.time_left();
+            let own = Duration::from_millis(self.settings.timeout_ms);
+            let timeouts = Timeouts {
+                connect: own.min(left),
+                total: own.min(left),
+            };
+            let started = self.host.monotonic();
+            let (outcome, sent) = write::send_batch(self.host, self.settings, body, timeouts).await;
+            let counters = &mut self.state.counters;
+            counters.requests += 1;
+            counters.bytes_raw += sent.raw_bytes as u64;
+            counters.bytes_wire += sent.wire_bytes as u64;
+            self.state.request_ms_total +=
+                self.host.monotonic().saturating_sub(started).as_millis() as u64;
+            if !matches!(outcome, BatchOutcome::Transient { .. }) {
+                return outcome;
+            }
+            let class = crate::lcw::ErrorClass::Transient;
+            match TRANSIENT_RETRIES.decide(
+                retry,
+                class,
+                None,
+                self.host.random_unit(),
+                self.time_left(),
+            ) {
+                RetryDecision::RetryAfter(wait) => {
+                    self.host.log(
+                        Level::Info,
+                        &format!("{outcome}; retry {} in {} ms", retry + 1, wait.as_millis()),
+                    );
+                    self.host.sleep(wait).await;
+                    self.state.counters.retries += 1;
+                    retry += 1;
+                }
+                _ => return outcome,
+            }
+        }
+    }
+
+    fn count_written(&mut self, lines: &[&str]) {
+        self.state.counters.batches_written += 1;
+        self.state.counters.points_written += lines.len() as u64;
+        for line in lines {
+            *self
+                .delivery
+                .written
+                .entry(measurement_of(line))
+                .or_default() += 1;
+        }
+    }
+
+    fn quarantine(&mut self, line: &str, message: String) {
+        self.host.log(
+            Level::Error,
+            &format!("InfluxDB refused a line for good, quarantined: {message}"),
+        );
+        self.quarantined.push(QuarantinedLine {
+            at_ms: self.host.unix_millis(),
+            line: line.trim_end().to_owned(),
+            message,
+        });
+        self.delivery.quarantined += 1;
+        self.state.counters.quarantined += 1;
+    }
+
+    fn note_error(&mut self, message: String) {
+        if !self.delivery.errors.contains(&message) {
+            self.delivery.errors.push(message.clone());
+        }
+        self.state.last_error = Some(message);
+        self.state.last_error_at_ms = Some(self.host.unix_millis());
+    }
+
+    fn time_left(&self) -> Duration {
+        self.deadline.saturating_sub(self.host.monotonic())
+    }
+
+    /// Spools what was kept, saves the quarantine and the sink state; returns what happened.
+    pub async fn finish(mut self) -> Delivery {
+        if !self.to_spool.is_empty() {
+            let count = spool::count_lines(&self.to_spool);
+            let now_ms = self.host.unix_millis();
+            match spool::append(
+                self.host,
+                &mut self.state.spool,
+                &self.to_spool,
+                self.spool_max_points,
+                now_ms,
+            )
+            .await
+            {
+                Ok(evicted) => {
+                    self.delivery.spooled += count;
+                    self.delivery.evicted += evicted;
+                    self.state.counters.spooled += count;
+                    self.state.counters.evicted += evicted;
+                    self.host.log(
+                        Level::Warn,
+                        &format!(
+                            "{count} points spooled for a later tick ({} in the spool)",
+                            self.state.spool.points()
+                        ),
+                    );
+                }
+                Err(error) => {
+                    // Nowhere left to keep them: the loss is counted and said.
+                    self.state.counters.evicted += count;
+                    self.delivery.evicted += count;
+                    self.host.log(
+                        Level::Error,
+                        &format!("{count} points could not be spooled and are lost: {error}"),
+                    );
+                }
+            }
+        }
+        if !self.quarantined.is_empty()
+            && let Err(error) = self.save_quarantine().await
+        {
+            self.host
+                .log(Level::Error, &format!("quarantine not saved: {error}"));
+        }
+        if self.loaded
+            && let Err(error) = state::save(self.host, SINK_KEY, &self.state).await
+        {
+            self.host
+                .log(Level::Error, &format!("sink state not saved: {error}"));
+        }
+        self.delivery
+    }
+
+    async fn save_quarantine(&self) -> Result<(), KvError> {
+        let mut quarantine: Quarantine = state::load(self.host, QUARANTINE_KEY).await?;
+        quarantine.total += self.quarantined.len() as u64;
+        quarantine.recent.extend(self.quarantined.iter().cloned());
+        while quarantine.recent.len() > QUARANTINE_KEPT {
+            quarantine.recent.pop_front();
+        }
+        state::save(self.host, QUARANTINE_KEY, &quarantine).await
+    }
+}
+
+/// The measurement of a line (up to the first unescaped comma or space).
+pub fn measurement_of(line: &str) -> String {
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            ',' | ' ' if !escaped => return line[..i].to_owned(),
+            _ => escaped = false,
+        }
+    }
+    line.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measurement_of_a_line() {
+        assert_eq!(
+            measurement_of("cryptocurrency_data,code=BTC rate=1 1\n"),
+            "cryptocurrency_data"
+        );
+        assert_eq!(
+            measurement_of("market_overview total=1 1\n"),
+            "market_overview"
+        );
+        assert_eq!(measurement_of("my\\ m,t=1 f=1 1\n"), "my\\ m");
+    }
+}
