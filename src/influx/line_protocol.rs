@@ -224,6 +224,86 @@ mod tests {
         assert_eq!(encoded.dropped_fields, 2);
     }
 
+    /// Golden lines: every character line protocol treats specially, in every position.
+    #[test]
+    fn golden_escaping() {
+        let cases: [(&str, &str, &str, &str, &str); 7] = [
+            // (tag value, field key, string field, expected tag part, expected field part)
+            ("a b", "f", "x", "t=a\\ b", "f=\"x\""),
+            ("a,b", "f,g", "x", "t=a\\,b", "f\\,g=\"x\""),
+            ("a=b", "f=g", "x", "t=a\\=b", "f\\=g=\"x\""),
+            (
+                "say \"hi\"",
+                "f",
+                "say \"hi\"",
+                "t=say\\ \"hi\"",
+                "f=\"say \\\"hi\\\"\"",
+            ),
+            (
+                "back\\slash",
+                "f",
+                "back\\slash",
+                "t=back\\slash",
+                "f=\"back\\\\slash\"",
+            ),
+            ("Ξther 💎", "ünï", "日本", "t=Ξther\\ 💎", "ünï=\"日本\""),
+            (
+                "two\nlines",
+                "f",
+                "two\r\nlines",
+                "t=two\\ lines",
+                "f=\"two  lines\"",
+            ),
+        ];
+        for (tag, key, text, tag_part, field_part) in cases {
+            let (line_text, _) = line(Point {
+                measurement: "m",
+                tags: vec![("t", tag.into())],
+                fields: vec![(
+                    Box::leak(key.to_owned().into_boxed_str()),
+                    FieldValue::String(text.into()),
+                )],
+                timestamp_ms: 1,
+            });
+            assert_eq!(
+                line_text,
+                format!("m,{tag_part} {field_part} 1\n"),
+                "tag {tag:?}, key {key:?}, text {text:?}"
+            );
+            assert_eq!(
+                line_text.matches('\n').count(),
+                1,
+                "one line, whatever the input"
+            );
+        }
+    }
+
+    /// Property: any finite f64 is written so that it parses back to the same bits.
+    #[test]
+    fn random_floats_round_trip_bit_for_bit() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut out = String::new();
+        let mut checked = 0;
+        while checked < 200_000 {
+            // xorshift64*: every bit pattern, so subnormals, huge and tiny exponents all appear.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let v = f64::from_bits(state.wrapping_mul(0x2545_f491_4f6c_dd1d));
+            if !v.is_finite() {
+                continue;
+            }
+            out.clear();
+            write_field_value(&mut out, &FieldValue::Float(v));
+            assert_eq!(
+                out.parse::<f64>().unwrap().to_bits(),
+                v.to_bits(),
+                "{v:e} written as {out}"
+            );
+            checked += 1;
+        }
+    }
+
     #[test]
     fn a_point_without_fields_is_dropped_and_counted() {
         let mut out = String::from("keep\n");

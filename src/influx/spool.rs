@@ -121,11 +121,12 @@ pub async fn append<S: KeyValue + Log>(
     if lines.is_empty() {
         return Ok(0);
     }
-    // Compressed line protocol is roughly a tenth of its text; leave room for the estimate.
-    let fits_tail = index
-        .segments
-        .back()
-        .is_some_and(|tail| tail.bytes as usize + lines.len() / 6 < SEGMENT_BYTES);
+    let new_points = count_lines(lines);
+    let cap = segment_points(max_points);
+    // Compressed line protocol is a fifth to a tenth of its text: estimate on the safe side.
+    let fits_tail = index.segments.back().is_some_and(|tail| {
+        tail.bytes as usize + lines.len() / 4 < SEGMENT_BYTES && tail.points + new_points <= cap
+    });
     let mut pending = String::new();
     if fits_tail && let Some(tail) = index.segments.back().cloned() {
         if let Some(existing) = read(store, &tail).await? {
@@ -139,7 +140,7 @@ pub async fn append<S: KeyValue + Log>(
         // Chunks of whole lines small enough that each compresses well under the limit.
         let mut rest = lines;
         while !rest.is_empty() {
-            let cut = chunk_end(rest, SEGMENT_BYTES * 4);
+            let cut = chunk_end(rest, SEGMENT_BYTES * 4, cap as usize);
             let (chunk, tail) = rest.split_at(cut);
             let seq = index.next_seq;
             index.next_seq += 1;
@@ -163,9 +164,20 @@ pub async fn append<S: KeyValue + Log>(
     Ok(evicted)
 }
 
-/// The end of the longest run of whole lines of `text` not longer than `limit` bytes (at least
-/// one line).
-fn chunk_end(text: &str, limit: usize) -> usize {
+/// Points one segment holds at most: a tenth of the spool (so eviction gives back a tenth at a
+/// time), never more than 20 000 (about 600 KB compressed).
+pub fn segment_points(max_points: u64) -> u64 {
+    (max_points / 10).clamp(1, 20_000)
+}
+
+/// The end of the longest run of whole lines of `text` of at most `limit` bytes and `max_lines`
+/// lines (at least one line).
+fn chunk_end(text: &str, limit: usize, max_lines: usize) -> usize {
+    let by_lines = text
+        .match_indices('\n')
+        .nth(max_lines.max(1) - 1)
+        .map_or(text.len(), |(i, _)| i + 1);
+    let text = &text[..by_lines];
     if text.len() <= limit {
         return text.len();
     }
@@ -181,12 +193,13 @@ mod tests {
 
     #[test]
     fn chunks_end_on_line_boundaries() {
-        assert_eq!(chunk_end("a\nb\nc\n", 100), 6);
-        assert_eq!(chunk_end("aa\nbb\ncc\n", 7), 6);
+        assert_eq!(chunk_end("a\nb\nc\n", 100, 10), 6);
+        assert_eq!(chunk_end("aa\nbb\ncc\n", 7, 10), 6);
+        assert_eq!(chunk_end("a\nb\nc\n", 100, 2), 4);
         assert_eq!(
-            chunk_end("aaaa\nb\n", 2),
+            chunk_end("aaaa\nb\n", 2, 10),
             5,
-            "a line longer than the limit still goes alone"
+            "a long line still goes alone"
         );
     }
 

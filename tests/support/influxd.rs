@@ -21,13 +21,47 @@ static DATABASES: AtomicUsize = AtomicUsize::new(0);
 impl Influx {
     /// A running server with a fresh, empty database.
     pub fn start() -> Self {
-        let (url, child, dir) = match std::env::var("LCW_TEST_INFLUX_URL") {
-            Ok(url) if !url.is_empty() => (url, None, None),
-            _ => {
-                let (url, child, dir) = spawn();
-                (url, Some(child), Some(dir))
-            }
-        };
+        match std::env::var("LCW_TEST_INFLUX_URL") {
+            Ok(url) if !url.is_empty() => Self::with(url, None, None),
+            _ => Self::own(),
+        }
+    }
+
+    /// A server of this test's own, which it may stop and restart.
+    pub fn own() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "lcw-influxd-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = write_config(&dir);
+        let (url, child) = spawn(&config);
+        Self::with(url, Some(child), Some(dir))
+    }
+
+    /// Stops this test's own server (its data stays).
+    pub fn stop(&mut self) {
+        let mut child = self
+            .child
+            .take()
+            .expect("only an own server can be stopped");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts this test's own server again, same port, same data.
+    pub fn restart(&mut self) {
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("only an own server can be restarted");
+        let (url, child) = spawn(&dir.join("influxdb.conf"));
+        assert_eq!(url, self.url);
+        self.child = Some(child);
+    }
+
+    fn with(url: String, child: Option<Child>, dir: Option<PathBuf>) -> Self {
         let database = format!(
             "lcw_test_{}_{}",
             std::process::id(),
@@ -90,7 +124,7 @@ impl Influx {
 
 impl Drop for Influx {
     fn drop(&mut self) {
-        if self.child.is_none() {
+        if self.dir.is_none() {
             let _ = ureq::post(&format!("{}/query", self.url))
                 .query("q", format!("DROP DATABASE \"{}\"", self.database))
                 .send_empty();
@@ -113,16 +147,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn() -> (String, Child, PathBuf) {
-    let influxd = which("influxd").unwrap_or_else(|| {
-        panic!("`influxd` not found: install Debian's `influxdb` package (scripts/test-all does it when run as root)")
-    });
-    let dir = std::env::temp_dir().join(format!(
-        "lcw-influxd-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+/// Writes a configuration for a server on free loopback ports keeping its data in `dir`.
+fn write_config(dir: &std::path::Path) -> PathBuf {
     let (http_port, rpc_port) = (free_port(), free_port());
     let config = format!(
         "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
@@ -135,9 +161,24 @@ fn spawn() -> (String, Child, PathBuf) {
     );
     let config_path = dir.join("influxdb.conf");
     std::fs::write(&config_path, config).unwrap();
+    config_path
+}
+
+/// Starts `influxd` with `config` and waits for `/ping`; returns its URL.
+fn spawn(config: &std::path::Path) -> (String, Child) {
+    let influxd = which("influxd").unwrap_or_else(|| {
+        panic!("`influxd` not found: install Debian's `influxdb` package (scripts/test-all does it when run as root)")
+    });
+    let text = std::fs::read_to_string(config).unwrap();
+    let http_port = text
+        .split("[http]")
+        .nth(1)
+        .and_then(|http| http.split("127.0.0.1:").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .expect("http port in the config");
     let mut child = Command::new(influxd)
         .arg("-config")
-        .arg(&config_path)
+        .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -146,7 +187,7 @@ fn spawn() -> (String, Child, PathBuf) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
         if ureq::get(&format!("{url}/ping")).call().is_ok() {
-            return (url, child, dir);
+            return (url, child);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
