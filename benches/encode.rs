@@ -101,20 +101,31 @@ fn main() {
     });
     let per_line = |d: Duration| d.as_nanos() as f64 / points.len() as f64;
 
-    println!("encoding 200 coins (3 tags, {fields} fields each), {} bytes of line protocol", ours_buffer.len());
+    println!(
+        "encoding 200 coins (3 tags, {fields} fields each), {} bytes of line protocol",
+        ours_buffer.len()
+    );
     println!("| encoder | ns/line | lines/s |");
     println!("|---|---:|---:|");
-    for (name, d) in [("lcw_fetcher::influx", ours), ("influxdb-line-protocol 2 builder", theirs_time)] {
+    for (name, d) in [
+        ("lcw_fetcher::influx", ours),
+        ("influxdb-line-protocol 2 builder", theirs_time),
+    ] {
         println!("| {name} | {:.0} | {:.0} |", per_line(d), 1e9 / per_line(d));
     }
-    println!("ours / theirs time ratio: {:.2}", ours.as_secs_f64() / theirs_time.as_secs_f64());
+    println!(
+        "ours / theirs time ratio: {:.2}",
+        ours.as_secs_f64() / theirs_time.as_secs_f64()
+    );
 
     let batch: String = coins(1000).iter().fold(String::new(), |mut text, p| {
         encode_points([p], &mut text);
         text
     });
     let mut packed = Vec::new();
-    let gzip_time = time_per_call(budget, || packed = gzip(black_box(batch.as_bytes())).unwrap());
+    let gzip_time = time_per_call(budget, || {
+        packed = gzip(black_box(batch.as_bytes())).unwrap()
+    });
     println!(
         "gzip level 6, 1000-line batch: {} -> {} bytes (ratio {:.1}), {:.2} ms",
         batch.len(),

@@ -85,6 +85,9 @@ pub const VARIABLES: &[VariableSpec] = &[
     var("influx_timeout_ms", "30000", "timeout of one InfluxDB write"),
     var("spool_max_points", "500000", "points kept in the store while InfluxDB cannot take them (oldest evicted beyond)"),
     var("enable_metrics", "true", "serve /metrics"),
+    var("alert_warning_s", "30", "an operation slower than this logs a warning alert"),
+    var("alert_critical_s", "60", "an operation slower than this logs a critical alert"),
+    var("alert_cooldown_s", "300", "at most one alert per operation in this many seconds"),
     secret("admin_token", Some(""), "enables admin routes; empty disables them"),
 ];
 
@@ -150,6 +153,9 @@ pub struct Settings {
     pub max_concurrent_requests: u32,
     pub influx: InfluxSettings,
     pub enable_metrics: bool,
+    pub alert_warning_s: u64,
+    pub alert_critical_s: u64,
+    pub alert_cooldown_s: u64,
     pub admin_token: Secret,
 }
 
@@ -298,6 +304,9 @@ impl Settings {
                 spool_max_points: r.number("spool_max_points", 1_000, 50_000_000),
             },
             enable_metrics: r.flag("enable_metrics"),
+            alert_warning_s: r.number("alert_warning_s", 1, 86_400),
+            alert_critical_s: r.number("alert_critical_s", 1, 86_400),
+            alert_cooldown_s: r.number("alert_cooldown_s", 0, 86_400),
             admin_token: r.secret_optional("admin_token"),
         };
         reader.check_targets(&settings);
@@ -533,6 +542,26 @@ impl Reader<'_> {
 
 fn placeholder_url() -> Url {
     Url::parse("http://invalid.invalid/").expect("static URL parses")
+}
+
+impl Settings {
+    /// The alert thresholds of the telemetry.
+    pub fn alert_thresholds(&self) -> crate::telemetry::Thresholds {
+        crate::telemetry::Thresholds {
+            warning: std::time::Duration::from_secs(self.alert_warning_s),
+            critical: std::time::Duration::from_secs(self.alert_critical_s),
+            cool_down: std::time::Duration::from_secs(self.alert_cooldown_s),
+        }
+    }
+
+    /// The defaults of [`Settings::alert_thresholds`], for a tick whose settings are invalid.
+    pub fn default_thresholds() -> crate::telemetry::Thresholds {
+        crate::telemetry::Thresholds {
+            warning: std::time::Duration::from_secs(30),
+            critical: std::time::Duration::from_secs(60),
+            cool_down: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 /// Upper-cases a coin or currency code and checks its shape: 1–32 characters of letters, digits,

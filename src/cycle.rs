@@ -27,6 +27,7 @@ use crate::plan::{self, Want};
 use crate::resilience::Credits;
 use crate::schema;
 use crate::state::{self, CycleHistory, CycleRecord, Outcome};
+use crate::telemetry::{self, Timing, op};
 
 /// Data type labels, as in `lcw_data_points_stored_total{data_type}` and `/stats`.
 pub const COINS: &str = "coins";
@@ -46,13 +47,20 @@ pub const MIN_WRITE_RESERVE: Duration = Duration::from_millis(1_500);
 pub async fn run<H: Host>(host: &H) -> CycleRecord {
     let started = host.monotonic();
     let started_at_ms = host.unix_millis();
-    let mut record = match Settings::load(host).await {
-        Ok(settings) => leased(host, &settings, started).await,
+    let mut tick = Tick::default();
+    let settings = Settings::load(host).await;
+    let mut record = match &settings {
+        Ok(settings) => leased(host, settings, started, &mut tick).await,
         // No LCW or InfluxDB call with settings we cannot trust.
         Err(error) => CycleRecord::new(Outcome::Error, vec![error.to_string()]),
     };
     record.started_at_ms = started_at_ms;
     record.duration_ms = elapsed_ms(host, started);
+    tick.timings.push(Timing {
+        operation: op::FETCH_CYCLE,
+        duration: Duration::from_millis(record.duration_ms),
+        ok: matches!(record.outcome, Outcome::Success | Outcome::SkippedOverlap),
+    });
     for error in &record.errors {
         host.log(Level::Error, error);
     }
@@ -72,12 +80,71 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
             record.duration_ms
         ),
     );
+    host.event(&tick_event(&record));
     persist(host, &record).await;
+    let thresholds = match &settings {
+        Ok(s) => s.alert_thresholds(),
+        Err(_) => Settings::default_thresholds(),
+    };
+    if let Err(error) = telemetry::persist_tick(
+        host,
+        &tick.timings,
+        &record.lcw.attempts,
+        &tick.database,
+        thresholds,
+        host.unix_millis(),
+    )
+    .await
+    {
+        host.log(Level::Error, &format!("telemetry not saved: {error}"));
+    }
     record
 }
 
+/// What a tick measured besides its record, for telemetry.
+#[derive(Default)]
+struct Tick {
+    timings: Vec<Timing>,
+    database: Vec<telemetry::DatabaseRequest>,
+}
+
+impl Tick {
+    fn time(&mut self, operation: &'static str, duration: Duration, ok: bool) {
+        self.timings.push(Timing {
+            operation,
+            duration,
+            ok,
+        });
+    }
+}
+
+/// The one-line JSON summary of a tick (no secrets: only counts, names and durations).
+fn tick_event(record: &CycleRecord) -> String {
+    serde_json::json!({
+        "event": "tick",
+        "outcome": record.outcome.as_str(),
+        "duration_ms": record.duration_ms,
+        "points_written": record.total_written(),
+        "points_replayed": record.points_replayed,
+        "points_spooled": record.points_spooled,
+        "points_quarantined": record.points_quarantined,
+        "lcw_calls": record.lcw.attempts.len(),
+        "retries": record.lcw.retries,
+        "not_sent": record.lcw.not_sent,
+        "cache_hits": record.cache_hits,
+        "breaker": record.breaker,
+        "errors": record.errors.len(),
+    })
+    .to_string()
+}
+
 /// Runs the cycle under the lease, or skips it when another tick holds one.
-async fn leased<H: Host>(host: &H, settings: &Settings, started: Duration) -> CycleRecord {
+async fn leased<H: Host>(
+    host: &H,
+    settings: &Settings,
+    started: Duration,
+    tick: &mut Tick,
+) -> CycleRecord {
     let owner = format!("{:016x}", host.random_u64());
     let now_ms = host.unix_millis();
     let expires_at_ms =
@@ -103,7 +170,7 @@ async fn leased<H: Host>(host: &H, settings: &Settings, started: Duration) -> Cy
             &format!("lease not taken, running without it: {error}"),
         ),
     }
-    let record = collect(host, settings, started).await;
+    let record = collect(host, settings, started, tick).await;
     if let Err(error) = lease::release(host, &owner).await {
         host.log(
             Level::Warn,
@@ -113,7 +180,12 @@ async fn leased<H: Host>(host: &H, settings: &Settings, started: Duration) -> Cy
     record
 }
 
-async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> CycleRecord {
+async fn collect<H: Host>(
+    host: &H,
+    settings: &Settings,
+    started: Duration,
+    tick: &mut Tick,
+) -> CycleRecord {
     let deadline = started + Duration::from_millis(settings.cycle_deadline_ms);
     let budget = deadline.saturating_sub(started);
     let reserve = (budget / 5)
@@ -143,7 +215,13 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
     // The spool is replayed while LCW answers: both wait on the network, neither on the other.
     let mut record = if guard.breaker_open() {
         host.log(Level::Warn, "circuit breaker open: no LCW call this tick");
-        sink.replay(deadline).await;
+        let replay_started = host.monotonic();
+        let replayed = sink.replay(deadline).await;
+        tick.time(
+            op::SPOOL_REPLAY,
+            host.monotonic() - replay_started,
+            replayed,
+        );
         CycleRecord::new(Outcome::SkippedBreaker, Vec::new())
     } else {
         if let Some(reason) = &plan.dropped {
@@ -151,6 +229,7 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
         }
         let tick_id = format!("{}-{:08x}", host.unix_millis(), host.random_u64() as u32);
         let max_entries = settings.cache_max_entries as usize;
+        let cache_started = host.monotonic();
         let mut cache = match TickCache::load(
             host,
             settings.cache_ttls,
@@ -160,8 +239,12 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
         )
         .await
         {
-            Ok(cache) => Some(cache),
+            Ok(cache) => {
+                tick.time(op::CACHE_LOAD, host.monotonic() - cache_started, true);
+                Some(cache)
+            }
             Err(error) => {
+                tick.time(op::CACHE_LOAD, host.monotonic() - cache_started, false);
                 host.log(
                     Level::Error,
                     &format!("{error}; this tick runs without the cache"),
@@ -169,13 +252,28 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
                 None
             }
         };
-        let (fetched, ()) = futures::join!(
+        let replay = async {
+            let replay_started = host.monotonic();
+            let ok = sink.replay(lcw_deadline).await;
+            (ok, host.monotonic() - replay_started)
+        };
+        let (fetched, (replayed, replay_took)) = futures::join!(
             fetch(host, settings, &plan.wants, &guard, cache.as_mut()),
-            sink.replay(lcw_deadline)
+            replay
         );
-        if let Some(cache) = cache
-            && let Err(error) = cache.save(host).await
-        {
+        tick.time(op::SPOOL_REPLAY, replay_took, replayed);
+        tick.timings.extend(fetched.timings.iter().cloned());
+        let cache_started = host.monotonic();
+        let saved = match cache {
+            Some(cache) => cache.save(host).await,
+            None => Ok(()),
+        };
+        tick.time(
+            op::CACHE_SAVE,
+            host.monotonic() - cache_started,
+            saved.is_ok(),
+        );
+        if let Err(error) = saved {
             host.log(
                 Level::Error,
                 &format!("{error}; cached answers of this tick are lost"),
@@ -192,7 +290,9 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
                 ),
             );
         }
-        sink.deliver(&lines).await;
+        let write_started = host.monotonic();
+        let written = sink.deliver(&lines).await;
+        tick.time(op::INFLUX_WRITE, host.monotonic() - write_started, written);
         let mut record = CycleRecord::new(Outcome::Success, fetched.errors);
         record.cache_hits = fetched.cache_hits;
         record.points_dropped = encoded.dropped_points as u64;
@@ -205,6 +305,7 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
     };
 
     let delivery = sink.finish().await;
+    tick.database.extend(delivery.requests.iter().cloned());
     for (measurement, count) in &delivery.written {
         let data_type = match measurement.as_str() {
             schema::COINS_MEASUREMENT => COINS,
@@ -236,6 +337,7 @@ async fn collect<H: Host>(host: &H, settings: &Settings, started: Duration) -> C
 
     let (resilience, report) = guard.finish();
     record.lcw = report;
+    record.breaker = resilience.breaker.name().to_owned();
     if resilience_loaded
         && let Err(error) = state::save(host, state::RESILIENCE_KEY, &resilience).await
     {
@@ -313,6 +415,18 @@ fn parse(want: &Want, body: &[u8]) -> Result<Answer, LcwError> {
     })
 }
 
+/// The telemetry name of a wanted call.
+fn operation_of(want: &Want) -> &'static str {
+    match want {
+        Want::Status => op::STATUS,
+        Want::Credits => op::CREDITS,
+        Want::CoinsPage { .. } => op::COINS_LIST,
+        Want::Tracked => op::COINS_MAP,
+        Want::Overview => op::OVERVIEW,
+        Want::Exchanges { .. } => op::EXCHANGES,
+    }
+}
+
 /// Status and credits only inform; the other wants carry data, and their failure makes a tick
 /// partial.
 fn carries_data(want: &Want) -> bool {
@@ -326,6 +440,8 @@ struct Fetch {
     /// A call that carries data failed.
     data_failed: bool,
     cache_hits: u64,
+    /// One per call that went out.
+    timings: Vec<Timing>,
 }
 
 /// Serves the wanted answers from the cache or LCW, and builds their points.
@@ -341,6 +457,7 @@ async fn fetch<H: Host>(
         errors: Vec::new(),
         data_failed: false,
         cache_hits: 0,
+        timings: Vec::new(),
     };
     let mut data_failed = false;
     let mut fetched = Vec::new();
@@ -379,6 +496,7 @@ async fn fetch<H: Host>(
         let client = &client;
         async move {
             let requested_at_ms = host.unix_millis();
+            let call_started = host.monotonic();
             let result = guard
                 .call(request.endpoint, |timeouts| {
                     let body = request.body.clone();
@@ -390,7 +508,12 @@ async fn fetch<H: Host>(
                     }
                 })
                 .await;
-            (request, requested_at_ms, host.unix_millis(), result)
+            let timing = Timing {
+                operation: operation_of(&request.want),
+                duration: host.monotonic() - call_started,
+                ok: result.is_ok(),
+            };
+            (request, requested_at_ms, host.unix_millis(), result, timing)
         }
     }))
     .buffer_unordered(settings.max_concurrent_requests as usize)
@@ -398,7 +521,11 @@ async fn fetch<H: Host>(
     .await;
 
     let now_ms = host.unix_millis();
-    for (request, requested_at_ms, fetched_at_ms, result) in sent {
+    for (request, requested_at_ms, fetched_at_ms, result, timing) in sent {
+        // Calls the guard turned away without sending are not timed operations.
+        if !matches!(&result, Err(LcwError::NotSent { after: None, .. })) {
+            record.timings.push(timing);
+        }
         match result {
             Ok((answer, raw)) => {
                 if let Some(cache) = cache.as_deref_mut() {

@@ -128,6 +128,11 @@ impl fmt::Display for Level {
 /// Where log lines go. Callers never pass secrets: messages are built from masked values.
 pub trait Log {
     fn log(&self, level: Level, message: &str);
+
+    /// One structured event, a JSON object on one line (the tick summary, an alert).
+    fn event(&self, json: &str) {
+        self.log(Level::Info, json);
+    }
 }
 
 /// Everything the core needs from its host.

@@ -1,46 +1,158 @@
 //! The HTTP API over the core, host-agnostic: a request in, a response out.
 //!
-//! Owns paths, methods, status codes and bodies of the API component. It must not hold state
-//! between requests (a Spin instance may be fresh for every one) and must not write cycle state:
-//! it reads documents through `state` and renders them through `telemetry`.
+//! Owns paths, methods, status codes, authentication and bodies of the API component:
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /metrics` | Prometheus text 0.0.4 (404 when `enable_metrics = false`) |
+//! | `GET /stats` | JSON statistics; `?operation=NAME` filters, `?format=text` or `Accept: text/plain` gives a table |
+//! | `GET /stats/cache` | cache statistics and a verdict |
+//! | `GET /status` | health: 200 when healthy, 503 when not |
+//! | `POST /collect` | admin: runs one cycle now, under the lease |
+//! | `POST /cache/clear` | admin: empties the response cache, under the lease |
+//! | `GET /quarantine` | admin: the lines InfluxDB refused, with its reasons |
+//!
+//! Admin routes want `Authorization: Bearer <admin_token>` and do not exist while `admin_token`
+//! is empty. It must not hold state between requests (a Spin instance may be fresh for each) and
+//! writes state only through the same core functions the collector uses.
+
+use std::time::Duration;
 
 use http::{Method, StatusCode, header};
+use serde_json::json;
 
 use crate::config::{self, Settings};
-use crate::guard::ResilienceState;
-use crate::host::{Host, Level};
-use crate::plan;
-use crate::state::{self, CycleHistory};
-use crate::telemetry;
+use crate::host::{Host, Level, Timeouts};
+use crate::influx::sink::{QUARANTINE_KEY, Quarantine};
+use crate::influx::write;
+use crate::lease::{self, Taken};
+use crate::resilience::BreakerState;
+use crate::telemetry::{self, Snapshot};
+use crate::{cache, cycle, lcw, plan, state};
+
+type Response = http::Response<Vec<u8>>;
+
+/// Every route: path, method, admin only.
+const ROUTES: [(&str, Method, bool); 7] = [
+    ("/metrics", Method::GET, false),
+    ("/stats", Method::GET, false),
+    ("/stats/cache", Method::GET, false),
+    ("/status", Method::GET, false),
+    ("/collect", Method::POST, true),
+    ("/cache/clear", Method::POST, true),
+    ("/quarantine", Method::GET, true),
+];
+
+/// A tick with no success for this long makes `/status` unhealthy.
+pub const STALE_AFTER: Duration = Duration::from_secs(300);
+/// Limit of the live checks `/status` makes.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Answers one request.
-pub async fn handle<H: Host>(
-    host: &H,
-    request: &http::Request<Vec<u8>>,
-) -> http::Response<Vec<u8>> {
+pub async fn handle<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
     let path = request.uri().path();
     let method = request.method();
-    match (path, method) {
-        ("/metrics", &Method::GET) => metrics(host).await,
-        ("/stats", &Method::GET) => stats(host).await,
-        ("/metrics" | "/stats", _) => {
-            let mut response = error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{method} is not allowed on {path}; use GET"),
+    let Some((_, _, admin)) = ROUTES.iter().find(|(p, m, _)| *p == path && m == method) else {
+        let allowed: Vec<&str> = ROUTES
+            .iter()
+            .filter(|(p, _, _)| *p == path)
+            .map(|(_, m, _)| m.as_str())
+            .collect();
+        if allowed.is_empty() {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("no route for {method} {path}"),
             );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
-            response
         }
-        _ => error(
-            StatusCode::NOT_FOUND,
-            &format!("no route for {method} {path}"),
-        ),
+        let mut response = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!(
+                "{method} is not allowed on {path}; use {}",
+                allowed.join(", ")
+            ),
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&allowed.join(", ")) {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+        return response;
+    };
+    if *admin && let Err(response) = authorize(host, request).await {
+        return response;
+    }
+    match path {
+        "/metrics" => metrics(host).await,
+        "/stats" => stats(host, request).await,
+        "/stats/cache" => {
+            with_snapshot(host, |s| {
+                json_response(StatusCode::OK, &telemetry::report::cache_json(s))
+            })
+            .await
+        }
+        "/status" => status(host).await,
+        "/collect" => collect(host).await,
+        "/cache/clear" => clear_cache(host).await,
+        _ => quarantine(host).await,
     }
 }
 
-async fn metrics<H: Host>(host: &H) -> http::Response<Vec<u8>> {
+/// Admin routes: present only with an `admin_token`, and only for its bearer.
+async fn authorize<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Result<(), Response> {
+    let token = match host.variable("admin_token").await {
+        Ok(Some(token)) if !token.trim().is_empty() => token.trim().to_owned(),
+        Ok(_) => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "admin routes are disabled: set the admin_token variable",
+            ));
+        }
+        Err(detail) => {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot read admin_token: {detail}"),
+            ));
+        }
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "admin route: send Authorization: Bearer <admin_token>",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        Err(response)
+    }
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut difference = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        difference |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    difference == 0
+}
+
+async fn with_snapshot<H: Host>(host: &H, render: impl FnOnce(&Snapshot) -> Response) -> Response {
+    match telemetry::load_snapshot(host).await {
+        Ok(snapshot) => render(&snapshot),
+        Err(e) => {
+            host.log(Level::Error, &e.to_string());
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+    }
+}
+
+async fn metrics<H: Host>(host: &H) -> Response {
     match config::load_flag(host, "enable_metrics").await {
         Ok(true) => {}
         Ok(false) => {
@@ -51,71 +163,229 @@ async fn metrics<H: Host>(host: &H) -> http::Response<Vec<u8>> {
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
-    let (history, resilience) = match load_state(host).await {
-        Ok(docs) => docs,
-        Err(response) => return response,
-    };
-    match telemetry::render_prometheus(&history, &resilience) {
-        Ok(text) => respond(
-            StatusCode::OK,
-            telemetry::PROMETHEUS_CONTENT_TYPE,
-            text.into_bytes(),
-        ),
-        Err(e) => {
-            host.log(Level::Error, &e.to_string());
-            error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+    with_snapshot(host, |snapshot| {
+        match telemetry::prometheus::render(snapshot) {
+            Ok(text) => respond(
+                StatusCode::OK,
+                telemetry::prometheus::CONTENT_TYPE,
+                text.into_bytes(),
+            ),
+            Err(e) => {
+                host.log(Level::Error, &format!("metrics rendering failed: {e}"));
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("metrics rendering failed: {e}"),
+                )
+            }
         }
-    }
+    })
+    .await
 }
 
-async fn stats<H: Host>(host: &H) -> http::Response<Vec<u8>> {
-    let (history, resilience) = match load_state(host).await {
-        Ok(docs) => docs,
-        Err(response) => return response,
-    };
+fn query_param<'a>(request: &'a http::Request<Vec<u8>>, name: &str) -> Option<&'a str> {
+    request
+        .uri()
+        .query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+async fn stats<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
+    let operation = query_param(request, "operation");
+    let text = query_param(request, "format") == Some("text")
+        || request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/plain"));
     let planned = Settings::load(host)
         .await
         .ok()
         .map(|s| plan::calls_per_day(&s));
-    json(
-        StatusCode::OK,
-        &telemetry::stats_json(&history, &resilience, planned),
+    with_snapshot(host, |snapshot| {
+        if let Some(name) = operation
+            && !snapshot.telemetry.operations.contains_key(name)
+        {
+            let known: Vec<&str> = snapshot
+                .telemetry
+                .operations
+                .keys()
+                .map(String::as_str)
+                .collect();
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "no statistics for operation `{name}`; known: {}",
+                    known.join(", ")
+                ),
+            );
+        }
+        if text {
+            let table = telemetry::report::stats_text(snapshot, operation);
+            respond(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                table.into_bytes(),
+            )
+        } else {
+            json_response(
+                StatusCode::OK,
+                &telemetry::report::stats_json(snapshot, operation, planned),
+            )
+        }
+    })
+    .await
+}
+
+async fn status<H: Host>(host: &H) -> Response {
+    let snapshot = match telemetry::load_snapshot(host).await {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let now_ms = host.unix_millis();
+    let checks = Timeouts {
+        connect: CHECK_TIMEOUT,
+        total: CHECK_TIMEOUT,
+    };
+    let mut problems = Vec::new();
+    let settings = match Settings::load(host).await {
+        Ok(settings) => Some(settings),
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
+
+    let lcw = match (&settings, &snapshot.resilience.status) {
+        (Some(s), Some(check))
+            if now_ms - check.checked_at_ms < (s.cache_ttls.status_s as i64) * 1000 =>
+        {
+            json!({ "reachable": check.reachable, "checked_at_ms": check.checked_at_ms, "error": check.error, "live": false })
+        }
+        (Some(s), _) => {
+            let client = lcw::Client::new(host, &s.lcw_base_url, &s.lcw_api_key);
+            let result = client.status(checks).await;
+            json!({ "reachable": result.is_ok(), "checked_at_ms": now_ms, "error": result.err().map(|e| e.to_string()), "live": true })
+        }
+        (None, _) => json!({ "reachable": null, "error": "configuration invalid" }),
+    };
+    if lcw["reachable"] != json!(true) {
+        problems.push(format!(
+            "LCW not reachable: {}",
+            lcw["error"].as_str().unwrap_or("unknown")
+        ));
+    }
+    let influx = match &settings {
+        Some(s) => match write::health(host, &s.influx, checks).await {
+            Ok(()) => json!({ "healthy": true }),
+            Err(e) => {
+                problems.push(format!("InfluxDB not healthy: {e}"));
+                json!({ "healthy": false, "error": e })
+            }
+        },
+        None => json!({ "healthy": null, "error": "configuration invalid" }),
+    };
+    if matches!(snapshot.resilience.breaker, BreakerState::Open { .. }) {
+        problems.push("LCW circuit breaker open".into());
+    }
+    let last_success_age_s = snapshot
+        .history
+        .last_success_at_ms
+        .map(|t| (now_ms - t) / 1000);
+    match last_success_age_s {
+        None => problems.push("no successful tick yet".into()),
+        Some(age) if age > STALE_AFTER.as_secs() as i64 => {
+            problems.push(format!("last successful tick {age} s ago"))
+        }
+        Some(_) => {}
+    }
+    let healthy = problems.is_empty();
+    let body = json!({
+        "healthy": healthy,
+        "problems": problems,
+        "lcw": lcw,
+        "influx": influx,
+        "breaker": snapshot.resilience.breaker,
+        "credits": snapshot.resilience.credits,
+        "planned_calls_per_day": settings.as_ref().map(plan::calls_per_day),
+        "spool_points": snapshot.sink.spool.points(),
+        "quarantined_points": snapshot.sink.counters.quarantined,
+        "last_success_at_ms": snapshot.history.last_success_at_ms,
+        "last_success_age_s": last_success_age_s,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    json_response(
+        if healthy {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
     )
 }
 
-/// The documents the collector writes, read in two KV round trips.
-async fn load_state<H: Host>(
-    host: &H,
-) -> Result<(CycleHistory, ResilienceState), http::Response<Vec<u8>>> {
-    let unavailable = |e: crate::host::KvError| {
-        host.log(Level::Error, &e.to_string());
-        error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
-    };
-    let history = state::load(host, state::CYCLES_KEY)
-        .await
-        .map_err(unavailable)?;
-    let resilience = state::load(host, state::RESILIENCE_KEY)
-        .await
-        .map_err(unavailable)?;
-    Ok((history, resilience))
+async fn collect<H: Host>(host: &H) -> Response {
+    let record = cycle::run(host).await;
+    json_response(StatusCode::OK, &json!({ "cycle": record }))
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> http::Response<Vec<u8>> {
+/// Empties the cache under the lease, so a running tick cannot save over the clear.
+async fn clear_cache<H: Host>(host: &H) -> Response {
+    let owner = format!("cache-clear-{:016x}", host.random_u64());
+    let now_ms = host.unix_millis();
+    match lease::take(host, &owner, now_ms, now_ms + 10_000).await {
+        Ok(Taken::Held) => {}
+        Ok(Taken::Busy { .. }) => {
+            return error(
+                StatusCode::CONFLICT,
+                "a tick is running; clear the cache again when it ends",
+            );
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+    let result = cache::clear(host).await;
+    if let Err(e) = lease::release(host, &owner).await {
+        host.log(
+            Level::Warn,
+            &format!("lease not released (it expires by itself): {e}"),
+        );
+    }
+    match result {
+        Ok(cleared) => {
+            host.log(
+                Level::Info,
+                &format!("cache cleared by the admin route: {cleared} entries"),
+            );
+            json_response(StatusCode::OK, &json!({ "cleared_entries": cleared }))
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+async fn quarantine<H: Host>(host: &H) -> Response {
+    match state::load::<Quarantine, _>(host, QUARANTINE_KEY).await {
+        Ok(q) => json_response(
+            StatusCode::OK,
+            &json!({ "total": q.total, "recent": q.recent }),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     respond(status, "application/json", body.to_string().into_bytes())
 }
 
-fn error(status: StatusCode, message: &str) -> http::Response<Vec<u8>> {
-    json(
+fn error(status: StatusCode, message: &str) -> Response {
+    json_response(
         status,
-        &serde_json::json!({ "error": { "status": status.as_u16(), "message": message } }),
+        &json!({ "error": { "status": status.as_u16(), "message": message } }),
     )
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: Vec<u8>,
-) -> http::Response<Vec<u8>> {
+fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
     let mut response = http::Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -123,4 +393,18 @@ fn respond(
         header::HeaderValue::from_static(content_type),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret1"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
 }

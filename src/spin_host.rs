@@ -158,4 +158,9 @@ impl Log for SpinHost {
         // Spin captures guest stderr into its log directory and the terminal.
         eprintln!("lcw-fetcher {} {level}: {message}", self.component);
     }
+
+    fn event(&self, json: &str) {
+        // Structured events go to stdout, one JSON object a line, for log shippers.
+        println!("{json}");
+    }
 }

@@ -91,6 +91,9 @@ pub struct CycleRecord {
     /// LCW attempts, calls not sent, retries and waits.
     #[serde(default)]
     pub lcw: GuardReport,
+    /// The circuit breaker's state at the end of the tick.
+    #[serde(default)]
+    pub breaker: String,
 }
 
 impl CycleRecord {
@@ -109,6 +112,7 @@ impl CycleRecord {
             points_dropped: 0,
             cache_hits: 0,
             lcw: GuardReport::default(),
+            breaker: String::new(),
         }
     }
 
@@ -159,16 +163,22 @@ where
     let Some(bytes) = store.kv_get(key).await? else {
         return Ok(T::default());
     };
-    match serde_json::from_slice(&bytes) {
-        Ok(value) => Ok(value),
-        Err(error) => {
-            store.log(
-                Level::Warn,
-                &format!("state `{key}` is unreadable ({error}); starting it afresh"),
-            );
-            Ok(T::default())
-        }
-    }
+    Ok(parse_or_default(store, key, &bytes))
+}
+
+/// Parses a stored document; an unreadable one is logged and replaced by `T::default()`.
+pub fn parse_or_default<T: DeserializeOwned + Default, L: Log>(
+    log: &L,
+    key: &str,
+    bytes: &[u8],
+) -> T {
+    serde_json::from_slice(bytes).unwrap_or_else(|error| {
+        log.log(
+            Level::Warn,
+            &format!("state `{key}` is unreadable ({error}); starting it afresh"),
+        );
+        T::default()
+    })
 }
 
 /// Writes a JSON document.
@@ -200,6 +210,7 @@ mod tests {
             points_dropped: 0,
             cache_hits: 0,
             lcw: GuardReport::default(),
+            breaker: String::new(),
         }
     }
 

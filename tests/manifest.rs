@@ -159,23 +159,21 @@ fn triggers_are_a_six_field_cron_and_a_catch_all_route() {
 }
 
 #[test]
-fn the_collector_may_reach_exactly_the_configured_urls() {
+fn both_components_may_reach_exactly_the_configured_urls() {
     let manifest = read_toml("spin.toml");
-    let hosts = components(&manifest)["collector"]["allowed_outbound_hosts"]
-        .as_array()
-        .unwrap();
-    assert_eq!(
-        hosts,
-        &[
-            Value::from("{{ lcw_base_url }}"),
-            Value::from("{{ influx_url }}")
-        ]
-    );
-    assert!(
-        components(&manifest)["api"]
-            .get("allowed_outbound_hosts")
-            .is_none()
-    );
+    for id in ["collector", "api"] {
+        let hosts = components(&manifest)[id]["allowed_outbound_hosts"]
+            .as_array()
+            .unwrap();
+        assert_eq!(
+            hosts,
+            &[
+                Value::from("{{ lcw_base_url }}"),
+                Value::from("{{ influx_url }}")
+            ],
+            "component {id}"
+        );
+    }
 }
 
 #[test]

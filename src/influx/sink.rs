@@ -102,6 +102,8 @@ pub struct Delivery {
     pub evicted: u64,
     /// One entry per distinct failure.
     pub errors: Vec<String>,
+    /// Every request, for the database metrics.
+    pub requests: Vec<crate::telemetry::DatabaseRequest>,
 }
 
 impl Delivery {
@@ -164,17 +166,17 @@ impl<'a, H: Host> Sink<'a, H> {
     }
 
     /// Writes spooled lines, oldest segment first, until the spool is empty, the sink fails or
-    /// `until` (monotonic) comes.
-    pub async fn replay(&mut self, until: Duration) {
+    /// `until` (monotonic) comes. Returns false when a failure stopped it.
+    pub async fn replay(&mut self, until: Duration) -> bool {
         if !self.loaded {
-            return;
+            return true;
         }
         while let Some(meta) = self.state.spool.segments.front().cloned() {
             if self.down.is_some()
                 || self.paused()
                 || self.host.monotonic() + MIN_WRITE_TIME > until
             {
-                return;
+                return self.down.is_none();
             }
             let lines = match spool::read(self.host, &meta).await {
                 Ok(Some(lines)) => lines,
@@ -186,7 +188,7 @@ impl<'a, H: Host> Sink<'a, H> {
                 }
                 Err(error) => {
                     self.note_error(format!("spool not readable: {error}"));
-                    return;
+                    return false;
                 }
             };
             let (written, kept) = self.send_all(&lines).await;
@@ -202,9 +204,10 @@ impl<'a, H: Host> Sink<'a, H> {
                     }
                     Err(error) => self.note_error(format!("spool segment not rewritten: {error}")),
                 }
-                return;
+                return self.down.is_none();
             }
         }
+        true
     }
 
     async fn drop_front_segment(&mut self, meta: &spool::SegmentMeta) {
@@ -217,10 +220,12 @@ impl<'a, H: Host> Sink<'a, H> {
         }
     }
 
-    /// Delivers new lines: written now, or quarantined, or kept for the spool.
-    pub async fn deliver(&mut self, lines: &str) {
+    /// Delivers new lines: written now, or quarantined, or kept for the spool. Returns false
+    /// when some had to be kept.
+    pub async fn deliver(&mut self, lines: &str) -> bool {
         let (_, kept) = self.send_all(lines).await;
         self.to_spool.push_str(&kept);
+        kept.is_empty()
     }
 
     fn paused(&self) -> bool {
@@ -294,8 +299,19 @@ impl<'a, H: Host> Sink<'a, H> {
             counters.requests += 1;
             counters.bytes_raw += sent.raw_bytes as u64;
             counters.bytes_wire += sent.wire_bytes as u64;
-            self.state.request_ms_total +=
-                self.host.monotonic().saturating_sub(started).as_millis() as u64;
+            let duration_ms = self.host.monotonic().saturating_sub(started).as_millis() as u64;
+            self.state.request_ms_total += duration_ms;
+            let status = if outcome == BatchOutcome::Written {
+                "success"
+            } else {
+                "error"
+            };
+            self.delivery
+                .requests
+                .push(crate::telemetry::DatabaseRequest {
+                    status: status.to_owned(),
+                    duration_ms,
+                });
             if !matches!(outcome, BatchOutcome::Transient { .. }) {
                 return outcome;
             }

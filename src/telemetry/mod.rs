@@ -1,0 +1,460 @@
+//! Telemetry: every operation's timing and outcome, thresholds and alerts, counters and
+//! histograms — kept in the key-value store so they survive ticks — and their rendering as
+//! Prometheus text (`prometheus`) and statistics (`report`).
+//!
+//! A tick collects [`Timing`]s in memory and folds them into the stored document once, at its end
+//! (one read, one write). Percentiles come from fixed-bucket histograms (the same buckets the
+//! metrics expose), interpolated linearly inside a bucket: bounded memory, exact counts,
+//! approximate quantiles. It must not decide anything about fetching or writing.
+
+pub mod prometheus;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache;
+use crate::guard::{Attempt, ResilienceState};
+use crate::host::{KeyValue, KvError, Level, Log};
+use crate::influx::sink::{SINK_KEY, SinkState};
+use crate::state::{self, CycleHistory};
+
+/// The telemetry document.
+pub const TELEMETRY_KEY: &str = "lcw/v1/telemetry";
+
+/// Bucket upper bounds (seconds) of operation, API and database durations.
+pub const OPERATION_BUCKETS: [f64; 11] =
+    [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 45.0, 60.0];
+/// Bucket upper bounds (seconds) of whole ticks.
+pub const CYCLE_BUCKETS: [f64; 11] = [
+    1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0,
+];
+
+/// Names of the timed operations.
+pub mod op {
+    pub const STATUS: &str = "api_status_check";
+    pub const CREDITS: &str = "api_credits_check";
+    pub const COINS_LIST: &str = "fetch_coins_list";
+    pub const COINS_MAP: &str = "fetch_coins_map";
+    pub const OVERVIEW: &str = "fetch_overview";
+    pub const EXCHANGES: &str = "fetch_exchanges";
+    pub const INFLUX_WRITE: &str = "influx_write";
+    pub const SPOOL_REPLAY: &str = "spool_replay";
+    pub const CACHE_LOAD: &str = "cache_load";
+    pub const CACHE_SAVE: &str = "cache_save";
+    pub const FETCH_CYCLE: &str = "fetch_cycle";
+}
+
+/// A histogram with fixed bounds: per-bucket counts (not cumulative; the last one is +Inf).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub counts: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, bounds: &[f64], seconds: f64) {
+        if self.counts.len() != bounds.len() + 1 {
+            self.counts = vec![0; bounds.len() + 1];
+        }
+        let slot = bounds
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(bounds.len());
+        self.counts[slot] += 1;
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    /// Cumulative counts per bound, then +Inf (= `count`).
+    pub fn cumulative(&self, bounds: &[f64]) -> Vec<u64> {
+        let mut running = 0;
+        (0..=bounds.len())
+            .map(|i| {
+                running += self.counts.get(i).copied().unwrap_or(0);
+                running
+            })
+            .collect()
+    }
+
+    /// The `q` quantile (0–1) in seconds, interpolated inside its bucket; `None` when empty.
+    /// Above the last bound the answer is the last bound (the histogram knows no more).
+    pub fn quantile(&self, bounds: &[f64], q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
+        let cumulative = self.cumulative(bounds);
+        let slot = cumulative
+            .iter()
+            .position(|&c| c as f64 >= rank)
+            .unwrap_or(bounds.len());
+        if slot == bounds.len() {
+            return bounds.last().copied();
+        }
+        let lower = if slot == 0 { 0.0 } else { bounds[slot - 1] };
+        let below = if slot == 0 { 0 } else { cumulative[slot - 1] };
+        let in_bucket = self.counts[slot].max(1) as f64;
+        Some(lower + (bounds[slot] - lower) * ((rank - below as f64) / in_bucket).clamp(0.0, 1.0))
+    }
+}
+
+/// Everything known about one operation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OperationStats {
+    pub count: u64,
+    pub successes: u64,
+    pub errors: u64,
+    pub min_ms: Option<u64>,
+    pub max_ms: u64,
+    pub sum_ms: u64,
+    /// Over the warning threshold.
+    pub slow: u64,
+    /// Over the critical threshold.
+    pub critical: u64,
+    /// Durations by outcome (`success`, `error`).
+    pub by_status: BTreeMap<String, Histogram>,
+}
+
+impl OperationStats {
+    pub fn success_rate(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.successes as f64 / self.count as f64
+        }
+    }
+
+    pub fn avg_ms(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum_ms as f64 / self.count as f64
+        }
+    }
+
+    /// All outcomes together.
+    pub fn histogram(&self) -> Histogram {
+        let mut all = Histogram::default();
+        for h in self.by_status.values() {
+            if all.counts.len() < h.counts.len() {
+                all.counts.resize(h.counts.len(), 0);
+            }
+            for (a, c) in all.counts.iter_mut().zip(&h.counts) {
+                *a += c;
+            }
+            all.count += h.count;
+            all.sum += h.sum;
+        }
+        all
+    }
+}
+
+/// One timed operation of a tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    pub operation: &'static str,
+    pub duration: Duration,
+    pub ok: bool,
+}
+
+/// One InfluxDB request of a tick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseRequest {
+    /// `success` or `error`.
+    pub status: String,
+    pub duration_ms: u64,
+}
+
+/// Alert thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub warning: Duration,
+    pub critical: Duration,
+    pub cool_down: Duration,
+}
+
+/// The telemetry document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryState {
+    pub operations: BTreeMap<String, OperationStats>,
+    /// LCW requests by `endpoint` then HTTP status (or `timeout`, `connect_error`…).
+    pub api_calls: BTreeMap<String, BTreeMap<String, u64>>,
+    pub api_response: BTreeMap<String, Histogram>,
+    pub database_operations: BTreeMap<String, u64>,
+    pub database_response: Histogram,
+    pub cycle_duration: Histogram,
+    /// Last alert per operation (Unix ms), for the cool-down.
+    pub last_alert_ms: BTreeMap<String, i64>,
+    pub last_tick_duration_ms: Option<u64>,
+}
+
+/// An alert raised by a slow operation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub operation: String,
+    pub level: &'static str,
+    pub seconds: f64,
+    pub threshold_seconds: f64,
+}
+
+impl TelemetryState {
+    /// Folds one tick into the totals; returns the alerts to log (cool-down applied).
+    pub fn record_tick(
+        &mut self,
+        timings: &[Timing],
+        attempts: &[Attempt],
+        database: &[DatabaseRequest],
+        thresholds: Thresholds,
+        now_ms: i64,
+    ) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for timing in timings {
+            let ms = u64::try_from(timing.duration.as_millis()).unwrap_or(u64::MAX);
+            let seconds = timing.duration.as_secs_f64();
+            let stats = self
+                .operations
+                .entry(timing.operation.to_owned())
+                .or_default();
+            stats.count += 1;
+            if timing.ok {
+                stats.successes += 1;
+            } else {
+                stats.errors += 1;
+            }
+            stats.min_ms = Some(stats.min_ms.map_or(ms, |m| m.min(ms)));
+            stats.max_ms = stats.max_ms.max(ms);
+            stats.sum_ms = stats.sum_ms.saturating_add(ms);
+            let status = if timing.ok { "success" } else { "error" };
+            stats
+                .by_status
+                .entry(status.to_owned())
+                .or_default()
+                .observe(&OPERATION_BUCKETS, seconds);
+            if timing.operation == op::FETCH_CYCLE {
+                self.cycle_duration.observe(&CYCLE_BUCKETS, seconds);
+                self.last_tick_duration_ms = Some(ms);
+            }
+            let level = if timing.duration > thresholds.critical {
+                stats.critical += 1;
+                stats.slow += 1;
+                Some(("critical", thresholds.critical))
+            } else if timing.duration > thresholds.warning {
+                stats.slow += 1;
+                Some(("warning", thresholds.warning))
+            } else {
+                None
+            };
+            if let Some((level, threshold)) = level {
+                let last = self.last_alert_ms.get(timing.operation).copied();
+                let cool_ms = thresholds.cool_down.as_millis() as i64;
+                if last.is_none_or(|t| now_ms - t >= cool_ms) {
+                    self.last_alert_ms
+                        .insert(timing.operation.to_owned(), now_ms);
+                    alerts.push(Alert {
+                        operation: timing.operation.to_owned(),
+                        level,
+                        seconds,
+                        threshold_seconds: threshold.as_secs_f64(),
+                    });
+                }
+            }
+        }
+        for attempt in attempts {
+            *self
+                .api_calls
+                .entry(attempt.endpoint.clone())
+                .or_default()
+                .entry(attempt.status.clone())
+                .or_default() += 1;
+            self.api_response
+                .entry(attempt.endpoint.clone())
+                .or_default()
+                .observe(&OPERATION_BUCKETS, attempt.duration_ms as f64 / 1000.0);
+        }
+        for request in database {
+            *self
+                .database_operations
+                .entry(request.status.clone())
+                .or_default() += 1;
+            self.database_response
+                .observe(&OPERATION_BUCKETS, request.duration_ms as f64 / 1000.0);
+        }
+        alerts
+    }
+}
+
+/// Loads, updates and saves the telemetry document (one read, one write), logging alerts.
+pub async fn persist_tick<S: KeyValue + Log>(
+    store: &S,
+    timings: &[Timing],
+    attempts: &[Attempt],
+    database: &[DatabaseRequest],
+    thresholds: Thresholds,
+    now_ms: i64,
+) -> Result<(), KvError> {
+    let mut doc: TelemetryState = state::load(store, TELEMETRY_KEY).await?;
+    let alerts = doc.record_tick(timings, attempts, database, thresholds, now_ms);
+    for alert in &alerts {
+        let level = if alert.level == "critical" {
+            Level::Error
+        } else {
+            Level::Warn
+        };
+        store.log(
+            level,
+            &format!(
+                "ALERT {}: {} took {:.1} s (threshold {:.0} s)",
+                alert.level, alert.operation, alert.seconds, alert.threshold_seconds
+            ),
+        );
+        if let Ok(json) =
+            serde_json::to_string(&serde_json::json!({ "event": "alert", "alert": alert }))
+        {
+            store.event(&json);
+        }
+    }
+    state::save(store, TELEMETRY_KEY, &doc).await
+}
+
+/// Everything the API shows, read from the store in one pass (five reads).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub history: CycleHistory,
+    pub resilience: ResilienceState,
+    pub telemetry: TelemetryState,
+    pub cache: cache::Index,
+    pub sink: SinkState,
+    /// Bytes of the documents read plus the spool's segments.
+    pub state_bytes: u64,
+    /// This instance's linear memory, when running as wasm.
+    pub linear_memory_bytes: Option<u64>,
+}
+
+/// Reads the documents the collector writes.
+pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvError> {
+    let mut state_bytes = 0;
+    let history = load_counted(store, state::CYCLES_KEY, &mut state_bytes).await?;
+    let resilience = load_counted(store, state::RESILIENCE_KEY, &mut state_bytes).await?;
+    let telemetry = load_counted(store, TELEMETRY_KEY, &mut state_bytes).await?;
+    let cache = load_counted(store, cache::INDEX_KEY, &mut state_bytes).await?;
+    let sink: SinkState = load_counted(store, SINK_KEY, &mut state_bytes).await?;
+    state_bytes += sink.spool.segments.iter().map(|s| s.bytes).sum::<u64>();
+    Ok(Snapshot {
+        history,
+        resilience,
+        telemetry,
+        cache,
+        sink,
+        state_bytes,
+        linear_memory_bytes: linear_memory_bytes(),
+    })
+}
+
+async fn load_counted<T, S>(store: &S, key: &str, bytes: &mut u64) -> Result<T, KvError>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: KeyValue + Log,
+{
+    let Some(raw) = store.kv_get(key).await? else {
+        return Ok(T::default());
+    };
+    *bytes += raw.len() as u64;
+    Ok(state::parse_or_default(store, key, &raw))
+}
+
+#[cfg(target_arch = "wasm32")]
+fn linear_memory_bytes() -> Option<u64> {
+    Some(core::arch::wasm32::memory_size(0) as u64 * 65_536)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn linear_memory_bytes() -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_give_quantiles() {
+        let mut h = Histogram::default();
+        for s in [0.05, 0.2, 0.2, 0.7, 3.0, 100.0] {
+            h.observe(&OPERATION_BUCKETS, s);
+        }
+        let cumulative = h.cumulative(&OPERATION_BUCKETS);
+        assert_eq!(cumulative, [1, 3, 3, 4, 4, 5, 5, 5, 5, 5, 5, 6]);
+        assert!(cumulative.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*cumulative.last().unwrap(), h.count);
+        assert_eq!(h.quantile(&OPERATION_BUCKETS, 0.5), Some(0.25));
+        assert_eq!(h.quantile(&OPERATION_BUCKETS, 1.0), Some(60.0));
+        assert_eq!(Histogram::default().quantile(&OPERATION_BUCKETS, 0.5), None);
+    }
+
+    fn thresholds() -> Thresholds {
+        Thresholds {
+            warning: Duration::from_secs(30),
+            critical: Duration::from_secs(60),
+            cool_down: Duration::from_secs(300),
+        }
+    }
+
+    fn timing(operation: &'static str, secs: u64, ok: bool) -> Timing {
+        Timing {
+            operation,
+            duration: Duration::from_secs(secs),
+            ok,
+        }
+    }
+
+    #[test]
+    fn operations_count_and_alerts_cool_down() {
+        let mut doc = TelemetryState::default();
+        let alerts = doc.record_tick(
+            &[
+                timing(op::OVERVIEW, 1, true),
+                timing(op::OVERVIEW, 31, false),
+            ],
+            &[],
+            &[],
+            thresholds(),
+            0,
+        );
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].level, "warning");
+        let alerts = doc.record_tick(
+            &[timing(op::OVERVIEW, 61, false)],
+            &[],
+            &[],
+            thresholds(),
+            60_000,
+        );
+        assert!(alerts.is_empty(), "within the 5-minute cool-down");
+        let alerts = doc.record_tick(
+            &[timing(op::OVERVIEW, 61, false)],
+            &[],
+            &[],
+            thresholds(),
+            300_000,
+        );
+        assert_eq!(alerts[0].level, "critical");
+        let stats = &doc.operations[op::OVERVIEW];
+        assert_eq!(
+            (
+                stats.count,
+                stats.successes,
+                stats.errors,
+                stats.slow,
+                stats.critical
+            ),
+            (4, 1, 3, 3, 2)
+        );
+        assert_eq!((stats.min_ms, stats.max_ms), (Some(1_000), 61_000));
+        assert_eq!(stats.success_rate(), 0.25);
+        assert_eq!(stats.histogram().count, 4);
+    }
+}
