@@ -7,12 +7,16 @@ use serde_json::{Value, json};
 
 use super::{OPERATION_BUCKETS, OperationStats, Snapshot};
 
+/// The `q` quantile in milliseconds: interpolated in the histogram, then kept within the
+/// observed minimum and maximum (a bucket knows only its bounds).
+fn quantile_ms(stats: &OperationStats, q: f64) -> Option<u64> {
+    let seconds = stats.histogram().quantile(&OPERATION_BUCKETS, q)?;
+    let low = stats.min_ms.unwrap_or(0);
+    Some(((seconds * 1000.0).round() as u64).clamp(low, stats.max_ms.max(low)))
+}
+
 fn operation_json(name: &str, stats: &OperationStats) -> Value {
-    let all = stats.histogram();
-    let quantile = |q: f64| {
-        all.quantile(&OPERATION_BUCKETS, q)
-            .map(|s| (s * 1000.0).round() as u64)
-    };
+    let quantile = |q: f64| quantile_ms(stats, q);
     json!({
         "operation": name,
         "count": stats.count,
@@ -127,11 +131,7 @@ pub fn stats_text(snapshot: &Snapshot, operation: Option<&str>) -> String {
         if operation.is_some_and(|o| o != name) {
             continue;
         }
-        let all = stats.histogram();
-        let q = |q: f64| {
-            all.quantile(&OPERATION_BUCKETS, q)
-                .map_or("-".to_owned(), |s| format!("{:.0}", s * 1000.0))
-        };
+        let q = |q: f64| quantile_ms(stats, q).map_or("-".to_owned(), |ms| ms.to_string());
         let _ = writeln!(
             out,
             "{:<20} {:>6} {:>7.1}% {:>9} {:>9.0} {:>9} {:>9} {:>9} {:>9} {:>5} {:>5}",
