@@ -1,12 +1,12 @@
 //! The response cache in the key-value store: per-kind TTL, a bounded entry count with LRU
 //! eviction, statistics, `clear`.
 //!
-//! Owns the cache's documents and rules. An entry is keyed by endpoint + request body and keeps
-//! the time its data was fetched, so points built from a hit carry that time, never a new one.
-//! Errors and empty answers are never stored. KV round trips do not grow with the entries a tick
-//! touches: one index document holds every entry's metadata and the statistics, and the bodies a
-//! tick stores go together into one gzip-compressed segment document. It must not call LCW or
-//! decide what a tick fetches.
+//! Owns the cache's index and segments, and the caching rules. An entry is keyed by endpoint +
+//! request body and keeps the time its data was fetched, so points built from a hit carry that
+//! time, never a new one. Errors and empty answers are never stored. KV round trips do not grow
+//! with the entries a tick touches: the index (every entry's metadata and the statistics) travels
+//! in the collector's state document, and the bodies a tick stores go together into one
+//! gzip-compressed segment. It must not call LCW or decide what a tick fetches.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -16,10 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::{KeyValue, KvError, Level, Log};
 use crate::lcw::Endpoint;
-use crate::state;
 
-/// The index document: every entry's metadata and the statistics.
-pub const INDEX_KEY: &str = "lcw/v1/cache/index";
 /// Prefix of segment documents (gzip-compressed JSON: entry key → body).
 pub const SEGMENT_PREFIX: &str = "lcw/v1/cache/segment/";
 /// Hosted key-value stores cap a value at 1 MB; a segment stays below with room to spare.
@@ -87,7 +84,7 @@ impl CacheStats {
     }
 }
 
-/// The index document.
+/// The index: every entry's metadata and the statistics (a part of the state document).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Index {
     pub entries: BTreeMap<String, Entry>,
@@ -159,15 +156,8 @@ pub fn is_empty_answer(endpoint: Endpoint, body: &[u8]) -> bool {
 }
 
 impl TickCache {
-    /// Loads the index (one KV read) and drops the entries that have expired at `now_ms`.
-    pub async fn load<S: KeyValue + Log>(
-        store: &S,
-        ttls: Ttls,
-        max_entries: usize,
-        tick_id: &str,
-        now_ms: i64,
-    ) -> Result<Self, CacheError> {
-        let index: Index = state::load(store, INDEX_KEY).await?;
+    /// Takes the stored index and drops the entries that have expired at `now_ms`.
+    pub fn new(index: Index, ttls: Ttls, max_entries: usize, tick_id: &str, now_ms: i64) -> Self {
         let expired: Vec<String> = index
             .entries
             .iter()
@@ -187,7 +177,7 @@ impl TickCache {
             cache.remove(&key);
             cache.index.stats.expirations += 1;
         }
-        Ok(cache)
+        cache
     }
 
     /// The cached answer, counting a hit or a miss. Reads the entry's segment unless an earlier
@@ -315,48 +305,58 @@ impl TickCache {
         self.index.entries.is_empty()
     }
 
-    /// Writes this tick's segment and the index, and deletes segments nothing refers to.
-    pub async fn save<S: KeyValue>(mut self, store: &S) -> Result<(), CacheError> {
+    /// Writes this tick's segment, deletes segments nothing refers to, and gives the index back
+    /// for the state document. If the segment cannot be written, its entries leave the index.
+    pub async fn finish<S: KeyValue>(mut self, store: &S) -> (Index, Result<(), CacheError>) {
+        let mut result = Ok(());
         if !self.new_bodies.is_empty() {
-            let packed = pack(&self.new_bodies).map_err(|detail| CacheError::Segment {
-                key: self.segment_for_tick.clone(),
-                detail,
-            })?;
-            if packed.len() > SEGMENT_LIMIT {
-                // Too big for one value: keep the index honest and cache nothing from this tick.
-                let keys: Vec<String> = self.new_bodies.keys().cloned().collect();
-                for key in keys {
-                    self.remove(&key);
+            let written = match pack(&self.new_bodies) {
+                Ok(packed) if packed.len() <= SEGMENT_LIMIT => store
+                    .kv_set(&self.segment_for_tick, &packed)
+                    .await
+                    .map_err(CacheError::from),
+                // Too big for one value: cache nothing from this tick.
+                Ok(_) => Err(CacheError::Segment {
+                    key: self.segment_for_tick.clone(),
+                    detail: format!("larger than {SEGMENT_LIMIT} bytes compressed"),
+                }),
+                Err(detail) => Err(CacheError::Segment {
+                    key: self.segment_for_tick.clone(),
+                    detail,
+                }),
+            };
+            match written {
+                Ok(()) => {
+                    self.orphaned.remove(&self.segment_for_tick);
                 }
-            } else {
-                store.kv_set(&self.segment_for_tick, &packed).await?;
-                self.orphaned.remove(&self.segment_for_tick);
+                Err(error) => {
+                    let keys: Vec<String> = self.new_bodies.keys().cloned().collect();
+                    for key in keys {
+                        self.remove(&key);
+                    }
+                    self.orphaned.remove(&self.segment_for_tick);
+                    result = Err(error);
+                }
             }
         }
-        state::save(store, INDEX_KEY, &self.index).await?;
         for segment in &self.orphaned {
-            store.kv_delete(segment).await?;
+            if let Err(error) = store.kv_delete(segment).await {
+                result = result.and(Err(CacheError::from(error)));
+            }
         }
-        Ok(())
+        (self.index, result)
     }
 }
 
-/// Forgets every entry (keeping the statistics) and deletes their segments.
-pub async fn clear<S: KeyValue + Log>(store: &S) -> Result<usize, CacheError> {
-    let mut index: Index = state::load(store, INDEX_KEY).await?;
+/// Forgets every entry of `index` (keeping the statistics) and deletes their segments.
+pub async fn clear<S: KeyValue>(store: &S, index: &mut Index) -> Result<usize, CacheError> {
     let segments: BTreeSet<String> = index.entries.values().map(|e| e.segment.clone()).collect();
     let cleared = index.entries.len();
     index.entries.clear();
-    state::save(store, INDEX_KEY, &index).await?;
     for segment in segments {
         store.kv_delete(&segment).await?;
     }
     Ok(cleared)
-}
-
-/// The index document as stored (for `/stats` and `/metrics`).
-pub async fn load_index<S: KeyValue + Log>(store: &S) -> Result<Index, KvError> {
-    state::load(store, INDEX_KEY).await
 }
 
 fn pack(bodies: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, String> {

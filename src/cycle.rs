@@ -15,7 +15,7 @@ use futures::StreamExt as _;
 
 use crate::cache::{self, TickCache};
 use crate::config::Settings;
-use crate::guard::{Guard, ResilienceState, StatusCheck};
+use crate::guard::{Guard, StatusCheck};
 use crate::host::{Host, Level};
 use crate::influx::{self, Point, Sink};
 use crate::lcw::{
@@ -26,7 +26,7 @@ use crate::lease::{self, Taken};
 use crate::plan::{self, Want};
 use crate::resilience::Credits;
 use crate::schema;
-use crate::state::{self, CycleHistory, CycleRecord, Outcome};
+use crate::state::{self, CollectorState, CycleRecord, Outcome, Overlaps};
 use crate::telemetry::{self, Timing, op};
 
 /// Data type labels, as in `lcw_data_points_stored_total{data_type}` and `/stats`.
@@ -44,28 +44,83 @@ pub const MIN_WRITE_RESERVE: Duration = Duration::from_millis(1_500);
 
 /// Runs one cycle and records it in the key-value store. Never fails: every problem ends up in
 /// the returned record (and the store), so the caller only logs.
+///
+/// The state a tick carries over is one document, read after taking the lease and written once
+/// at the end; a tick whose state could not be read writes none back rather than overwrite it.
 pub async fn run<H: Host>(host: &H) -> CycleRecord {
     let started = host.monotonic();
     let started_at_ms = host.unix_millis();
-    let mut tick = Tick::default();
     let settings = Settings::load(host).await;
+    let deadline_ms = settings
+        .as_ref()
+        .map_or(DEFAULT_DEADLINE_MS, |s| s.cycle_deadline_ms);
+
+    let owner = format!("{:016x}", host.random_u64());
+    let leased = match lease::take(
+        host,
+        &owner,
+        started_at_ms,
+        started_at_ms + deadline_ms as i64 + LEASE_MARGIN.as_millis() as i64,
+    )
+    .await
+    {
+        Ok(Taken::Held) => true,
+        Ok(Taken::Busy {
+            owner,
+            expires_at_ms,
+        }) => {
+            host.log(
+                Level::Info,
+                &format!(
+                    "another tick ({owner}) holds the lease for {} ms more: skipping",
+                    expires_at_ms - started_at_ms
+                ),
+            );
+            let mut record = CycleRecord::new(Outcome::SkippedOverlap, Vec::new());
+            record.started_at_ms = started_at_ms;
+            record.duration_ms = elapsed_ms(host, started);
+            count_overlap(host, started_at_ms).await;
+            host.event(&tick_event(&record));
+            return record;
+        }
+        // Without the store nothing can be coordinated; collecting still beats losing a tick.
+        Err(error) => {
+            host.log(
+                Level::Error,
+                &format!("lease not taken, running without it: {error}"),
+            );
+            false
+        }
+    };
+
+    let (mut doc, loaded) = match state::load::<CollectorState, _>(host, state::STATE_KEY).await {
+        Ok(doc) => (doc, true),
+        Err(error) => {
+            host.log(
+                Level::Error,
+                &format!("state not read ({error}): this tick starts afresh and saves nothing"),
+            );
+            (CollectorState::default(), false)
+        }
+    };
+    let mut tick = Tick::default();
     let mut record = match &settings {
-        Ok(settings) => leased(host, settings, started, &mut tick).await,
+        Ok(settings) => collect(host, settings, started, &mut doc, &mut tick).await,
         // No LCW or InfluxDB call with settings we cannot trust.
         Err(error) => CycleRecord::new(Outcome::Error, vec![error.to_string()]),
     };
     record.started_at_ms = started_at_ms;
     record.duration_ms = elapsed_ms(host, started);
-    tick.timings.push(Timing {
-        operation: op::FETCH_CYCLE,
-        duration: Duration::from_millis(record.duration_ms),
-        ok: matches!(record.outcome, Outcome::Success | Outcome::SkippedOverlap),
-    });
+    tick.time(
+        op::FETCH_CYCLE,
+        Duration::from_millis(record.duration_ms),
+        record.outcome == Outcome::Success,
+    );
     for error in &record.errors {
         host.log(Level::Error, error);
     }
     host.log(
-        if matches!(record.outcome, Outcome::Success | Outcome::SkippedOverlap) {
+        if record.outcome == Outcome::Success {
             Level::Info
         } else {
             Level::Warn
@@ -81,24 +136,47 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
         ),
     );
     host.event(&tick_event(&record));
-    persist(host, &record).await;
-    let thresholds = match &settings {
-        Ok(s) => s.alert_thresholds(),
-        Err(_) => Settings::default_thresholds(),
-    };
-    if let Err(error) = telemetry::persist_tick(
-        host,
+
+    doc.history.record(record.clone());
+    let thresholds = settings.as_ref().map_or_else(
+        |_| Settings::default_thresholds(),
+        Settings::alert_thresholds,
+    );
+    let alerts = doc.telemetry.record_tick(
         &tick.timings,
         &record.lcw.attempts,
         &tick.database,
         thresholds,
         host.unix_millis(),
-    )
-    .await
-    {
-        host.log(Level::Error, &format!("telemetry not saved: {error}"));
+    );
+    telemetry::log_alerts(host, &alerts);
+    if loaded && let Err(error) = state::save(host, state::STATE_KEY, &doc).await {
+        host.log(Level::Error, &format!("state not saved: {error}"));
+    }
+    if leased && let Err(error) = lease::release(host, &owner).await {
+        host.log(
+            Level::Warn,
+            &format!("lease not released (it expires by itself): {error}"),
+        );
     }
     record
+}
+
+/// The deadline of a tick whose settings are invalid (it only records itself).
+const DEFAULT_DEADLINE_MS: u64 = 45_000;
+
+/// Counts a skipped tick in its own document: the running tick owns the state document.
+async fn count_overlap<H: Host>(host: &H, now_ms: i64) {
+    let result = async {
+        let mut overlaps: Overlaps = state::load(host, state::OVERLAPS_KEY).await?;
+        overlaps.count += 1;
+        overlaps.last_at_ms = Some(now_ms);
+        state::save(host, state::OVERLAPS_KEY, &overlaps).await
+    }
+    .await;
+    if let Err(error) = result {
+        host.log(Level::Warn, &format!("skipped tick not counted: {error}"));
+    }
 }
 
 /// What a tick measured besides its record, for telemetry.
@@ -138,52 +216,11 @@ fn tick_event(record: &CycleRecord) -> String {
     .to_string()
 }
 
-/// Runs the cycle under the lease, or skips it when another tick holds one.
-async fn leased<H: Host>(
-    host: &H,
-    settings: &Settings,
-    started: Duration,
-    tick: &mut Tick,
-) -> CycleRecord {
-    let owner = format!("{:016x}", host.random_u64());
-    let now_ms = host.unix_millis();
-    let expires_at_ms =
-        now_ms + (settings.cycle_deadline_ms + LEASE_MARGIN.as_millis() as u64) as i64;
-    match lease::take(host, &owner, now_ms, expires_at_ms).await {
-        Ok(Taken::Held) => {}
-        Ok(Taken::Busy {
-            owner,
-            expires_at_ms,
-        }) => {
-            host.log(
-                Level::Info,
-                &format!(
-                    "another tick ({owner}) holds the lease for {} ms more: skipping",
-                    expires_at_ms - now_ms
-                ),
-            );
-            return CycleRecord::new(Outcome::SkippedOverlap, Vec::new());
-        }
-        // Without the store nothing can be coordinated; collecting still beats losing a tick.
-        Err(error) => host.log(
-            Level::Error,
-            &format!("lease not taken, running without it: {error}"),
-        ),
-    }
-    let record = collect(host, settings, started, tick).await;
-    if let Err(error) = lease::release(host, &owner).await {
-        host.log(
-            Level::Warn,
-            &format!("lease not released (it expires by itself): {error}"),
-        );
-    }
-    record
-}
-
 async fn collect<H: Host>(
     host: &H,
     settings: &Settings,
     started: Duration,
+    doc: &mut CollectorState,
     tick: &mut Tick,
 ) -> CycleRecord {
     let deadline = started + Duration::from_millis(settings.cycle_deadline_ms);
@@ -192,25 +229,21 @@ async fn collect<H: Host>(
         .clamp(MIN_WRITE_RESERVE, WRITE_RESERVE)
         .min(budget / 2);
     let lcw_deadline = deadline.saturating_sub(reserve);
-    let (resilience, resilience_loaded) = match state::load(host, state::RESILIENCE_KEY).await {
-        Ok(doc) => (doc, true),
-        Err(error) => {
-            host.log(
-                Level::Error,
-                &format!("resilience state not loaded, using a fresh one: {error}"),
-            );
-            (ResilienceState::default(), false)
-        }
-    };
-    let plan = plan::plan(settings, &resilience);
-    let guard = Guard::new(host, settings, lcw_deadline, resilience);
-    let mut sink = Sink::load(
+    let plan = plan::plan(settings, &doc.resilience);
+    let guard = Guard::new(
+        host,
+        settings,
+        lcw_deadline,
+        std::mem::take(&mut doc.resilience),
+    );
+    let spool_max = settings.influx.spool_max_points;
+    let mut sink = Sink::new(
         host,
         &settings.influx,
-        settings.influx.spool_max_points,
+        spool_max,
         deadline,
-    )
-    .await;
+        std::mem::take(&mut doc.sink),
+    );
 
     // The spool is replayed while LCW answers: both wait on the network, neither on the other.
     let mut record = if guard.breaker_open() {
@@ -229,45 +262,28 @@ async fn collect<H: Host>(
         }
         let tick_id = format!("{}-{:08x}", host.unix_millis(), host.random_u64() as u32);
         let max_entries = settings.cache_max_entries as usize;
-        let cache_started = host.monotonic();
-        let mut cache = match TickCache::load(
-            host,
+        let index = std::mem::take(&mut doc.cache);
+        let mut cache = TickCache::new(
+            index,
             settings.cache_ttls,
             max_entries,
             &tick_id,
             host.unix_millis(),
-        )
-        .await
-        {
-            Ok(cache) => {
-                tick.time(op::CACHE_LOAD, host.monotonic() - cache_started, true);
-                Some(cache)
-            }
-            Err(error) => {
-                tick.time(op::CACHE_LOAD, host.monotonic() - cache_started, false);
-                host.log(
-                    Level::Error,
-                    &format!("{error}; this tick runs without the cache"),
-                );
-                None
-            }
-        };
+        );
         let replay = async {
             let replay_started = host.monotonic();
             let ok = sink.replay(lcw_deadline).await;
             (ok, host.monotonic() - replay_started)
         };
         let (fetched, (replayed, replay_took)) = futures::join!(
-            fetch(host, settings, &plan.wants, &guard, cache.as_mut()),
+            fetch(host, settings, &plan.wants, &guard, Some(&mut cache)),
             replay
         );
         tick.time(op::SPOOL_REPLAY, replay_took, replayed);
         tick.timings.extend(fetched.timings.iter().cloned());
         let cache_started = host.monotonic();
-        let saved = match cache {
-            Some(cache) => cache.save(host).await,
-            None => Ok(()),
-        };
+        let (index, saved) = cache.finish(host).await;
+        doc.cache = index;
         tick.time(
             op::CACHE_SAVE,
             host.monotonic() - cache_started,
@@ -304,7 +320,8 @@ async fn collect<H: Host>(
         record
     };
 
-    let delivery = sink.finish().await;
+    let (delivery, sink_state) = sink.finish().await;
+    doc.sink = sink_state;
     tick.database.extend(delivery.requests.iter().cloned());
     for (measurement, count) in &delivery.written {
         let data_type = match measurement.as_str() {
@@ -338,14 +355,7 @@ async fn collect<H: Host>(
     let (resilience, report) = guard.finish();
     record.lcw = report;
     record.breaker = resilience.breaker.name().to_owned();
-    if resilience_loaded
-        && let Err(error) = state::save(host, state::RESILIENCE_KEY, &resilience).await
-    {
-        host.log(
-            Level::Error,
-            &format!("resilience state not saved: {error}"),
-        );
-    }
+    doc.resilience = resilience;
     record
 }
 
@@ -638,20 +648,6 @@ fn record_credits<H: Host>(
             Level::Warn,
             &format!("these settings plan {planned} LCW calls a day, above the daily limit of {limit} credits"),
         );
-    }
-}
-
-/// Adds the record to the history. If the history cannot be read, it is left alone rather than
-/// overwritten with this one cycle.
-async fn persist<H: Host>(host: &H, record: &CycleRecord) {
-    let result = async {
-        let mut history: CycleHistory = state::load(host, state::CYCLES_KEY).await?;
-        history.record(record.clone());
-        state::save(host, state::CYCLES_KEY, &history).await
-    }
-    .await;
-    if let Err(error) = result {
-        host.log(Level::Error, &format!("cycle record not saved: {error}"));
     }
 }
 

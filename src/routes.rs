@@ -345,7 +345,13 @@ async fn clear_cache<H: Host>(host: &H) -> Response {
         }
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
-    let result = cache::clear(host).await;
+    let result = async {
+        let mut doc: state::CollectorState = state::load(host, state::STATE_KEY).await?;
+        let cleared = cache::clear(host, &mut doc.cache).await?;
+        state::save(host, state::STATE_KEY, &doc).await?;
+        Ok::<_, cache::CacheError>(cleared)
+    }
+    .await;
     if let Err(e) = lease::release(host, &owner).await {
         host.log(
             Level::Warn,

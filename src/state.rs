@@ -1,23 +1,28 @@
 //! Persistent state in the key-value store: the key layout and typed JSON documents.
 //!
-//! Owns every key name (versioned under `lcw/v1/`) and how documents are read and written. A value
-//! that fails to parse is treated as absent, logged and counted — never a crash. Each key has one
-//! writer: the collector writes cycle state; the API component only reads it. It must not decide
-//! what goes into the documents.
+//! Owns every key name (versioned under `lcw/v1/`), the collector's state document that a tick
+//! reads once and writes once, and how documents are read and written. A value that fails to
+//! parse is treated as absent and logged — never a crash. Each key has one writer at a time: the
+//! lease holder writes the state document; the API otherwise only reads. It must not decide what
+//! goes into the documents.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::guard::GuardReport;
+use crate::cache;
+use crate::guard::{GuardReport, ResilienceState};
 use crate::host::{KeyValue, KvError, Level, Log};
+use crate::influx::sink::SinkState;
+use crate::telemetry::TelemetryState;
 
 /// Prefix of every key this application owns.
 pub const KEY_PREFIX: &str = "lcw/v1/";
-/// The cycle history document: totals and the most recent cycles.
-pub const CYCLES_KEY: &str = "lcw/v1/cycles";
-/// Breaker, rate-limit bucket, credits and status check (`guard::ResilienceState`).
-pub const RESILIENCE_KEY: &str = "lcw/v1/resilience";
+/// The collector's state document: everything a tick reads at its start and writes at its end,
+/// in one round trip each (see [`CollectorState`]).
+pub const STATE_KEY: &str = "lcw/v1/state";
+/// Ticks that found the lease taken (written only by them, so a running tick cannot lose it).
+pub const OVERLAPS_KEY: &str = "lcw/v1/overlaps";
 /// The lease a running tick holds (`lease::Lease`).
 pub const LEASE_KEY: &str = "lcw/v1/lease";
 
@@ -152,6 +157,30 @@ impl CycleHistory {
     pub fn last(&self) -> Option<&CycleRecord> {
         self.recent.back()
     }
+}
+
+/// The state a tick carries over to the next: its history, the breaker, rate limit, credits and
+/// status check, the cache index, the sink (counters and spool index) and the telemetry. Only the
+/// lease holder writes it (a tick, or the admin cache clear), so one writer at a time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CollectorState {
+    #[serde(default)]
+    pub history: CycleHistory,
+    #[serde(default)]
+    pub resilience: ResilienceState,
+    #[serde(default)]
+    pub cache: cache::Index,
+    #[serde(default)]
+    pub sink: SinkState,
+    #[serde(default)]
+    pub telemetry: TelemetryState,
+}
+
+/// Ticks skipped because another held the lease.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overlaps {
+    pub count: u64,
+    pub last_at_ms: Option<i64>,
 }
 
 /// Reads a JSON document; absent or unreadable documents give `T::default()` (the latter logged).

@@ -168,7 +168,7 @@ fn a_corrupt_state_document_is_treated_as_empty_and_logged() {
     api.kv
         .lock()
         .unwrap()
-        .insert("lcw/v1/cycles".into(), b"{not json".to_vec());
+        .insert("lcw/v1/state".into(), b"{not json".to_vec());
 
     let response = get(&api, Method::GET, "/stats");
 
@@ -176,6 +176,6 @@ fn a_corrupt_state_document_is_treated_as_empty_and_logged() {
     assert_eq!(body_json(&response)["recent_cycles"], serde_json::json!([]));
     assert!(
         api.log_text()
-            .contains("state `lcw/v1/cycles` is unreadable")
+            .contains("state `lcw/v1/state` is unreadable")
     );
 }

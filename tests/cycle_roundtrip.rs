@@ -51,8 +51,7 @@ fn assert_coin_row(row: &serde_json::Map<String, Value>, coin: &Value) {
 }
 
 fn history(host: &NativeHost) -> CycleHistory {
-    let bytes = host.kv.lock().unwrap()["lcw/v1/cycles"].clone();
-    serde_json::from_slice(&bytes).unwrap()
+    support::collector_state(&host.kv).history
 }
 
 #[test]

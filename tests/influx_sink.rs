@@ -10,7 +10,7 @@ use std::time::Duration;
 use lcw_fetcher::config::{InfluxSettings, Settings};
 use lcw_fetcher::cycle;
 use lcw_fetcher::host::Timeouts;
-use lcw_fetcher::influx::sink::{QUARANTINE_KEY, Quarantine, SINK_KEY, SinkState};
+use lcw_fetcher::influx::sink::{QUARANTINE_KEY, Quarantine, SinkState};
 use lcw_fetcher::influx::{Sink, write};
 use lcw_fetcher::state::Outcome;
 use support::lcw_fake::Seen;
@@ -48,20 +48,40 @@ fn lines(n: usize) -> String {
         .collect()
 }
 
-/// Delivers `text` through a sink against `settings`; returns the sink's saved state.
+/// Runs one tick's worth of sink work (`work`) on the sink state kept in `host`'s store, and
+/// saves that state back, as a tick does.
+fn with_sink(
+    host: &NativeHost,
+    settings: &InfluxSettings,
+    work: impl AsyncFnOnce(&mut Sink<'_, NativeHost>),
+) -> (lcw_fetcher::influx::Delivery, SinkState) {
+    let mut doc = support::collector_state(&host.kv);
+    let deadline = host_now(host) + 20 * S;
+    let (delivery, state) = block_on(async {
+        let mut sink = Sink::new(
+            host,
+            settings,
+            settings.spool_max_points,
+            deadline,
+            doc.sink.clone(),
+        );
+        work(&mut sink).await;
+        sink.finish().await
+    });
+    doc.sink = state.clone();
+    support::put_collector_state(&host.kv, &doc);
+    (delivery, state)
+}
+
+/// Delivers `text` through a sink against `settings`.
 fn deliver(
     host: &NativeHost,
     settings: &InfluxSettings,
     text: &str,
 ) -> (lcw_fetcher::influx::Delivery, SinkState) {
-    let deadline = host_now(host) + 20 * S;
-    let delivery = block_on(async {
-        let mut sink = Sink::load(host, settings, 500_000, deadline).await;
+    with_sink(host, settings, async |sink| {
         sink.deliver(text).await;
-        sink.finish().await
-    });
-    let state = serde_json::from_slice(&host.kv.lock().unwrap()[SINK_KEY]).unwrap();
-    (delivery, state)
+    })
 }
 
 fn host_now(host: &NativeHost) -> Duration {
@@ -300,18 +320,15 @@ fn after_a_429_nothing_is_sent_before_retry_after() {
 
     let later = NativeHost::with_kv(&[("x", "y")], kv.clone());
     later.advance(61 * S);
-    let (delivery, state) = block_on(async {
-        let mut sink = Sink::load(&later, &settings, 500_000, host_now(&later) + 20 * S).await;
+    let (delivery, state) = with_sink(&later, &settings, async |sink| {
         sink.replay(host_now(&later) + 20 * S).await;
-        let delivery = sink.finish().await;
-        (delivery, sink_state(&kv))
     });
     assert_eq!(delivery.replayed, 3);
     assert!(state.spool.is_empty());
 }
 
 fn sink_state(kv: &SharedKv) -> SinkState {
-    serde_json::from_slice(&kv.lock().unwrap()[SINK_KEY]).unwrap()
+    support::collector_state(kv).sink
 }
 
 /// A real partial write: InfluxDB 1.6 refuses a field whose type conflicts with the stored one
@@ -443,11 +460,8 @@ fn a_full_spool_evicts_its_oldest_points_and_says_so() {
     for round in 0..8 {
         let host = NativeHost::with_kv(&[("x", "y")], kv.clone());
         host.advance(Duration::from_secs(600 * round));
-        let deadline = host_now(&host) + 20 * S;
-        let delivery = block_on(async {
-            let mut sink = Sink::load(&host, &settings, settings.spool_max_points, deadline).await;
+        let (delivery, _) = with_sink(&host, &settings, async |sink| {
             sink.deliver(&lines(150)).await;
-            sink.finish().await
         });
         evicted += delivery.evicted;
         if delivery.evicted > 0 {

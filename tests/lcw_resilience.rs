@@ -12,7 +12,7 @@ use lcw_fetcher::host::{Clock, Timeouts};
 use lcw_fetcher::lcw::{self, Client, Endpoint, ErrorClass, LcwError, NotSentReason};
 use lcw_fetcher::resilience::BreakerState;
 use lcw_fetcher::state::Outcome;
-use lcw_fetcher::{cycle, state};
+use lcw_fetcher::cycle;
 use support::lcw_fake::API_KEY;
 use support::native_host::SharedKv;
 use support::{Influx, LcwFake, NativeHost, Reply, block_on, variables_for};
@@ -39,7 +39,7 @@ fn client_call<T>(
 }
 
 fn resilience(kv: &SharedKv) -> ResilienceState {
-    serde_json::from_slice(&kv.lock().unwrap()[state::RESILIENCE_KEY]).unwrap()
+    support::collector_state(kv).resilience
 }
 
 #[test]

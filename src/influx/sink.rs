@@ -27,8 +27,6 @@ use crate::host::{Host, KvError, Level, Timeouts};
 use crate::resilience::{RetryDecision, RetryPolicy};
 use crate::state;
 
-/// The sink's persisted state.
-pub const SINK_KEY: &str = "lcw/v1/sink";
 /// Lines InfluxDB refused for good.
 pub const QUARANTINE_KEY: &str = "lcw/v1/quarantine";
 /// Quarantined lines kept for inspection (the count goes on).
@@ -62,7 +60,7 @@ pub struct SinkCounters {
     pub evicted: u64,
 }
 
-/// The document `lcw/v1/sink`.
+/// The sink's state, carried in the collector's state document.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkState {
     pub counters: SinkCounters,
@@ -124,29 +122,18 @@ pub struct Sink<'a, H> {
     down: Option<String>,
     to_spool: String,
     delivery: Delivery,
-    loaded: bool,
 }
 
 impl<'a, H: Host> Sink<'a, H> {
-    /// Loads the sink's state (one KV read). `deadline` is on the monotonic clock.
-    pub async fn load(
+    /// The sink for one tick, with its state from the state document. `deadline` is on the
+    /// monotonic clock.
+    pub fn new(
         host: &'a H,
         settings: &'a InfluxSettings,
         spool_max_points: u64,
         deadline: Duration,
+        state: SinkState,
     ) -> Self {
-        let (state, loaded) = match state::load(host, SINK_KEY).await {
-            Ok(state) => (state, true),
-            Err(error) => {
-                host.log(
-                    Level::Error,
-                    &format!(
-                        "sink state not loaded ({error}): the spool is not replayed this tick"
-                    ),
-                );
-                (SinkState::default(), false)
-            }
-        };
         Self {
             host,
             settings,
@@ -157,7 +144,6 @@ impl<'a, H: Host> Sink<'a, H> {
             down: None,
             to_spool: String::new(),
             delivery: Delivery::default(),
-            loaded,
         }
     }
 
@@ -168,9 +154,6 @@ impl<'a, H: Host> Sink<'a, H> {
     /// Writes spooled lines, oldest segment first, until the spool is empty, the sink fails or
     /// `until` (monotonic) comes. Returns false when a failure stopped it.
     pub async fn replay(&mut self, until: Duration) -> bool {
-        if !self.loaded {
-            return true;
-        }
         while let Some(meta) = self.state.spool.segments.front().cloned() {
             if self.down.is_some()
                 || self.paused()
@@ -375,8 +358,9 @@ impl<'a, H: Host> Sink<'a, H> {
         self.deadline.saturating_sub(self.host.monotonic())
     }
 
-    /// Spools what was kept, saves the quarantine and the sink state; returns what happened.
-    pub async fn finish(mut self) -> Delivery {
+    /// Spools what was kept and saves the quarantine; returns what happened and the state for
+    /// the state document.
+    pub async fn finish(mut self) -> (Delivery, SinkState) {
         if !self.to_spool.is_empty() {
             let count = spool::count_lines(&self.to_spool);
             let now_ms = self.host.unix_millis();
@@ -419,13 +403,7 @@ impl<'a, H: Host> Sink<'a, H> {
             self.host
                 .log(Level::Error, &format!("quarantine not saved: {error}"));
         }
-        if self.loaded
-            && let Err(error) = state::save(self.host, SINK_KEY, &self.state).await
-        {
-            self.host
-                .log(Level::Error, &format!("sink state not saved: {error}"));
-        }
-        self.delivery
+        (self.delivery, self.state)
     }
 
     async fn save_quarantine(&self) -> Result<(), KvError> {

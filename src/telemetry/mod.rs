@@ -18,11 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::cache;
 use crate::guard::{Attempt, ResilienceState};
 use crate::host::{KeyValue, KvError, Level, Log};
-use crate::influx::sink::{SINK_KEY, SinkState};
-use crate::state::{self, CycleHistory};
-
-/// The telemetry document.
-pub const TELEMETRY_KEY: &str = "lcw/v1/telemetry";
+use crate::influx::sink::SinkState;
+use crate::state::{self, CollectorState, CycleHistory, Outcome, Overlaps};
 
 /// Bucket upper bounds (seconds) of operation, API and database durations.
 pub const OPERATION_BUCKETS: [f64; 11] =
@@ -177,7 +174,7 @@ pub struct Thresholds {
     pub cool_down: Duration,
 }
 
-/// The telemetry document.
+/// The telemetry, carried in the collector's state document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TelemetryState {
     pub operations: BTreeMap<String, OperationStats>,
@@ -287,24 +284,15 @@ impl TelemetryState {
     }
 }
 
-/// Loads, updates and saves the telemetry document (one read, one write), logging alerts.
-pub async fn persist_tick<S: KeyValue + Log>(
-    store: &S,
-    timings: &[Timing],
-    attempts: &[Attempt],
-    database: &[DatabaseRequest],
-    thresholds: Thresholds,
-    now_ms: i64,
-) -> Result<(), KvError> {
-    let mut doc: TelemetryState = state::load(store, TELEMETRY_KEY).await?;
-    let alerts = doc.record_tick(timings, attempts, database, thresholds, now_ms);
-    for alert in &alerts {
+/// Logs alerts: a readable line and a JSON event each.
+pub fn log_alerts<L: Log>(log: &L, alerts: &[Alert]) {
+    for alert in alerts {
         let level = if alert.level == "critical" {
             Level::Error
         } else {
             Level::Warn
         };
-        store.log(
+        log.log(
             level,
             &format!(
                 "ALERT {}: {} took {:.1} s (threshold {:.0} s)",
@@ -314,13 +302,12 @@ pub async fn persist_tick<S: KeyValue + Log>(
         if let Ok(json) =
             serde_json::to_string(&serde_json::json!({ "event": "alert", "alert": alert }))
         {
-            store.event(&json);
+            log.event(&json);
         }
     }
-    state::save(store, TELEMETRY_KEY, &doc).await
 }
 
-/// Everything the API shows, read from the store in one pass (five reads).
+/// Everything the API shows, read from the store in one pass (two reads).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub history: CycleHistory,
@@ -328,20 +315,33 @@ pub struct Snapshot {
     pub telemetry: TelemetryState,
     pub cache: cache::Index,
     pub sink: SinkState,
-    /// Bytes of the documents read plus the spool's segments.
+    /// Bytes of the state document plus the spool's segments.
     pub state_bytes: u64,
     /// This instance's linear memory, when running as wasm.
     pub linear_memory_bytes: Option<u64>,
 }
 
-/// Reads the documents the collector writes.
+/// Reads the state the collector writes, and the count of skipped overlapping ticks.
 pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvError> {
-    let mut state_bytes = 0;
-    let history = load_counted(store, state::CYCLES_KEY, &mut state_bytes).await?;
-    let resilience = load_counted(store, state::RESILIENCE_KEY, &mut state_bytes).await?;
-    let telemetry = load_counted(store, TELEMETRY_KEY, &mut state_bytes).await?;
-    let cache = load_counted(store, cache::INDEX_KEY, &mut state_bytes).await?;
-    let sink: SinkState = load_counted(store, SINK_KEY, &mut state_bytes).await?;
+    let raw = store.kv_get(state::STATE_KEY).await?;
+    let mut state_bytes = raw.as_ref().map_or(0, |r| r.len() as u64);
+    let doc: CollectorState = raw
+        .map(|r| state::parse_or_default(store, state::STATE_KEY, &r))
+        .unwrap_or_default();
+    let overlaps: Overlaps = state::load(store, state::OVERLAPS_KEY).await?;
+    let CollectorState {
+        mut history,
+        resilience,
+        cache,
+        sink,
+        telemetry,
+    } = doc;
+    if overlaps.count > 0 {
+        *history
+            .cycles_by_outcome
+            .entry(Outcome::SkippedOverlap)
+            .or_default() += overlaps.count;
+    }
     state_bytes += sink.spool.segments.iter().map(|s| s.bytes).sum::<u64>();
     Ok(Snapshot {
         history,
@@ -352,18 +352,6 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         state_bytes,
         linear_memory_bytes: linear_memory_bytes(),
     })
-}
-
-async fn load_counted<T, S>(store: &S, key: &str, bytes: &mut u64) -> Result<T, KvError>
-where
-    T: serde::de::DeserializeOwned + Default,
-    S: KeyValue + Log,
-{
-    let Some(raw) = store.kv_get(key).await? else {
-        return Ok(T::default());
-    };
-    *bytes += raw.len() as u64;
-    Ok(state::parse_or_default(store, key, &raw))
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -13,6 +13,23 @@ pub use influxd::Influx;
 pub use lcw_fake::{LcwFake, Reply};
 pub use native_host::NativeHost;
 
+/// The collector's state document as a store holds it (default when absent).
+pub fn collector_state(kv: &native_host::SharedKv) -> lcw_fetcher::state::CollectorState {
+    kv.lock()
+        .unwrap()
+        .get(lcw_fetcher::state::STATE_KEY)
+        .map(|raw| serde_json::from_slice(raw).expect("the state document is JSON"))
+        .unwrap_or_default()
+}
+
+/// Stores a state document.
+pub fn put_collector_state(kv: &native_host::SharedKv, doc: &lcw_fetcher::state::CollectorState) {
+    kv.lock().unwrap().insert(
+        lcw_fetcher::state::STATE_KEY.into(),
+        serde_json::to_vec(doc).unwrap(),
+    );
+}
+
 /// Runs a future to completion on the test thread.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     futures::executor::block_on(future)
