@@ -70,6 +70,7 @@ pub struct Guard<'a, H> {
     breaker: BreakerPolicy,
     limit: RateLimit,
     connect_timeout: Duration,
+    first_byte_timeout: Duration,
     response_timeout: Duration,
     deadline: Duration,
     state: RefCell<ResilienceState>,
@@ -96,6 +97,7 @@ impl<'a, H: Host> Guard<'a, H> {
             },
             limit: RateLimit::per_minute(settings.requests_per_minute),
             connect_timeout: Duration::from_millis(settings.lcw_connect_timeout_ms),
+            first_byte_timeout: Duration::from_millis(settings.lcw_first_byte_timeout_ms),
             response_timeout: Duration::from_millis(settings.lcw_response_timeout_ms),
             deadline,
             state: RefCell::new(state),
@@ -134,6 +136,7 @@ impl<'a, H: Host> Guard<'a, H> {
             let left = self.time_left();
             let timeouts = Timeouts {
                 connect: self.connect_timeout.min(left),
+                first_byte: self.first_byte_timeout.min(left),
                 total: self.response_timeout.min(left),
             };
             let started = self.host.monotonic();

@@ -23,6 +23,9 @@ pub type HttpResponse = http::Response<Vec<u8>>;
 pub struct Timeouts {
     /// Limit for establishing the connection.
     pub connect: Duration,
+    /// Limit from sending the request to the first byte of the answer: a server that does not
+    /// answer at all is given up on here, long before `total`.
+    pub first_byte: Duration,
     /// Limit for the whole exchange, from the start of the call to the last byte of the body.
     pub total: Duration,
 }

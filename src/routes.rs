@@ -247,6 +247,7 @@ async fn status<H: Host>(host: &H) -> Response {
     let now_ms = host.unix_millis();
     let checks = Timeouts {
         connect: CHECK_TIMEOUT,
+        first_byte: CHECK_TIMEOUT,
         total: CHECK_TIMEOUT,
     };
     let mut problems = Vec::new();

@@ -54,7 +54,7 @@ impl HttpClient for SpinHost {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         // A host that does not support a timeout still gets the overall race below.
         let _ = options.set_connect_timeout(Some(nanos(timeouts.connect)));
-        let _ = options.set_first_byte_timeout(Some(nanos(timeouts.total)));
+        let _ = options.set_first_byte_timeout(Some(nanos(timeouts.first_byte)));
         let _ = options.set_between_bytes_timeout(Some(nanos(timeouts.total)));
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(RequestOptionsExtension(options));

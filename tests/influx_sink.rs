@@ -379,6 +379,7 @@ fn health_checks_ask_the_right_endpoint() {
     let host = NativeHost::new(&[("x", "y")]);
     let t = Timeouts {
         connect: 2 * S,
+        first_byte: 2 * S,
         total: 2 * S,
     };
     block_on(write::health(&host, &v1, t)).unwrap();

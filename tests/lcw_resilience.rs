@@ -7,12 +7,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use lcw_fetcher::config::{Secret, Settings};
+use lcw_fetcher::cycle;
 use lcw_fetcher::guard::{Guard, ResilienceState};
 use lcw_fetcher::host::{Clock, Timeouts};
 use lcw_fetcher::lcw::{self, Client, Endpoint, ErrorClass, LcwError, NotSentReason};
 use lcw_fetcher::resilience::BreakerState;
 use lcw_fetcher::state::Outcome;
-use lcw_fetcher::cycle;
 use support::lcw_fake::API_KEY;
 use support::native_host::SharedKv;
 use support::{Influx, LcwFake, NativeHost, Reply, block_on, variables_for};
@@ -22,6 +22,7 @@ const S: Duration = Duration::from_secs(1);
 fn timeouts() -> Timeouts {
     Timeouts {
         connect: 2 * S,
+        first_byte: 2 * S,
         total: 2 * S,
     }
 }

@@ -274,6 +274,7 @@ impl<'a, H: Host> Sink<'a, H> {
             let own = Duration::from_millis(self.settings.timeout_ms);
             let timeouts = Timeouts {
                 connect: own.min(left),
+                first_byte: own.min(left),
                 total: own.min(left),
             };
             let started = self.host.monotonic();

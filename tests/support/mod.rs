@@ -1,10 +1,11 @@
 //! Test adapters and real peers for the native integration tests: the native host, the LCW fake,
 //! a real InfluxDB, promtool. Network traffic goes to 127.0.0.1 only.
-#![allow(dead_code)] // each test binary uses its own part of the support code.
+#![allow(dead_code, unused_imports)] // each test binary uses its own part of the support code.
 
 pub mod influxd;
 pub mod lcw_fake;
 pub mod native_host;
+pub mod sim;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};

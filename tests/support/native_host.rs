@@ -124,6 +124,7 @@ fn blocking_send(request: HttpRequest, timeouts: Timeouts) -> Result<HttpRespons
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(timeouts.connect.max(Duration::from_millis(1))))
         .timeout_global(Some(timeouts.total))
+        .timeout_recv_response(Some(timeouts.first_byte.max(Duration::from_millis(1))))
         .http_status_as_error(false)
         .build()
         .into();

@@ -1,0 +1,76 @@
+//! The latency simulation, briefly, so that it cannot rot: a few ticks of every profile and of
+//! an LCW outage. Asserts correctness only — no tick outlives its deadline, data lands, the
+//! breaker stops calls in an outage — never speed (that is `cargo bench --bench simulate`).
+
+mod support;
+
+use std::time::Duration;
+
+use lcw_fetcher::state::Outcome;
+use support::sim::{Original, Profile, Rng, World, our_tick, our_variables};
+
+#[test]
+fn no_simulated_tick_outlives_its_deadline() {
+    for profile in [Profile::CALM, Profile::SEED, Profile::DEGRADED] {
+        let world = World::new(profile, 3);
+        let variables = our_variables();
+        let mut wrote = 0;
+        for n in 0..30 {
+            let (result, record) = our_tick(&world, &variables, n);
+            assert!(
+                result.duration <= Duration::from_secs(45),
+                "{}: tick {n} took {:?}",
+                profile.name,
+                result.duration
+            );
+            if record.points_written.contains_key("coins") {
+                wrote += 1;
+            }
+        }
+        assert!(
+            wrote >= 20,
+            "{}: prices written in only {wrote} of 30 ticks",
+            profile.name
+        );
+    }
+}
+
+#[test]
+fn an_lcw_outage_is_stopped_by_the_breaker_and_recovered_from() {
+    let world = World::new(Profile::CALM, 5);
+    let variables = our_variables();
+    let mut outcomes = Vec::new();
+    for n in 0..16 {
+        world.lcw_outage.set((3..8).contains(&n));
+        let (_, record) = our_tick(&world, &variables, n);
+        outcomes.push(record.outcome);
+    }
+    assert!(
+        outcomes[3..8].contains(&Outcome::SkippedBreaker),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[15], Outcome::Success, "{outcomes:?}");
+}
+
+#[test]
+fn the_model_of_the_original_is_sequential_and_slow_on_hangs() {
+    let mut rng = Rng::new(1);
+    let mut original = Original::new(60);
+    let calm = original.tick(&mut rng, &Profile::CALM, false, Duration::ZERO);
+    // Six LCW calls, each after the rate limiter's second.
+    assert_eq!(calm.lcw_calls, 6);
+    assert!(
+        calm.duration >= Duration::from_secs(6),
+        "{:?}",
+        calm.duration
+    );
+    let hanging = Profile {
+        p_hang: 1.0,
+        ..Profile::CALM
+    };
+    let aborted = original.tick(&mut rng, &hanging, false, Duration::from_secs(3_600));
+    // /status hangs 4 times (30 s each, 0 + 4 + 8 s of sleeps): the cycle is abandoned.
+    assert_eq!(aborted.lcw_calls, 4);
+    assert_eq!(aborted.duration, Duration::from_secs(4 + 4 * 30 + 12));
+    assert!(!aborted.wrote_prices);
+}
