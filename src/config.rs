@@ -255,6 +255,17 @@ impl Settings {
         })
     }
 
+    /// Builds settings from name–value pairs (later pairs win); the others take their default.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| {
+            pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
     /// Builds settings from a lookup; a name the lookup has no value for takes its default.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut reader = Reader {
@@ -588,16 +599,7 @@ mod tests {
     use super::*;
 
     fn with(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let owned: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Settings::from_lookup(move |name| {
-            owned
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        })
+        Settings::from_pairs(pairs)
     }
 
     #[test]

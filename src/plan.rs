@@ -117,16 +117,7 @@ mod tests {
     use crate::resilience::Credits;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
-        Settings::from_lookup(|name| {
-            if name == "lcw_api_key" {
-                return Some("k".into());
-            }
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        })
-        .unwrap()
+        Settings::from_pairs(&[&[("lcw_api_key", "k")], pairs].concat()).unwrap()
     }
 
     #[test]

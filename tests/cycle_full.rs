@@ -12,7 +12,7 @@ use lcw_fetcher::lcw::Endpoint;
 use lcw_fetcher::state::{CycleRecord, Outcome};
 use lcw_fetcher::{cycle, lease, state};
 use serde_json::{Value, json};
-use support::lcw_fake::{Seen, fixture_json};
+use support::lcw_fake::{Seen, TICK_PATHS, fixture, fixture_for, fixture_json};
 use support::native_host::SharedKv;
 use support::{Influx, LcwFake, NativeHost, Reply, block_on, variables_for};
 
@@ -277,26 +277,10 @@ fn clear_forgets_every_entry_but_keeps_the_statistics() {
 fn the_calls_of_a_tick_overlap_up_to_the_concurrency_bound() {
     let fake = LcwFake::start();
     let influx = Influx::start();
-    for path in [
-        "/status",
-        "/credits",
-        "/coins/list",
-        "/coins/map",
-        "/overview",
-        "/exchanges/list",
-    ] {
-        let path_owned = path.to_owned();
-        fake.respond_with(path, move |seen: &Seen| {
-            let name = match path_owned.as_str() {
-                "/status" => "status.json",
-                "/credits" => "credits.json",
-                "/coins/list" => "coins_list.json",
-                "/coins/map" => "coins_map.json",
-                "/overview" => "overview.json",
-                _ => "exchanges_list.json",
-            };
-            let _ = seen;
-            Reply::json(200, support::lcw_fake::fixture(name)).delayed(S)
+    for path in TICK_PATHS {
+        fake.respond_with(path, |seen: &Seen| {
+            let name = fixture_for(&seen.path).expect("a fixture for every tick endpoint");
+            Reply::json(200, fixture(name)).delayed(S)
         });
     }
     let mut variables = variables_for(&fake, &influx);
@@ -318,13 +302,11 @@ fn the_calls_of_a_tick_overlap_up_to_the_concurrency_bound() {
     let fake = LcwFake::start();
     fake.respond(
         "/overview",
-        Reply::json(200, support::lcw_fake::fixture("overview.json"))
-            .delayed(Duration::from_millis(300)),
+        Reply::json(200, fixture("overview.json")).delayed(Duration::from_millis(300)),
     );
     fake.respond(
         "/coins/list",
-        Reply::json(200, support::lcw_fake::fixture("coins_list.json"))
-            .delayed(Duration::from_millis(300)),
+        Reply::json(200, fixture("coins_list.json")).delayed(Duration::from_millis(300)),
     );
     let mut variables = variables_for(&fake, &influx);
     variables.push(("max_concurrent_requests", "2".into()));
@@ -340,14 +322,7 @@ fn the_calls_of_a_tick_overlap_up_to_the_concurrency_bound() {
 fn a_hanging_lcw_cannot_hold_the_tick_past_its_deadline() {
     let fake = LcwFake::start();
     let influx = Influx::start();
-    for path in [
-        "/status",
-        "/credits",
-        "/coins/list",
-        "/coins/map",
-        "/overview",
-        "/exchanges/list",
-    ] {
+    for path in TICK_PATHS {
         fake.respond(path, Reply::json(200, "{}").delayed(30 * S));
     }
     let mut variables = variables_for(&fake, &influx);
@@ -383,7 +358,7 @@ fn of_two_overlapping_ticks_one_runs_and_one_skips() {
     let influx = Influx::start();
     fake.respond(
         "/overview",
-        Reply::json(200, support::lcw_fake::fixture("overview.json")).delayed(S),
+        Reply::json(200, fixture("overview.json")).delayed(S),
     );
     let variables = variables_for(&fake, &influx);
     let kv = SharedKv::default();

@@ -343,40 +343,39 @@ fn exported_names() -> BTreeSet<String> {
         .collect()
 }
 
+/// The `lcw_…` metric names a PromQL text mentions.
+fn metric_names(promql: &str) -> Vec<String> {
+    promql
+        .split("lcw_")
+        .skip(1)
+        .map(|piece| {
+            let rest: String = piece
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            format!("lcw_{rest}")
+        })
+        .collect()
+}
+
 #[test]
-fn the_health_dashboard_queries_only_exported_metrics() {
+fn the_health_dashboard_and_the_alerts_query_only_exported_metrics() {
     let exported = exported_names();
     let mut checked = 0;
     for (name, dashboard) in dashboards() {
         for (uid, query) in queries(&dashboard) {
-            if uid != "lcw-prometheus" {
-                continue;
-            }
-            for piece in query.split("lcw_").skip(1) {
-                let metric: String = format!(
-                    "lcw_{}",
-                    piece
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect::<String>()
-                );
-                assert!(
-                    exported.contains(&metric),
-                    "{name}: `{metric}` is not exported (exported: {exported:?})"
-                );
-                checked += 1;
+            if uid == "lcw-prometheus" {
+                for metric in metric_names(&query) {
+                    assert!(
+                        exported.contains(&metric),
+                        "{name}: `{metric}` is not exported (exported: {exported:?})"
+                    );
+                    checked += 1;
+                }
             }
         }
     }
-    // And the alert rules.
-    for piece in read("prometheus/alerts.yml").split("lcw_").skip(1) {
-        let metric: String = format!(
-            "lcw_{}",
-            piece
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect::<String>()
-        );
+    for metric in metric_names(&read("prometheus/alerts.yml")) {
         assert!(
             exported.contains(&metric),
             "alerts.yml: `{metric}` is not exported"

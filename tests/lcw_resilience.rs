@@ -13,7 +13,7 @@ use lcw_fetcher::host::{Clock, Timeouts};
 use lcw_fetcher::lcw::{self, Client, Endpoint, ErrorClass, LcwError, NotSentReason};
 use lcw_fetcher::resilience::BreakerState;
 use lcw_fetcher::state::Outcome;
-use support::lcw_fake::API_KEY;
+use support::lcw_fake::{API_KEY, TICK_PATHS};
 use support::native_host::SharedKv;
 use support::{Influx, LcwFake, NativeHost, Reply, block_on, variables_for};
 
@@ -333,13 +333,7 @@ fn a_retry_that_cannot_finish_before_the_deadline_is_not_started() {
 }
 
 fn settings(pairs: &[(&str, &str)]) -> Settings {
-    Settings::from_lookup(|name| {
-        pairs
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .unwrap()
+    Settings::from_pairs(pairs).unwrap()
 }
 
 #[test]
@@ -391,17 +385,8 @@ fn the_breaker_opens_after_exactly_five_consecutive_transient_failures() {
 
 /// Every data endpoint fails; the breaker must open, stay open in the next tick (a new host on
 /// the same store), let one probe through after the cool-down, and close or re-open on its result.
-const DATA_PATHS: [&str; 6] = [
-    "/status",
-    "/credits",
-    "/coins/list",
-    "/coins/map",
-    "/overview",
-    "/exchanges/list",
-];
-
 fn failing_everywhere(fake: &LcwFake) {
-    for path in DATA_PATHS {
+    for path in TICK_PATHS {
         fake.respond(path, Reply::documented_error(503));
     }
 }
@@ -419,7 +404,7 @@ fn breaker_until(kv: &SharedKv) -> i64 {
 }
 
 fn healthy_again(fake: &LcwFake) {
-    for path in DATA_PATHS {
+    for path in TICK_PATHS {
         fake.restore(path);
     }
 }

@@ -290,21 +290,9 @@ mod tests {
     use crate::config::Settings;
 
     fn settings(pairs: &[(&str, &str)]) -> InfluxSettings {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
-        Settings::from_lookup(|name| {
-            if name == "lcw_api_key" {
-                return Some("k".into());
-            }
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        })
-        .unwrap()
-        .influx
+        Settings::from_pairs(&[&[("lcw_api_key", "k")], pairs].concat())
+            .unwrap()
+            .influx
     }
 
     #[test]

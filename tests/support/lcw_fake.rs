@@ -11,6 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// The endpoints a default tick calls.
+pub const TICK_PATHS: [&str; 6] = [
+    "/status",
+    "/credits",
+    "/coins/list",
+    "/coins/map",
+    "/overview",
+    "/exchanges/list",
+];
+
 /// The API key the fake accepts.
 pub const API_KEY: &str = "test-lcw-key-5f3a9c";
 
@@ -106,7 +116,8 @@ pub fn fixture_json(name: &str) -> serde_json::Value {
     serde_json::from_slice(&fixture(name)).expect("fixture is JSON")
 }
 
-fn fixture_for(path: &str) -> Option<&'static str> {
+/// The fixture that answers `path`.
+pub fn fixture_for(path: &str) -> Option<&'static str> {
     Some(match path {
         "/status" => "status.json",
         "/credits" => "credits.json",
