@@ -16,8 +16,6 @@ use crate::host::{KeyValue, KvError, Level, Log};
 use crate::influx::sink::SinkState;
 use crate::telemetry::TelemetryState;
 
-/// Prefix of every key this application owns.
-pub const KEY_PREFIX: &str = "lcw/v1/";
 /// The collector's state document: everything a tick reads at its start and writes at its end,
 /// in one round trip each (see [`CollectorState`]).
 pub const STATE_KEY: &str = "lcw/v1/state";

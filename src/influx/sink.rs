@@ -147,10 +147,6 @@ impl<'a, H: Host> Sink<'a, H> {
         }
     }
 
-    pub fn state(&self) -> &SinkState {
-        &self.state
-    }
-
     /// Writes spooled lines, oldest segment first, until the spool is empty, the sink fails or
     /// `until` (monotonic) comes. Returns false when a failure stopped it.
     pub async fn replay(&mut self, until: Duration) -> bool {

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use url::Url;
 
 use crate::config::{InfluxApi, InfluxSettings};
-use crate::host::{HttpClient, Timeouts, TransportError};
+use crate::host::{HttpClient, Timeouts};
 
 /// How InfluxDB answered one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub async fn send_batch<H: HttpClient>(
     };
     let outcome = match http.send(request, timeouts).await {
         Err(error) => BatchOutcome::Transient {
-            detail: transport_detail(&error),
+            detail: error.to_string(),
         },
         Ok(response) => classify(
             response.status().as_u16(),
@@ -91,10 +91,6 @@ pub async fn send_batch<H: HttpClient>(
         ),
     };
     (outcome, sent)
-}
-
-fn transport_detail(error: &TransportError) -> String {
-    error.to_string()
 }
 
 /// Maps a status to what it means for the batch.
