@@ -24,7 +24,7 @@ use crate::resilience::{
 /// How many breaker transitions the state document keeps.
 pub const TRANSITIONS_KEPT: usize = 20;
 
-/// Resilience state that outlives a tick (the document `lcw/v1/resilience`).
+/// Resilience state that outlives a tick (a part of the collector's state document).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResilienceState {
     pub breaker: BreakerState,

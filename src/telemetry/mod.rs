@@ -2,8 +2,8 @@
 //! histograms — kept in the key-value store so they survive ticks — and their rendering as
 //! Prometheus text (`prometheus`) and statistics (`report`).
 //!
-//! A tick collects [`Timing`]s in memory and folds them into the stored document once, at its end
-//! (one read, one write). Percentiles come from fixed-bucket histograms (the same buckets the
+//! A tick collects [`Timing`]s in memory and folds them into its part of the collector's state
+//! document once, at its end (no extra round trip). Percentiles come from fixed-bucket histograms (the same buckets the
 //! metrics expose), interpolated linearly inside a bucket: bounded memory, exact counts,
 //! approximate quantiles. It must not decide anything about fetching or writing.
 
