@@ -285,6 +285,28 @@ fn each_status_code_has_its_handling() {
 }
 
 #[test]
+fn a_server_refusing_every_line_quarantines_a_few_and_keeps_the_rest() {
+    let sink = LcwFake::start();
+    sink.respond(
+        "/api/v2/write",
+        Reply::json(400, r#"{"code":"invalid","message":"invalid precision"}"#),
+    );
+    let settings = influx_settings(&[("influx_url", &sink.base_url)]);
+    let (delivery, state) = deliver(&NativeHost::new(&[("x", "y")]), &settings, &lines(40));
+    assert_eq!(delivery.quarantined, 10);
+    assert_eq!(
+        delivery.spooled, 30,
+        "kept for a later tick, not quarantined"
+    );
+    assert!(
+        state
+            .last_error
+            .unwrap()
+            .contains("check the influx_* settings")
+    );
+}
+
+#[test]
 fn after_a_429_nothing_is_sent_before_retry_after() {
     let sink = LcwFake::start();
     let mut reply = Reply::json(429, "{}");

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | 2xx | written |
 //! | 413 | split in halves, each sent again (one line that is still too large: quarantined) |
-//! | 400, 422, other 4xx | split in halves until the bad lines stand alone; those are quarantined with the server's message, the others written (a partial write already stored them: sending them again overwrites the same points) |
+//! | 400, 422, other 4xx | split in halves until the bad lines stand alone; those are quarantined with the server's message, the others written (a partial write already stored them: sending them again overwrites the same points); past 10 refused lines in a tick the rest is spooled instead, as a setting is more likely wrong than every line |
 //! | 401, 403, 404 | kept (spooled), the sink is down for this tick: no retry storm |
 //! | 429, 503 | kept, and nothing is sent before `Retry-After` (capped at 5 minutes; 10 s when absent) |
 //! | other 5xx, no answer | up to 2 retries with jittered backoff inside the deadline, then kept |
@@ -36,6 +36,9 @@ pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
 /// The pause after a 429/503 without `Retry-After`.
 pub const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(10);
 
+/// Lines quarantined in one tick beyond which a refusal is taken for a setting InfluxDB rejects
+/// (a wrong precision, a read-only token…) rather than for bad lines: the rest is spooled.
+pub const QUARANTINE_LIMIT_PER_TICK: u64 = 10;
 /// The least time left for which a batch is still sent (else it is spooled for the next tick).
 pub const MIN_WRITE_TIME: Duration = Duration::from_millis(250);
 
@@ -235,6 +238,17 @@ impl<'a, H: Host> Sink<'a, H> {
                 BatchOutcome::Written => {
                     written += (end - start) as u64;
                     self.count_written(&all[start..end]);
+                }
+                // So many refusals are a setting InfluxDB rejects, not bad lines: keep the rest.
+                outcome @ (BatchOutcome::TooLarge | BatchOutcome::Rejected { .. })
+                    if self.delivery.quarantined >= QUARANTINE_LIMIT_PER_TICK =>
+                {
+                    all[start..end].iter().for_each(|l| kept.push_str(l));
+                    let message = format!(
+                        "{outcome}; over {QUARANTINE_LIMIT_PER_TICK} lines refused this tick, the rest are kept for a later one (check the influx_* settings)"
+                    );
+                    self.note_error(message.clone());
+                    self.down = Some(message);
                 }
                 BatchOutcome::TooLarge | BatchOutcome::Rejected { .. } if end - start > 1 => {
                     let middle = start + (end - start) / 2;
