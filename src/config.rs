@@ -568,14 +568,25 @@ impl Settings {
         }
     }
 
-    /// The defaults of [`Settings::alert_thresholds`], for a tick whose settings are invalid.
+    /// The alert thresholds that apply when the settings themselves are invalid (the tick then
+    /// only records itself): the table's defaults.
     pub fn default_thresholds() -> crate::telemetry::Thresholds {
         crate::telemetry::Thresholds {
-            warning: std::time::Duration::from_secs(30),
-            critical: std::time::Duration::from_secs(60),
-            cool_down: std::time::Duration::from_secs(300),
+            warning: std::time::Duration::from_secs(default_number("alert_warning_s")),
+            critical: std::time::Duration::from_secs(default_number("alert_critical_s")),
+            cool_down: std::time::Duration::from_secs(default_number("alert_cooldown_s")),
         }
     }
+}
+
+/// The default of a numeric variable of [`VARIABLES`].
+pub fn default_number(name: &str) -> u64 {
+    VARIABLES
+        .iter()
+        .find(|v| v.name == name)
+        .and_then(|v| v.default)
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("`{name}` has no numeric default in VARIABLES"))
 }
 
 /// Upper-cases a coin or currency code and checks its shape: 1–32 characters of letters, digits,
@@ -621,6 +632,9 @@ mod tests {
             (5, 60)
         );
         assert_eq!(s.credit_reserve_percent, 5);
+        // The fallback for invalid settings is the same table, not a second copy of it.
+        assert_eq!(Settings::default_thresholds(), s.alert_thresholds());
+        assert_eq!(default_number("cycle_deadline_ms"), s.cycle_deadline_ms);
         assert_eq!(s.influx.api, InfluxApi::V2);
         assert_eq!(s.influx.bucket, "cryptocurrency_data");
         assert_eq!(s.influx.batch_size, 1000);

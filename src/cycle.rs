@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 
 use crate::cache::{self, TickCache};
-use crate::config::Settings;
+use crate::config::{self, Settings};
 use crate::guard::{Guard, StatusCheck};
 use crate::host::{Host, Level};
 use crate::influx::{self, Point, Sink};
@@ -51,9 +51,10 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
     let started = host.monotonic();
     let started_at_ms = host.unix_millis();
     let settings = Settings::load(host).await;
-    let deadline_ms = settings
-        .as_ref()
-        .map_or(DEFAULT_DEADLINE_MS, |s| s.cycle_deadline_ms);
+    let deadline_ms = settings.as_ref().map_or_else(
+        |_| config::default_number("cycle_deadline_ms"),
+        |s| s.cycle_deadline_ms,
+    );
 
     let owner = format!("{:016x}", host.random_u64());
     let leased = match lease::take(
@@ -161,9 +162,6 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
     }
     record
 }
-
-/// The deadline of a tick whose settings are invalid (it only records itself).
-const DEFAULT_DEADLINE_MS: u64 = 45_000;
 
 /// Counts a skipped tick in its own document: the running tick owns the state document.
 async fn count_overlap<H: Host>(host: &H, now_ms: i64) {

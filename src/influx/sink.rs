@@ -72,9 +72,6 @@ pub struct SinkState {
     pub not_before_ms: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_at_ms: Option<i64>,
-    /// Total request time in milliseconds, for the average response time.
-    #[serde(default)]
-    pub request_ms_total: u64,
 }
 
 /// One quarantined line.
@@ -294,7 +291,6 @@ impl<'a, H: Host> Sink<'a, H> {
             counters.bytes_raw += sent.raw_bytes as u64;
             counters.bytes_wire += sent.wire_bytes as u64;
             let duration_ms = self.host.monotonic().saturating_sub(started).as_millis() as u64;
-            self.state.request_ms_total += duration_ms;
             let status = if outcome == BatchOutcome::Written {
                 "success"
             } else {

@@ -48,31 +48,38 @@ impl Families {
     }
 
     fn counters(&mut self, name: &str, help: &str, samples: Vec<(Vec<(&str, &str)>, f64)>) {
-        let metrics = samples
-            .into_iter()
-            .map(|(pairs, value)| {
-                let mut counter = Counter::default();
-                counter.set_value(value);
-                let mut metric = Metric::from_label(labels(&pairs));
-                metric.set_counter(counter);
-                metric
-            })
-            .collect();
-        self.family(name, help, MetricType::COUNTER, metrics);
+        self.scalars(name, help, MetricType::COUNTER, samples);
     }
 
     fn gauges(&mut self, name: &str, help: &str, samples: Vec<(Vec<(&str, &str)>, f64)>) {
+        self.scalars(name, help, MetricType::GAUGE, samples);
+    }
+
+    /// A family of single-value samples (counters or gauges).
+    fn scalars(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        samples: Vec<(Vec<(&str, &str)>, f64)>,
+    ) {
         let metrics = samples
             .into_iter()
             .map(|(pairs, value)| {
-                let mut gauge = Gauge::default();
-                gauge.set_value(value);
                 let mut metric = Metric::from_label(labels(&pairs));
-                metric.set_gauge(gauge);
+                if kind == MetricType::COUNTER {
+                    let mut counter = Counter::default();
+                    counter.set_value(value);
+                    metric.set_counter(counter);
+                } else {
+                    let mut gauge = Gauge::default();
+                    gauge.set_value(value);
+                    metric.set_gauge(gauge);
+                }
                 metric
             })
             .collect();
-        self.family(name, help, MetricType::GAUGE, metrics);
+        self.family(name, help, kind, metrics);
     }
 
     fn histograms(
