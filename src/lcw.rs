@@ -550,7 +550,10 @@ impl<'a, H: HttpClient> Client<'a, H> {
         let mut builder = http::Request::post(endpoint_url(self.base_url, endpoint).as_str())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, USER_AGENT);
+            .header(http::header::USER_AGENT, USER_AGENT)
+            // Sized, never chunked: Spin sends a body without this header chunked, which some
+            // servers and proxies refuse (411).
+            .header(http::header::CONTENT_LENGTH, body.len());
         if endpoint != Endpoint::Status {
             builder = builder.header("x-api-key", self.api_key.expose());
         }

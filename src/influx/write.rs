@@ -219,9 +219,14 @@ fn build_request(
         raw_bytes: lines.len(),
         wire_bytes: body.len(),
     };
-    let request = builder.body(body).map_err(|_| {
-        "cannot build the request: check influx_url and the credential's characters".to_owned()
-    })?;
+    // Sized, never chunked: Spin sends a body without this header chunked, which some servers
+    // and proxies refuse (411).
+    let request = builder
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .map_err(|_| {
+            "cannot build the request: check influx_url and the credential's characters".to_owned()
+        })?;
     Ok((request, sent))
 }
 

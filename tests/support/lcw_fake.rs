@@ -1,6 +1,11 @@
 //! A Live Coin Watch fake on 127.0.0.1: answers every endpoint from `../shared/fixtures/lcw/`,
 //! checks method and API key like the real API, records every request, and can be told to answer
 //! an endpoint with another status, body, header or delay.
+//!
+//! It speaks HTTP/1.1 with both body framings: it reads sized and chunked request bodies, and can
+//! answer chunked. By default it refuses a chunked request body with 411, as some servers and
+//! proxies do: every body this app sends is small and known, so it must go with `Content-Length`
+//! (under Spin a body without that header goes out chunked).
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -62,6 +67,10 @@ pub struct Seen {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The body came with `Transfer-Encoding: chunked`.
+    pub chunked: bool,
+    /// When the request was read.
+    pub at: std::time::SystemTime,
 }
 
 impl Seen {
@@ -87,6 +96,8 @@ struct Shared {
     seen: Vec<Seen>,
     in_flight: usize,
     max_in_flight: usize,
+    accept_chunked: bool,
+    chunked_replies: bool,
 }
 
 pub struct LcwFake {
@@ -194,6 +205,22 @@ impl LcwFake {
         shared.handlers.remove(path);
     }
 
+    /// Accepts chunked request bodies from now on (by default they are refused with 411).
+    pub fn accept_chunked(&self) {
+        self.shared.lock().unwrap().accept_chunked = true;
+    }
+
+    /// Sends every other answer with `Transfer-Encoding: chunked`, so a client must read both
+    /// framings.
+    pub fn chunked_replies(&self) {
+        self.shared.lock().unwrap().chunked_replies = true;
+    }
+
+    /// Forgets the requests seen so far.
+    pub fn clear_seen(&self) {
+        self.shared.lock().unwrap().seen.clear();
+    }
+
     /// The most requests the fake was answering at the same time.
     pub fn max_in_flight(&self) -> usize {
         self.shared.lock().unwrap().max_in_flight
@@ -219,16 +246,37 @@ impl Drop for LcwFake {
     }
 }
 
-/// Reads one HTTP/1.1 request (headers, then a `Content-Length` body), answers it, closes.
+/// Reads one HTTP/1.1 request (headers, then a sized or chunked body), answers it, closes.
 fn serve(stream: TcpStream, shared: &Mutex<Shared>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
     });
+    let Some(seen) = read_request(&mut reader) else {
+        return;
+    };
+    let (accept_chunked, chunked_reply) = {
+        let shared = shared.lock().unwrap();
+        let chunked_reply = shared.chunked_replies && shared.seen.len() % 2 == 1;
+        (shared.accept_chunked, chunked_reply)
+    };
+    let reply = if seen.chunked && !accept_chunked {
+        shared.lock().unwrap().seen.push(seen.clone());
+        Reply::json(
+            411,
+            r#"{"error":{"code":411,"status":"Length Required","description":"A chunked request body is refused: send Content-Length."}}"#,
+        )
+    } else {
+        answer(&seen, shared)
+    };
+    write_reply(stream, &reply, chunked_reply);
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-        return;
+        return None;
     }
     let mut parts = request_line.split_whitespace();
     let (method, url) = (
@@ -245,39 +293,87 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) {
             headers.push((name.trim().to_owned(), value.trim().to_owned()));
         }
     }
-    let length = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let seen = Seen {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        read_chunked(reader)?
+    } else {
+        let length = header("content-length").and_then(|v| v.parse::<usize>().ok());
+        let mut body = vec![0; length.unwrap_or(0)];
+        reader.read_exact(&mut body).ok()?;
+        body
+    };
+    Some(Seen {
         method: method.to_uppercase(),
         path: url.split('?').next().unwrap_or("").to_owned(),
         url,
         headers,
         body,
-    };
-    let reply = answer(&seen, shared);
+        chunked,
+        at: std::time::SystemTime::now(),
+    })
+}
+
+/// A chunked body: hex size lines, each followed by that many bytes and CRLF, until size 0.
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        reader.read_line(&mut size_line).ok()?;
+        let size = usize::from_str_radix(size_line.trim().split(';').next()?, 16).ok()?;
+        if size == 0 {
+            // Trailers, if any, end with an empty line.
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).ok()? == 0 || line.trim_end().is_empty() {
+                    return Some(body);
+                }
+            }
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..]).ok()?;
+        let mut crlf = [0; 2];
+        reader.read_exact(&mut crlf).ok()?;
+    }
+}
+
+fn write_reply(mut stream: TcpStream, reply: &Reply, chunked: bool) {
     let reason = http::StatusCode::from_u16(reply.status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Status");
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_owned()
+    } else {
+        format!("Content-Length: {}", reply.body.len())
+    };
     let mut head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\n{framing}\r\nConnection: close\r\n",
         reply.status,
-        reply.body.len()
     );
     for (name, value) in &reply.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    let mut stream = stream;
     let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(&reply.body);
+    if chunked {
+        // Two chunks (when there is a body), so a reader must join them.
+        let (first, second) = reply.body.split_at(reply.body.len() / 2);
+        for chunk in [first, second].into_iter().filter(|c| !c.is_empty()) {
+            let _ = write!(stream, "{:x}\r\n", chunk.len());
+            let _ = stream.write_all(chunk);
+            let _ = stream.write_all(b"\r\n");
+        }
+        let _ = stream.write_all(b"0\r\n\r\n");
+    } else {
+        let _ = stream.write_all(&reply.body);
+    }
     let _ = stream.flush();
 }
 

@@ -4,6 +4,10 @@
 //! generator, and clocks that run in real time but jump forward on `sleep` instead of sleeping
 //! (so retry and rate-limit waits are asserted, not waited for; [`NativeHost::real_sleep`]
 //! makes sleeps real).
+//!
+//! Its HTTP frames bodies like Spin's outbound HTTP: a request body without an explicit
+//! `Content-Length` header goes out with `Transfer-Encoding: chunked`, so a missing header shows
+//! in native tests (the LCW fake refuses chunked bodies).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -128,7 +132,17 @@ fn blocking_send(request: HttpRequest, timeouts: Timeouts) -> Result<HttpRespons
         .http_status_as_error(false)
         .build()
         .into();
-    let response = agent.run(request).map_err(|error| match error {
+    let (parts, body) = request.into_parts();
+    let sized = parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        || (body.is_empty() && matches!(parts.method, http::Method::GET | http::Method::HEAD));
+    let result = if sized {
+        agent.run(http::Request::from_parts(parts, body))
+    } else {
+        let mut reader = std::io::Cursor::new(body);
+        let chunked = ureq::SendBody::from_reader(&mut reader);
+        agent.run(http::Request::from_parts(parts, chunked))
+    };
+    let response = result.map_err(|error| match error {
         ureq::Error::Timeout(ureq::Timeout::Connect) => TransportError::ConnectTimeout,
         ureq::Error::Timeout(_) => TransportError::Timeout,
         ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
