@@ -30,6 +30,7 @@ pub mod influx;
 pub mod lcw;
 pub mod lease;
 pub mod plan;
+pub mod remote;
 pub mod resilience;
 pub mod routes;
 pub mod schema;
