@@ -1,7 +1,10 @@
 //! One fetch cycle, start to finish: settings, lease, plan, cache, guarded LCW calls, points,
 //! InfluxDB writes, the record.
 //!
-//! Owns the order of a tick and its time budget. LCW calls end a write reserve before the
+//! Owns the order of a tick, its time budget, and the collector's state document
+//! ([`CollectorState`]): it reads it once, hands each part (resilience, cache index, sink, history,
+//! telemetry) its piece, collects them back and writes it once; it also reads it for the API
+//! ([`load_snapshot`]). LCW calls end a write reserve before the
 //! deadline, so the writes always have time; every call and write gets the smaller of its own
 //! timeout and the time left. Independent calls run concurrently, at most
 //! `max_concurrent_requests` at once. It must not format wire data (that is `lcw` and `influx`),

@@ -13,7 +13,8 @@
 //! | 429, 503 | kept, and nothing is sent before `Retry-After` (capped at 5 minutes; 10 s when absent) |
 //! | other 5xx, no answer | up to 2 retries with jittered backoff inside the deadline, then kept |
 //!
-//! It must not know where the lines came from.
+//! It must not know where the lines came from. Its state travels in the cycle's state document;
+//! the quarantine document it appends to is named in `state`, below it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;

@@ -1,6 +1,9 @@
-//! Telemetry: every operation's timing and outcome, thresholds and alerts, counters and
-//! histograms — kept in the key-value store so they survive ticks — and their rendering as
-//! Prometheus text (`prometheus`) and statistics (`report`).
+//! Telemetry: the tick history (`history`), every operation's timing and outcome, alerts,
+//! counters and histograms — carried in the cycle's state document so they survive ticks — and
+//! their rendering as Prometheus text (`prometheus`) and statistics (`report`).
+//!
+//! It renders a [`Snapshot`] the cycle fills in, and shows the sink through its own
+//! [`SinkSnapshot`], never through the sink's state; it does not read the store.
 //!
 //! A tick collects [`Timing`]s in memory and folds them into its part of the collector's state
 //! document once, at its end (no extra round trip). Percentiles come from fixed-bucket histograms (the same buckets the
