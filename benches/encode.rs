@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use influxdb_line_protocol::LineProtocolBuilder;
-use lcw_fetcher::influx::{FieldValue, Point, encode_points, write::gzip};
+use lcw_fetcher::influx::line_protocol::{FieldValue, Point, encode_points, gzip};
 use lcw_fetcher::lcw::{Coin, Delta};
 use lcw_fetcher::schema::coin_point;
 

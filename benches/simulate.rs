@@ -15,7 +15,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use lcw_fetcher::state::Outcome;
+use lcw_fetcher::telemetry::history::Outcome;
 use sim::{Original, Profile, Rng, TickResult, World, our_tick, our_variables};
 
 /// Counts allocations, for the cost-per-tick table.
@@ -235,7 +235,7 @@ fn outage_table() {
 }
 
 fn cost_table() {
-    use lcw_fetcher::influx::encode_points;
+    use lcw_fetcher::influx::line_protocol::encode_points;
     use lcw_fetcher::lcw::{Coin, Endpoint, parse_body};
     use lcw_fetcher::schema::coin_point;
 
@@ -269,7 +269,7 @@ fn cost_table() {
         std::hint::black_box(parse_body::<Vec<Coin>>(Endpoint::CoinsList, &hundred).unwrap());
     });
     let two_pages = [page(100), page(100)];
-    let doc = lcw_fetcher::state::CollectorState::default();
+    let doc = lcw_fetcher::cycle::CollectorState::default();
     let mut process = || {
         let mut points = Vec::with_capacity(200);
         for body in &two_pages {
@@ -282,7 +282,7 @@ fn cost_table() {
         }
         let mut lines = String::with_capacity(200 * 400);
         encode_points(&points, &mut lines);
-        let packed = lcw_fetcher::influx::write::gzip(lines.as_bytes()).unwrap();
+        let packed = lcw_fetcher::influx::line_protocol::gzip(lines.as_bytes()).unwrap();
         let state = serde_json::to_vec(&doc).unwrap();
         std::hint::black_box((packed, state));
     };

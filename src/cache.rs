@@ -14,6 +14,7 @@ use std::io::{Read as _, Write as _};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Ttls;
 use crate::host::{KeyValue, KvError, Level, Log};
 use crate::lcw::Endpoint;
 
@@ -26,27 +27,16 @@ pub const SEGMENT_LIMIT: usize = 900 * 1024;
 /// refreshes every tick.
 pub const TTL_SLACK_MS: i64 = 2_000;
 
-/// Which TTL applies to an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ttls {
-    pub status_s: u64,
-    pub credits_s: u64,
-    pub coins_single_s: u64,
-    pub coins_list_s: u64,
-    pub overview_s: u64,
-    pub exchanges_list_s: u64,
-}
-
-impl Ttls {
-    pub fn for_endpoint(&self, endpoint: Endpoint) -> u64 {
-        match endpoint {
-            Endpoint::Status => self.status_s,
-            Endpoint::Credits => self.credits_s,
-            Endpoint::CoinsSingle | Endpoint::CoinsSingleHistory => self.coins_single_s,
-            Endpoint::CoinsList | Endpoint::CoinsMap => self.coins_list_s,
-            Endpoint::Overview => self.overview_s,
-            Endpoint::ExchangesList | Endpoint::ExchangesSingle => self.exchanges_list_s,
-        }
+/// The TTL of `endpoint`'s answers, in seconds: the endpoint→setting map lives here, as the
+/// settings cannot name LCW endpoints.
+pub fn ttl_s(ttls: &Ttls, endpoint: Endpoint) -> u64 {
+    match endpoint {
+        Endpoint::Status => ttls.status_s,
+        Endpoint::Credits => ttls.credits_s,
+        Endpoint::CoinsSingle | Endpoint::CoinsSingleHistory => ttls.coins_single_s,
+        Endpoint::CoinsList | Endpoint::CoinsMap => ttls.coins_list_s,
+        Endpoint::Overview => ttls.overview_s,
+        Endpoint::ExchangesList | Endpoint::ExchangesSingle => ttls.exchanges_list_s,
     }
 }
 
@@ -250,8 +240,7 @@ impl TickCache {
             return false;
         }
         self.remove(&key);
-        let ttl_ms =
-            i64::try_from(self.ttls.for_endpoint(endpoint)).unwrap_or(i64::MAX / 2000) * 1000;
+        let ttl_ms = i64::try_from(ttl_s(&self.ttls, endpoint)).unwrap_or(i64::MAX / 2000) * 1000;
         self.index.entries.insert(
             key.clone(),
             Entry {

@@ -150,7 +150,7 @@ pub struct Settings {
     pub breaker_failure_threshold: u32,
     pub breaker_cool_down_s: u64,
     pub credit_reserve_percent: u32,
-    pub cache_ttls: crate::cache::Ttls,
+    pub cache_ttls: Ttls,
     pub cache_max_entries: u32,
     pub max_concurrent_requests: u32,
     pub influx: InfluxSettings,
@@ -159,6 +159,25 @@ pub struct Settings {
     pub alert_critical_s: u64,
     pub alert_cooldown_s: u64,
     pub admin_token: Secret,
+}
+
+/// Seconds an answer stays fresh, per kind of LCW answer (`cache::ttl_s` maps endpoints here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttls {
+    pub status_s: u64,
+    pub credits_s: u64,
+    pub coins_single_s: u64,
+    pub coins_list_s: u64,
+    pub overview_s: u64,
+    pub exchanges_list_s: u64,
+}
+
+/// Alert thresholds of the telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub warning: std::time::Duration,
+    pub critical: std::time::Duration,
+    pub cool_down: std::time::Duration,
 }
 
 /// Where and how points are written.
@@ -292,7 +311,7 @@ impl Settings {
             breaker_failure_threshold: r.number("breaker_failure_threshold", 1, 1_000),
             breaker_cool_down_s: r.number("breaker_cool_down_s", 1, 86_400),
             credit_reserve_percent: r.number("credit_reserve_percent", 0, 100),
-            cache_ttls: crate::cache::Ttls {
+            cache_ttls: Ttls {
                 status_s: r.number("cache_ttl_status_s", 1, 86_400),
                 credits_s: r.number("cache_ttl_credits_s", 1, 86_400),
                 coins_single_s: r.number("cache_ttl_coin_single_s", 1, 86_400),
@@ -560,8 +579,8 @@ fn placeholder_url() -> Url {
 
 impl Settings {
     /// The alert thresholds of the telemetry.
-    pub fn alert_thresholds(&self) -> crate::telemetry::Thresholds {
-        crate::telemetry::Thresholds {
+    pub fn alert_thresholds(&self) -> Thresholds {
+        Thresholds {
             warning: std::time::Duration::from_secs(self.alert_warning_s),
             critical: std::time::Duration::from_secs(self.alert_critical_s),
             cool_down: std::time::Duration::from_secs(self.alert_cooldown_s),
@@ -570,8 +589,8 @@ impl Settings {
 
     /// The alert thresholds that apply when the settings themselves are invalid (the tick then
     /// only records itself): the table's defaults.
-    pub fn default_thresholds() -> crate::telemetry::Thresholds {
-        crate::telemetry::Thresholds {
+    pub fn default_thresholds() -> Thresholds {
+        Thresholds {
             warning: std::time::Duration::from_secs(default_number("alert_warning_s")),
             critical: std::time::Duration::from_secs(default_number("alert_critical_s")),
             cool_down: std::time::Duration::from_secs(default_number("alert_cooldown_s")),

@@ -1,7 +1,10 @@
 //! One fetch cycle, start to finish: settings, lease, plan, cache, guarded LCW calls, points,
 //! InfluxDB writes, the record.
 //!
-//! Owns the order of a tick and its time budget. LCW calls end a write reserve before the
+//! Owns the order of a tick, its time budget, and the collector's state document
+//! ([`CollectorState`]): it reads it once, hands each part (resilience, cache index, sink, history,
+//! telemetry) its piece, collects them back and writes it once; it also reads it for the API
+//! ([`load_snapshot`]). LCW calls end a write reserve before the
 //! deadline, so the writes always have time; every call and write gets the smaller of its own
 //! timeout and the time left. Independent calls run concurrently, at most
 //! `max_concurrent_requests` at once. It must not format wire data (that is `lcw` and `influx`),
@@ -12,12 +15,15 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, TickCache};
 use crate::config::{self, Settings};
-use crate::guard::{Guard, StatusCheck};
-use crate::host::{Host, Level};
-use crate::influx::{self, Point, Sink};
+use crate::guard::{Guard, ResilienceState, StatusCheck};
+use crate::host::{Host, KeyValue, KvError, Level, Log};
+use crate::influx::line_protocol::{self, Point};
+use crate::influx::sink::Sink;
+use crate::influx::sink::{DatabaseRequest, SinkState};
 use crate::lcw::{
     self, Coin, CoinsListRequest, CoinsMapRequest, CreditsAnswer, CurrencyRequest, Endpoint,
     Exchange, ExchangesListRequest, LcwError, NoParameters, Overview,
@@ -26,14 +32,71 @@ use crate::lease::{self, Taken};
 use crate::plan::{self, Want};
 use crate::resilience::Credits;
 use crate::schema;
-use crate::state::{self, CollectorState, CycleRecord, Outcome, Overlaps};
-use crate::telemetry::{self, Timing, op};
+use crate::state;
+use crate::telemetry::history::{CycleHistory, CycleRecord, Outcome, Overlaps};
+use crate::telemetry::{self, SinkSnapshot, Snapshot, TelemetryState, Timing, op};
 
-/// Data type labels, as in `lcw_data_points_stored_total{data_type}` and `/stats`.
-pub const COINS: &str = "coins";
-pub const OVERVIEW: &str = "overview";
-pub const EXCHANGES: &str = "exchanges";
-pub const DATA_TYPES: [&str; 3] = [COINS, OVERVIEW, EXCHANGES];
+/// The state a tick carries over to the next: its history, the breaker, rate limit, credits and
+/// status check, the cache index, the sink (counters and spool index) and the telemetry. Only the
+/// lease holder writes it (a tick, or the admin cache clear), so one writer at a time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CollectorState {
+    #[serde(default)]
+    pub history: CycleHistory,
+    #[serde(default)]
+    pub resilience: ResilienceState,
+    #[serde(default)]
+    pub cache: cache::Index,
+    #[serde(default)]
+    pub sink: SinkState,
+    #[serde(default)]
+    pub telemetry: TelemetryState,
+}
+
+/// Reads the state the collector writes, and the count of skipped overlapping ticks, as the
+/// telemetry shows them.
+pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvError> {
+    let raw = store.kv_get(state::STATE_KEY).await?;
+    let mut state_bytes = raw.as_ref().map_or(0, |r| r.len() as u64);
+    let doc: CollectorState = raw
+        .map(|r| state::parse_or_default(store, state::STATE_KEY, &r))
+        .unwrap_or_default();
+    let overlaps: Overlaps = state::load(store, state::OVERLAPS_KEY).await?;
+    let CollectorState {
+        mut history,
+        resilience,
+        cache,
+        sink,
+        telemetry,
+    } = doc;
+    if overlaps.count > 0 {
+        *history
+            .cycles_by_outcome
+            .entry(Outcome::SkippedOverlap)
+            .or_default() += overlaps.count;
+    }
+    state_bytes += sink.spool.segments.iter().map(|s| s.bytes).sum::<u64>();
+    Ok(Snapshot {
+        history,
+        resilience,
+        telemetry,
+        cache,
+        sink: sink_snapshot(&sink),
+        state_bytes,
+        linear_memory_bytes: telemetry::linear_memory_bytes(),
+    })
+}
+
+fn sink_snapshot(sink: &SinkState) -> SinkSnapshot {
+    SinkSnapshot {
+        counters: sink.counters,
+        spool_points: sink.spool.points(),
+        spool_segments: sink.spool.segments.len(),
+        paused_until_ms: sink.not_before_ms,
+        last_error: sink.last_error.clone(),
+        last_error_at_ms: sink.last_error_at_ms,
+    }
+}
 
 /// How long a lease outlives the deadline of the tick that took it.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -181,7 +244,7 @@ async fn count_overlap<H: Host>(host: &H, now_ms: i64) {
 #[derive(Default)]
 struct Tick {
     timings: Vec<Timing>,
-    database: Vec<telemetry::DatabaseRequest>,
+    database: Vec<DatabaseRequest>,
 }
 
 impl Tick {
@@ -294,7 +357,7 @@ async fn collect<H: Host>(
             );
         }
         let mut lines = String::with_capacity(fetched.points.len() * 320);
-        let encoded = influx::encode_points(&fetched.points, &mut lines);
+        let encoded = line_protocol::encode_points(&fetched.points, &mut lines);
         if encoded.dropped_fields > 0 || encoded.dropped_points > 0 {
             host.log(
                 Level::Warn,
@@ -322,15 +385,9 @@ async fn collect<H: Host>(
     doc.sink = sink_state;
     tick.database.extend(delivery.requests.iter().cloned());
     for (measurement, count) in &delivery.written {
-        let data_type = match measurement.as_str() {
-            schema::COINS_MEASUREMENT => COINS,
-            schema::OVERVIEW_MEASUREMENT => OVERVIEW,
-            schema::EXCHANGES_MEASUREMENT => EXCHANGES,
-            other => other,
-        };
         *record
             .points_written
-            .entry(data_type.to_owned())
+            .entry(schema::data_type(measurement).to_owned())
             .or_default() += count;
     }
     record.points_replayed = delivery.replayed;

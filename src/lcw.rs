@@ -13,9 +13,7 @@ use url::Url;
 
 use crate::config::Secret;
 use crate::host::{HttpClient, Timeouts, TransportError};
-
-/// `User-Agent` of every call: the project and its version.
-pub const USER_AGENT: &str = concat!("lcw-fetcher/", env!("CARGO_PKG_VERSION"));
+use crate::remote::{ErrorClass, USER_AGENT, retry_after};
 
 /// The LCW API's page limit for list endpoints.
 pub const PAGE_LIMIT: u32 = 100;
@@ -54,23 +52,6 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.path())
     }
-}
-
-/// How the resilience policies treat a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// 5xx, connection failure, timeout: worth retrying, counts against the breaker.
-    Transient,
-    /// 429: retry after the advised delay; does not count against the breaker.
-    RateLimited,
-    /// 401/403: the key is wrong; retrying cannot help.
-    Auth,
-    /// Other 4xx: this request is wrong; retrying cannot help.
-    Permanent,
-    /// A 2xx whose body does not have the documented shape.
-    Malformed,
-    /// Not sent at all (breaker open, rate budget, deadline): says nothing about the API.
-    NotSent,
 }
 
 /// A failed LCW call. Shows the endpoint and what went wrong, never the key.
@@ -643,18 +624,6 @@ fn error_message(body: &[u8], status: u16) -> String {
     }
 }
 
-/// `Retry-After` in delta-seconds (LCW documents none; proxies and gateways send seconds).
-pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,13 +695,5 @@ mod tests {
         assert_eq!(coins[0].total_supply, None);
         assert_eq!(coins[0].all_time_high_usd, Some(2.0));
         assert_eq!(coins[0].delta, None);
-    }
-
-    #[test]
-    fn retry_after_seconds_are_read() {
-        let mut headers = http::HeaderMap::new();
-        assert_eq!(retry_after(&headers), None);
-        headers.insert(http::header::RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
     }
 }

@@ -5,20 +5,25 @@
 //! that hand it a Spin-backed host ([`spin_host`], feature `spin`), and the tests hand it native
 //! and simulated ones.
 //!
-//! Where each concern lives:
+//! Where each concern lives, lowest layer first (`docs/layers.toml`: a module imports only from
+//! lower layers, which `tests/architecture.rs` enforces):
 //! - [`host`] — the ports (HTTP, key-value, variables, clocks, log);
-//! - [`config`] — application variables into validated [`config::Settings`];
-//! - [`lcw`] — the Live Coin Watch API: requests, typed responses, error classes;
+//! - [`remote`] — what LCW and InfluxDB share: error classes, `Retry-After`, `User-Agent`;
+//! - [`config`] — application variables into validated [`config::Settings`], and every settings
+//!   type (TTLs, alert thresholds, InfluxDB);
 //! - [`resilience`] — pure rules: retry backoff, circuit breaker, rate limiter, credit reserve;
-//! - [`guard`] — one LCW call through those rules, with the tick's shared state;
-//! - [`plan`] — what a tick fetches, and the credits the settings cost a day;
-//! - [`cache`] — answers kept in the store with their fetch time: TTL, LRU, statistics;
+//! - [`influx::line_protocol`] — points into line protocol, and its gzip;
+//! - [`state`] — key names of the stored documents and their JSON codec;
+//! - [`lcw`] — the Live Coin Watch API: requests, typed responses, the client;
+//! - [`influx::write`], [`influx::spool`] — one batch to InfluxDB; lines waiting in the store;
 //! - [`lease`] — one tick at a time across processes sharing the store;
+//! - [`guard`] — one LCW call through the resilience rules, with the tick's shared state;
+//! - [`cache`] — answers kept in the store with their fetch time: TTL, LRU, statistics;
 //! - [`schema`] — LCW answers into InfluxDB points (measurement, tag and field names);
-//! - [`influx`] — line protocol and the InfluxDB write APIs;
-//! - [`state`] — documents in the key-value store;
-//! - [`cycle`] — one fetch cycle, start to finish;
-//! - [`telemetry`] — Prometheus text and JSON statistics from the stored state;
+//! - [`influx::sink`] — delivery that loses nothing: retries, splitting, quarantine, spool;
+//! - [`plan`] — what a tick fetches, and the credits the settings cost a day;
+//! - [`telemetry`] — tick history, timings and alerts; Prometheus text and JSON statistics;
+//! - [`cycle`] — one fetch cycle, start to finish, and the state document it carries over;
 //! - [`routes`] — the HTTP API.
 
 pub mod cache;
@@ -30,6 +35,7 @@ pub mod influx;
 pub mod lcw;
 pub mod lease;
 pub mod plan;
+pub mod remote;
 pub mod resilience;
 pub mod routes;
 pub mod schema;

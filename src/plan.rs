@@ -5,6 +5,7 @@
 //! the cache (a fresh answer is served from it) and the guard (breaker, rate limit, deadline).
 //! It must not make calls or read the store.
 
+use crate::cache;
 use crate::config::Settings;
 use crate::guard::ResilienceState;
 use crate::lcw::{Endpoint, PAGE_LIMIT};
@@ -97,9 +98,7 @@ pub fn calls_per_day(settings: &Settings) -> u64 {
     // A cached kind is fetched again on the first tick at or after its TTL.
     let fetches = |endpoint: Endpoint| {
         cycles
-            / settings
-                .cache_ttls
-                .for_endpoint(endpoint)
+            / cache::ttl_s(&settings.cache_ttls, endpoint)
                 .div_ceil(interval_s)
                 .max(1)
     };

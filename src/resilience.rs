@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lcw::ErrorClass;
+use crate::remote::ErrorClass;
 
 /// The least time an attempt must have left after its wait for the wait to be worth starting.
 /// A retry or a rate-limit wait that would leave less is not started: the call fails fast.

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::config::{self, Settings};
 use crate::host::{Host, Level, Timeouts};
-use crate::influx::sink::{QUARANTINE_KEY, Quarantine};
+use crate::influx::sink::Quarantine;
 use crate::influx::write;
 use crate::lease::{self, Taken};
 use crate::resilience::BreakerState;
@@ -143,7 +143,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn with_snapshot<H: Host>(host: &H, render: impl FnOnce(&Snapshot) -> Response) -> Response {
-    match telemetry::load_snapshot(host).await {
+    match cycle::load_snapshot(host).await {
         Ok(snapshot) => render(&snapshot),
         Err(e) => {
             host.log(Level::Error, &e.to_string());
@@ -240,7 +240,7 @@ async fn stats<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response 
 }
 
 async fn status<H: Host>(host: &H) -> Response {
-    let snapshot = match telemetry::load_snapshot(host).await {
+    let snapshot = match cycle::load_snapshot(host).await {
         Ok(s) => s,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -311,7 +311,7 @@ async fn status<H: Host>(host: &H) -> Response {
         "breaker": snapshot.resilience.breaker,
         "credits": snapshot.resilience.credits,
         "planned_calls_per_day": settings.as_ref().map(plan::calls_per_day),
-        "spool_points": snapshot.sink.spool.points(),
+        "spool_points": snapshot.sink.spool_points,
         "quarantined_points": snapshot.sink.counters.quarantined,
         "last_success_at_ms": snapshot.history.last_success_at_ms,
         "last_success_age_s": last_success_age_s,
@@ -347,7 +347,7 @@ async fn clear_cache<H: Host>(host: &H) -> Response {
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
     let result = async {
-        let mut doc: state::CollectorState = state::load(host, state::STATE_KEY).await?;
+        let mut doc: cycle::CollectorState = state::load(host, state::STATE_KEY).await?;
         let cleared = cache::clear(host, &mut doc.cache).await?;
         state::save(host, state::STATE_KEY, &doc).await?;
         Ok::<_, cache::CacheError>(cleared)
@@ -372,7 +372,7 @@ async fn clear_cache<H: Host>(host: &H) -> Response {
 }
 
 async fn quarantine<H: Host>(host: &H) -> Response {
-    match state::load::<Quarantine, _>(host, QUARANTINE_KEY).await {
+    match state::load::<Quarantine, _>(host, state::QUARANTINE_KEY).await {
         Ok(q) => json_response(
             StatusCode::OK,
             &json!({ "total": q.total, "recent": q.recent }),

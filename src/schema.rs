@@ -6,12 +6,30 @@
 //! integers (`rank`) stay integers. Absent values are omitted, never written as 0. It must not
 //! fetch, encode or write anything.
 
-use crate::influx::{FieldValue, Point};
+use crate::influx::line_protocol::{FieldValue, Point};
 use crate::lcw::{Coin, Exchange, Overview};
 
 pub const COINS_MEASUREMENT: &str = "cryptocurrency_data";
 pub const OVERVIEW_MEASUREMENT: &str = "market_overview";
 pub const EXCHANGES_MEASUREMENT: &str = "exchange_data";
+
+/// Data type labels, as in `lcw_data_points_stored_total{data_type}` and `/stats`: here, beside
+/// the measurements they name, so the cycle and the telemetry share them without importing
+/// each other.
+pub const COINS: &str = "coins";
+pub const OVERVIEW: &str = "overview";
+pub const EXCHANGES: &str = "exchanges";
+pub const DATA_TYPES: [&str; 3] = [COINS, OVERVIEW, EXCHANGES];
+
+/// The data type label of a measurement (an unknown measurement is its own label).
+pub fn data_type(measurement: &str) -> &str {
+    match measurement {
+        COINS_MEASUREMENT => COINS,
+        OVERVIEW_MEASUREMENT => OVERVIEW,
+        EXCHANGES_MEASUREMENT => EXCHANGES,
+        other => other,
+    }
+}
 
 /// `cryptocurrency_data`: tags `code`, `name`, `currency`; prices, supplies and the six deltas
 /// (LCW's ratios as given: 1 means unchanged).

@@ -1,185 +1,25 @@
-//! Persistent state in the key-value store: the key layout and typed JSON documents.
+//! Documents in the key-value store: the key layout and the JSON codec.
 //!
-//! Owns every key name (versioned under `lcw/v1/`), the collector's state document that a tick
-//! reads once and writes once, and how documents are read and written. A value that fails to
-//! parse is treated as absent and logged — never a crash. Each key has one writer at a time: the
-//! lease holder writes the state document; the API otherwise only reads. It must not decide what
-//! goes into the documents.
+//! Owns the names of the shared documents (versioned under `lcw/v1/`) and how any document is
+//! read and written: a value that fails to parse is treated as absent and logged — never a crash.
+//! It sits below every module that keeps a document, so that they can share key names and the
+//! codec without importing each other. It must not know what goes into a document (their owners
+//! define the shapes: the cycle its state document, the sink its quarantine, the lease itself),
+//! nor decide when one is written.
 
-use std::collections::{BTreeMap, VecDeque};
+use serde::{Serialize, de::DeserializeOwned};
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
-
-use crate::cache;
-use crate::guard::{GuardReport, ResilienceState};
 use crate::host::{KeyValue, KvError, Level, Log};
-use crate::influx::sink::SinkState;
-use crate::telemetry::TelemetryState;
 
-/// The collector's state document: everything a tick reads at its start and writes at its end,
-/// in one round trip each (see [`CollectorState`]).
+/// The collector's state document (`cycle::CollectorState`): everything a tick reads at its
+/// start and writes at its end, in one round trip each.
 pub const STATE_KEY: &str = "lcw/v1/state";
 /// Ticks that found the lease taken (written only by them, so a running tick cannot lose it).
 pub const OVERLAPS_KEY: &str = "lcw/v1/overlaps";
 /// The lease a running tick holds (`lease::Lease`).
 pub const LEASE_KEY: &str = "lcw/v1/lease";
-
-/// How many cycle records `/stats` keeps.
-pub const RECENT_CYCLES: usize = 60;
-
-/// How a cycle ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Everything planned was fetched and written.
-    Success,
-    /// Some points were written, something failed.
-    Partial,
-    /// Nothing was written.
-    Error,
-    /// The circuit breaker was open: no LCW call was made.
-    SkippedBreaker,
-    /// Another tick held the lease: this one did nothing.
-    SkippedOverlap,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Success,
-        Outcome::Partial,
-        Outcome::Error,
-        Outcome::SkippedBreaker,
-        Outcome::SkippedOverlap,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Partial => "partial",
-            Self::Error => "error",
-            Self::SkippedBreaker => "skipped_breaker",
-            Self::SkippedOverlap => "skipped_overlap",
-        }
-    }
-}
-
-/// What one cycle did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CycleRecord {
-    pub started_at_ms: i64,
-    pub duration_ms: u64,
-    pub outcome: Outcome,
-    /// Points that InfluxDB accepted, by data type (`coins`, `overview`).
-    pub points_written: BTreeMap<String, u64>,
-    /// Spooled points that InfluxDB accepted this tick.
-    #[serde(default)]
-    pub points_replayed: u64,
-    /// Points InfluxDB could not take now, kept in the spool.
-    #[serde(default)]
-    pub points_spooled: u64,
-    /// Points InfluxDB refused for good, kept in the quarantine.
-    #[serde(default)]
-    pub points_quarantined: u64,
-    /// Points lost: evicted from a full spool, or not spoolable.
-    #[serde(default)]
-    pub points_evicted: u64,
-    /// One line per failure, secrets never included.
-    pub errors: Vec<String>,
-    /// Points left out for having no finite field.
-    #[serde(default)]
-    pub points_dropped: u64,
-    /// Wanted answers served from the cache.
-    #[serde(default)]
-    pub cache_hits: u64,
-    /// LCW attempts, calls not sent, retries and waits.
-    #[serde(default)]
-    pub lcw: GuardReport,
-    /// The circuit breaker's state at the end of the tick.
-    #[serde(default)]
-    pub breaker: String,
-}
-
-impl CycleRecord {
-    /// A record with nothing written yet; the cycle fills in times and counts.
-    pub fn new(outcome: Outcome, errors: Vec<String>) -> Self {
-        Self {
-            started_at_ms: 0,
-            duration_ms: 0,
-            outcome,
-            points_written: BTreeMap::new(),
-            points_replayed: 0,
-            points_spooled: 0,
-            points_quarantined: 0,
-            points_evicted: 0,
-            errors,
-            points_dropped: 0,
-            cache_hits: 0,
-            lcw: GuardReport::default(),
-            breaker: String::new(),
-        }
-    }
-
-    pub fn total_written(&self) -> u64 {
-        self.points_written.values().sum()
-    }
-}
-
-/// Totals since the store was created, and the most recent cycles (newest last).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CycleHistory {
-    pub cycles_by_outcome: BTreeMap<Outcome, u64>,
-    pub points_written_by_type: BTreeMap<String, u64>,
-    pub last_success_at_ms: Option<i64>,
-    pub recent: VecDeque<CycleRecord>,
-}
-
-impl CycleHistory {
-    /// Adds a finished cycle to the totals and the recent window.
-    pub fn record(&mut self, cycle: CycleRecord) {
-        *self.cycles_by_outcome.entry(cycle.outcome).or_default() += 1;
-        for (data_type, count) in &cycle.points_written {
-            *self
-                .points_written_by_type
-                .entry(data_type.clone())
-                .or_default() += count;
-        }
-        if cycle.outcome == Outcome::Success {
-            self.last_success_at_ms = Some(cycle.started_at_ms);
-        }
-        self.recent.push_back(cycle);
-        while self.recent.len() > RECENT_CYCLES {
-            self.recent.pop_front();
-        }
-    }
-
-    pub fn last(&self) -> Option<&CycleRecord> {
-        self.recent.back()
-    }
-}
-
-/// The state a tick carries over to the next: its history, the breaker, rate limit, credits and
-/// status check, the cache index, the sink (counters and spool index) and the telemetry. Only the
-/// lease holder writes it (a tick, or the admin cache clear), so one writer at a time.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CollectorState {
-    #[serde(default)]
-    pub history: CycleHistory,
-    #[serde(default)]
-    pub resilience: ResilienceState,
-    #[serde(default)]
-    pub cache: cache::Index,
-    #[serde(default)]
-    pub sink: SinkState,
-    #[serde(default)]
-    pub telemetry: TelemetryState,
-}
-
-/// Ticks skipped because another held the lease.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Overlaps {
-    pub count: u64,
-    pub last_at_ms: Option<i64>,
-}
+/// Lines InfluxDB refused for good (`influx::sink::Quarantine`).
+pub const QUARANTINE_KEY: &str = "lcw/v1/quarantine";
 
 /// Reads a JSON document; absent or unreadable documents give `T::default()` (the latter logged).
 pub async fn load<T, S>(store: &S, key: &str) -> Result<T, KvError>
@@ -217,64 +57,4 @@ pub async fn save<T: Serialize, S: KeyValue>(
     let bytes =
         serde_json::to_vec(value).map_err(|e| KvError(format!("cannot encode `{key}`: {e}")))?;
     store.kv_set(key, &bytes).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(outcome: Outcome, started_at_ms: i64, coins: u64) -> CycleRecord {
-        CycleRecord {
-            started_at_ms,
-            duration_ms: 5,
-            outcome,
-            points_written: BTreeMap::from([("coins".to_owned(), coins)]),
-            points_replayed: 0,
-            points_spooled: 0,
-            points_quarantined: 0,
-            points_evicted: 0,
-            errors: vec![],
-            points_dropped: 0,
-            cache_hits: 0,
-            lcw: GuardReport::default(),
-            breaker: String::new(),
-        }
-    }
-
-    #[test]
-    fn history_totals_and_window() {
-        let mut history = CycleHistory::default();
-        for i in 0..(RECENT_CYCLES as i64 + 5) {
-            history.record(record(
-                if i % 2 == 0 {
-                    Outcome::Success
-                } else {
-                    Outcome::Error
-                },
-                i,
-                2,
-            ));
-        }
-        assert_eq!(history.recent.len(), RECENT_CYCLES);
-        assert_eq!(history.recent.front().unwrap().started_at_ms, 5);
-        assert_eq!(history.cycles_by_outcome[&Outcome::Success], 33);
-        assert_eq!(history.cycles_by_outcome[&Outcome::Error], 32);
-        assert_eq!(history.points_written_by_type["coins"], 130);
-        assert_eq!(history.last_success_at_ms, Some(64));
-    }
-
-    #[test]
-    fn history_serialises_with_readable_keys() {
-        let mut history = CycleHistory::default();
-        history.record(record(Outcome::Partial, 1, 1));
-        let json = serde_json::to_string(&history).unwrap();
-        assert!(
-            json.contains(r#""cycles_by_outcome":{"partial":1}"#),
-            "{json}"
-        );
-        assert_eq!(
-            serde_json::from_str::<CycleHistory>(&json).unwrap(),
-            history
-        );
-    }
 }

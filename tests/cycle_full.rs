@@ -7,9 +7,10 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use lcw_fetcher::cache::{self, TickCache, Ttls};
+use lcw_fetcher::cache::{self, TickCache};
+use lcw_fetcher::config::Ttls;
 use lcw_fetcher::lcw::Endpoint;
-use lcw_fetcher::state::{CycleRecord, Outcome};
+use lcw_fetcher::telemetry::history::{CycleRecord, Outcome};
 use lcw_fetcher::{cycle, lease, state};
 use serde_json::{Value, json};
 use support::lcw_fake::{Seen, TICK_PATHS, fixture, fixture_for, fixture_json};

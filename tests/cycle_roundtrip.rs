@@ -6,7 +6,7 @@ mod support;
 use std::io::Read as _;
 
 use lcw_fetcher::cycle;
-use lcw_fetcher::state::{CycleHistory, Outcome};
+use lcw_fetcher::telemetry::history::{CycleHistory, Outcome};
 use serde_json::{Value, json};
 use support::lcw_fake::{API_KEY, fixture_json};
 use support::{Influx, LcwFake, NativeHost, Reply, block_on, variables_for};

@@ -335,7 +335,10 @@ fn exported_names() -> BTreeSet<String> {
         our_tick(&world, &variables, n);
     }
     let host = SimHost::new(&world, &variables);
-    let snapshot = world.clock.run(telemetry::load_snapshot(&host)).unwrap();
+    let snapshot = world
+        .clock
+        .run(lcw_fetcher::cycle::load_snapshot(&host))
+        .unwrap();
     let text = telemetry::prometheus::render(&snapshot).unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

@@ -10,9 +10,11 @@ use std::time::Duration;
 use lcw_fetcher::config::{InfluxSettings, Settings};
 use lcw_fetcher::cycle;
 use lcw_fetcher::host::Timeouts;
-use lcw_fetcher::influx::sink::{QUARANTINE_KEY, Quarantine, SinkState};
-use lcw_fetcher::influx::{Sink, write};
-use lcw_fetcher::state::Outcome;
+use lcw_fetcher::influx::sink::{Delivery, Sink};
+use lcw_fetcher::influx::sink::{Quarantine, SinkState};
+use lcw_fetcher::influx::write;
+use lcw_fetcher::state::QUARANTINE_KEY;
+use lcw_fetcher::telemetry::history::Outcome;
 use support::lcw_fake::Seen;
 use support::native_host::SharedKv;
 use support::{Influx, LcwFake, NativeHost, Reply, block_on, variables_for};
@@ -46,7 +48,7 @@ fn with_sink(
     host: &NativeHost,
     settings: &InfluxSettings,
     work: impl AsyncFnOnce(&mut Sink<'_, NativeHost>),
-) -> (lcw_fetcher::influx::Delivery, SinkState) {
+) -> (Delivery, SinkState) {
     let mut doc = support::collector_state(&host.kv);
     let deadline = host_now(host) + 20 * S;
     let (delivery, state) = block_on(async {
@@ -66,11 +68,7 @@ fn with_sink(
 }
 
 /// Delivers `text` through a sink against `settings`.
-fn deliver(
-    host: &NativeHost,
-    settings: &InfluxSettings,
-    text: &str,
-) -> (lcw_fetcher::influx::Delivery, SinkState) {
+fn deliver(host: &NativeHost, settings: &InfluxSettings, text: &str) -> (Delivery, SinkState) {
     with_sink(host, settings, async |sink| {
         sink.deliver(text).await;
     })

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use lcw_fetcher::state::Outcome;
+use lcw_fetcher::telemetry::history::Outcome;
 use support::sim::{Original, Profile, Rng, World, our_tick, our_variables};
 
 #[test]

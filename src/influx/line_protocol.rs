@@ -1,4 +1,4 @@
-//! Line protocol encoding, spec-exact.
+//! Line protocol encoding, spec-exact, and the gzip that both write bodies and spool segments use.
 //!
 //! Escaping: measurement — comma and space; tag keys, tag values and field keys — comma, equals
 //! sign and space; string field values — double quote and backslash. A newline (or carriage
@@ -9,6 +9,7 @@
 //! values are omitted; tags are written sorted by key; timestamps are in milliseconds.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 /// A field value with its line protocol type. A field keeps one type forever in InfluxDB.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +122,16 @@ fn write_field_value(out: &mut String, value: &FieldValue) {
             out.push('"');
         }
     }
+}
+
+/// gzip at level 6: most of level 9's ratio on repetitive line protocol at a fraction of the CPU.
+pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4),
+        flate2::Compression::new(6),
+    );
+    encoder.write_all(data)?;
+    encoder.finish()
 }
 
 #[cfg(test)]
@@ -331,5 +342,18 @@ mod tests {
                 dropped_points: 1
             }
         );
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        use std::io::Read as _;
+        let data = "cryptocurrency_data,code=BTC rate=1 1\n".repeat(100);
+        let packed = gzip(data.as_bytes()).unwrap();
+        assert!(packed.len() < data.len() / 10);
+        let mut unpacked = String::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_string(&mut unpacked)
+            .unwrap();
+        assert_eq!(unpacked, data);
     }
 }

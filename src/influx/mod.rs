@@ -4,11 +4,12 @@
 //! (`write`), what happens to lines InfluxDB does not take (`sink`), and where they wait
 //! meanwhile (`spool`). It must not know where the data came from (that is `schema`) nor decide
 //! when to write (that is `cycle`).
+//!
+//! The submodules sit in different layers (`docs/layers.toml`): `line_protocol` is a format below
+//! every adapter, `write` and `spool` talk to InfluxDB and the store, `sink` composes them. There
+//! are no re-exports here, so a path names the layer it comes from.
 
-mod line_protocol;
+pub mod line_protocol;
 pub mod sink;
 pub mod spool;
 pub mod write;
-
-pub use line_protocol::{Encoded, FieldValue, Point, encode_points};
-pub use sink::{Delivery, Sink};

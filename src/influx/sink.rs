@@ -13,7 +13,8 @@
 //! | 429, 503 | kept, and nothing is sent before `Retry-After` (capped at 5 minutes; 10 s when absent) |
 //! | other 5xx, no answer | up to 2 retries with jittered backoff inside the deadline, then kept |
 //!
-//! It must not know where the lines came from.
+//! It must not know where the lines came from. Its state travels in the cycle's state document;
+//! the quarantine document it appends to is named in `state`, below it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -27,8 +28,6 @@ use crate::host::{Host, KvError, Level, Timeouts};
 use crate::resilience::{RetryDecision, RetryPolicy};
 use crate::state;
 
-/// Lines InfluxDB refused for good.
-pub const QUARANTINE_KEY: &str = "lcw/v1/quarantine";
 /// Quarantined lines kept for inspection (the count goes on).
 pub const QUARANTINE_KEPT: usize = 500;
 /// The longest pause a `Retry-After` can impose.
@@ -90,6 +89,14 @@ pub struct Quarantine {
     pub recent: VecDeque<QuarantinedLine>,
 }
 
+/// One InfluxDB request of a tick, for the telemetry's database metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseRequest {
+    /// `success` or `error`.
+    pub status: String,
+    pub duration_ms: u64,
+}
+
 /// What one tick's deliveries did, by measurement.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -101,7 +108,7 @@ pub struct Delivery {
     /// One entry per distinct failure.
     pub errors: Vec<String>,
     /// Every request, for the database metrics.
-    pub requests: Vec<crate::telemetry::DatabaseRequest>,
+    pub requests: Vec<DatabaseRequest>,
 }
 
 impl Delivery {
@@ -296,16 +303,14 @@ impl<'a, H: Host> Sink<'a, H> {
             } else {
                 "error"
             };
-            self.delivery
-                .requests
-                .push(crate::telemetry::DatabaseRequest {
-                    status: status.to_owned(),
-                    duration_ms,
-                });
+            self.delivery.requests.push(DatabaseRequest {
+                status: status.to_owned(),
+                duration_ms,
+            });
             if !matches!(outcome, BatchOutcome::Transient { .. }) {
                 return outcome;
             }
-            let class = crate::lcw::ErrorClass::Transient;
+            let class = crate::remote::ErrorClass::Transient;
             match TRANSIENT_RETRIES.decide(
                 retry,
                 class,
@@ -414,13 +419,13 @@ impl<'a, H: Host> Sink<'a, H> {
     }
 
     async fn save_quarantine(&self) -> Result<(), KvError> {
-        let mut quarantine: Quarantine = state::load(self.host, QUARANTINE_KEY).await?;
+        let mut quarantine: Quarantine = state::load(self.host, state::QUARANTINE_KEY).await?;
         quarantine.total += self.quarantined.len() as u64;
         quarantine.recent.extend(self.quarantined.iter().cloned());
         while quarantine.recent.len() > QUARANTINE_KEPT {
             quarantine.recent.pop_front();
         }
-        state::save(self.host, QUARANTINE_KEY, &quarantine).await
+        state::save(self.host, state::QUARANTINE_KEY, &quarantine).await
     }
 }
 

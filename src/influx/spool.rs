@@ -13,6 +13,7 @@ use std::io::Read as _;
 use serde::{Deserialize, Serialize};
 
 use crate::host::{KeyValue, KvError, Level, Log};
+use crate::influx::line_protocol::gzip;
 
 /// Prefix of spool segment keys; the sequence number follows, zero-padded.
 pub const SEGMENT_PREFIX: &str = "lcw/v1/spool/";
@@ -93,8 +94,7 @@ pub async fn write<S: KeyValue>(
     lines: &str,
     created_at_ms: i64,
 ) -> Result<SegmentMeta, KvError> {
-    let packed =
-        super::write::gzip(lines.as_bytes()).map_err(|e| KvError(format!("spool gzip: {e}")))?;
+    let packed = gzip(lines.as_bytes()).map_err(|e| KvError(format!("spool gzip: {e}")))?;
     store.kv_set(&segment_key(seq), &packed).await?;
     Ok(SegmentMeta {
         seq,

@@ -6,7 +6,6 @@
 //! `Authorization` header: never into a URL, an error or a log.
 
 use std::fmt;
-use std::io::Write as _;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -14,6 +13,7 @@ use url::Url;
 
 use crate::config::{InfluxApi, InfluxSettings};
 use crate::host::{HttpClient, Timeouts};
+use crate::influx::line_protocol::gzip;
 
 /// How InfluxDB answered one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ pub fn classify(status: u16, headers: &http::HeaderMap, body: &[u8]) -> BatchOut
         404 => BatchOutcome::NotFound { message: message() },
         429 | 503 => BatchOutcome::Throttled {
             status,
-            retry_after: crate::lcw::retry_after(headers),
+            retry_after: crate::remote::retry_after(headers),
             message: message(),
         },
         400..=499 => BatchOutcome::Rejected {
@@ -176,7 +176,7 @@ pub async fn health<H: HttpClient>(
     timeouts: Timeouts,
 ) -> Result<(), String> {
     let mut builder = http::Request::get(health_url(settings).as_str())
-        .header(http::header::USER_AGENT, crate::lcw::USER_AGENT);
+        .header(http::header::USER_AGENT, crate::remote::USER_AGENT);
     if let Some(value) = authorization(settings) {
         builder = builder.header(http::header::AUTHORIZATION, value);
     }
@@ -205,7 +205,7 @@ fn build_request(
     let mut builder = http::Request::post(write_url(settings).as_str())
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(http::header::ACCEPT, "application/json")
-        .header(http::header::USER_AGENT, crate::lcw::USER_AGENT);
+        .header(http::header::USER_AGENT, crate::remote::USER_AGENT);
     if let Some(value) = authorization(settings) {
         builder = builder.header(http::header::AUTHORIZATION, value);
     }
@@ -242,16 +242,6 @@ fn authorization(settings: &InfluxSettings) -> Option<String> {
         ));
     }
     None
-}
-
-/// gzip at level 6: most of level 9's ratio on repetitive line protocol at a fraction of the CPU.
-pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4),
-        flate2::Compression::new(6),
-    );
-    encoder.write_all(data)?;
-    encoder.finish()
 }
 
 /// InfluxDB's error text: `error` (v1), `message` (v2), `error` + the first `data` entry (v3),
@@ -382,19 +372,6 @@ mod tests {
                 ..
             }
         ));
-    }
-
-    #[test]
-    fn gzip_round_trips() {
-        use std::io::Read as _;
-        let data = "cryptocurrency_data,code=BTC rate=1 1\n".repeat(100);
-        let packed = gzip(data.as_bytes()).unwrap();
-        assert!(packed.len() < data.len() / 10);
-        let mut unpacked = String::new();
-        flate2::read::GzDecoder::new(&packed[..])
-            .read_to_string(&mut unpacked)
-            .unwrap();
-        assert_eq!(unpacked, data);
     }
 
     #[test]

@@ -1,12 +1,16 @@
-//! Telemetry: every operation's timing and outcome, thresholds and alerts, counters and
-//! histograms — kept in the key-value store so they survive ticks — and their rendering as
-//! Prometheus text (`prometheus`) and statistics (`report`).
+//! Telemetry: the tick history (`history`), every operation's timing and outcome, alerts,
+//! counters and histograms — carried in the cycle's state document so they survive ticks — and
+//! their rendering as Prometheus text (`prometheus`) and statistics (`report`).
+//!
+//! It renders a [`Snapshot`] the cycle fills in, and shows the sink through its own
+//! [`SinkSnapshot`], never through the sink's state; it does not read the store.
 //!
 //! A tick collects [`Timing`]s in memory and folds them into its part of the collector's state
 //! document once, at its end (no extra round trip). Percentiles come from fixed-bucket histograms (the same buckets the
 //! metrics expose), interpolated linearly inside a bucket: bounded memory, exact counts,
 //! approximate quantiles. It must not decide anything about fetching or writing.
 
+pub mod history;
 pub mod prometheus;
 pub mod report;
 
@@ -16,10 +20,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cache;
+use crate::config::Thresholds;
 use crate::guard::{Attempt, ResilienceState};
-use crate::host::{KeyValue, KvError, Level, Log};
-use crate::influx::sink::SinkState;
-use crate::state::{self, CollectorState, CycleHistory, Outcome, Overlaps};
+use crate::host::{Level, Log};
+use crate::influx::sink::{DatabaseRequest, SinkCounters};
+use history::CycleHistory;
 
 /// Bucket upper bounds (seconds) of operation, API and database durations.
 pub const OPERATION_BUCKETS: [f64; 11] =
@@ -158,22 +163,6 @@ pub struct Timing {
     pub ok: bool,
 }
 
-/// One InfluxDB request of a tick.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatabaseRequest {
-    /// `success` or `error`.
-    pub status: String,
-    pub duration_ms: u64,
-}
-
-/// Alert thresholds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Thresholds {
-    pub warning: Duration,
-    pub critical: Duration,
-    pub cool_down: Duration,
-}
-
 /// The telemetry, carried in the collector's state document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TelemetryState {
@@ -307,60 +296,45 @@ pub fn log_alerts<L: Log>(log: &L, alerts: &[Alert]) {
     }
 }
 
-/// Everything the API shows, read from the store in one pass (two reads).
+/// Everything the API shows. The cycle, owner of the state document, reads and fills it in
+/// (`cycle::load_snapshot`); telemetry only renders it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub history: CycleHistory,
     pub resilience: ResilienceState,
     pub telemetry: TelemetryState,
     pub cache: cache::Index,
-    pub sink: SinkState,
+    pub sink: SinkSnapshot,
     /// Bytes of the state document plus the spool's segments.
     pub state_bytes: u64,
     /// This instance's linear memory, when running as wasm.
     pub linear_memory_bytes: Option<u64>,
 }
 
-/// Reads the state the collector writes, and the count of skipped overlapping ticks.
-pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvError> {
-    let raw = store.kv_get(state::STATE_KEY).await?;
-    let mut state_bytes = raw.as_ref().map_or(0, |r| r.len() as u64);
-    let doc: CollectorState = raw
-        .map(|r| state::parse_or_default(store, state::STATE_KEY, &r))
-        .unwrap_or_default();
-    let overlaps: Overlaps = state::load(store, state::OVERLAPS_KEY).await?;
-    let CollectorState {
-        mut history,
-        resilience,
-        cache,
-        sink,
-        telemetry,
-    } = doc;
-    if overlaps.count > 0 {
-        *history
-            .cycles_by_outcome
-            .entry(Outcome::SkippedOverlap)
-            .or_default() += overlaps.count;
-    }
-    state_bytes += sink.spool.segments.iter().map(|s| s.bytes).sum::<u64>();
-    Ok(Snapshot {
-        history,
-        resilience,
-        telemetry,
-        cache,
-        sink,
-        state_bytes,
-        linear_memory_bytes: linear_memory_bytes(),
-    })
+/// What the API shows of the InfluxDB sink: its counters and the spool's size, not its state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkSnapshot {
+    pub counters: SinkCounters,
+    pub spool_points: u64,
+    pub spool_segments: usize,
+    /// Nothing is sent before this time (a 429/503 asked for a pause).
+    pub paused_until_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at_ms: Option<i64>,
+}
+
+/// This instance's linear memory, when running as wasm.
+pub fn linear_memory_bytes() -> Option<u64> {
+    memory_pages().map(|pages| pages * 65_536)
 }
 
 #[cfg(target_arch = "wasm32")]
-fn linear_memory_bytes() -> Option<u64> {
-    Some(core::arch::wasm32::memory_size(0) as u64 * 65_536)
+fn memory_pages() -> Option<u64> {
+    Some(core::arch::wasm32::memory_size(0) as u64)
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn linear_memory_bytes() -> Option<u64> {
+fn memory_pages() -> Option<u64> {
     None
 }
 

@@ -11,9 +11,9 @@ use prometheus::proto::{
 };
 use prometheus::{Encoder as _, TextEncoder};
 
+use super::history::Outcome;
 use super::{CYCLE_BUCKETS, Histogram, OPERATION_BUCKETS, Snapshot};
 use crate::resilience::BreakerState;
-use crate::state::Outcome;
 
 /// Content type of the 0.0.4 text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -244,7 +244,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
     f.counters(
         "lcw_data_points_stored_total",
         "New points InfluxDB accepted, by data type.",
-        crate::cycle::DATA_TYPES
+        crate::schema::DATA_TYPES
             .iter()
             .map(|d| {
                 let count = snapshot
@@ -300,7 +300,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
     f.gauges(
         "lcw_spool_points",
         "Points waiting in the spool for InfluxDB.",
-        vec![(vec![], sink.spool.points() as f64)],
+        vec![(vec![], sink.spool_points as f64)],
     );
     f.counters(
         "lcw_spool_evicted_points_total",

@@ -66,9 +66,9 @@ pub fn stats_json(
         "cache": cache_json(snapshot),
         "influx": {
             "counters": sink.counters,
-            "spool_points": sink.spool.points(),
-            "spool_segments": sink.spool.segments.len(),
-            "paused_until_ms": sink.not_before_ms,
+            "spool_points": sink.spool_points,
+            "spool_segments": sink.spool_segments,
+            "paused_until_ms": sink.paused_until_ms,
             "last_error": sink.last_error,
             "last_error_at_ms": sink.last_error_at_ms,
         },
@@ -182,7 +182,7 @@ pub fn stats_text(snapshot: &Snapshot, operation: Option<&str>) -> String {
         c.points_written,
         c.batches_written,
         c.spooled,
-        snapshot.sink.spool.points(),
+        snapshot.sink.spool_points,
         c.replayed,
         c.quarantined,
         c.evicted

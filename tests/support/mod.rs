@@ -15,7 +15,7 @@ pub use lcw_fake::{LcwFake, Reply};
 pub use native_host::NativeHost;
 
 /// The collector's state document as a store holds it (default when absent).
-pub fn collector_state(kv: &native_host::SharedKv) -> lcw_fetcher::state::CollectorState {
+pub fn collector_state(kv: &native_host::SharedKv) -> lcw_fetcher::cycle::CollectorState {
     kv.lock()
         .unwrap()
         .get(lcw_fetcher::state::STATE_KEY)
@@ -24,7 +24,7 @@ pub fn collector_state(kv: &native_host::SharedKv) -> lcw_fetcher::state::Collec
 }
 
 /// Stores a state document.
-pub fn put_collector_state(kv: &native_host::SharedKv, doc: &lcw_fetcher::state::CollectorState) {
+pub fn put_collector_state(kv: &native_host::SharedKv, doc: &lcw_fetcher::cycle::CollectorState) {
     kv.lock().unwrap().insert(
         lcw_fetcher::state::STATE_KEY.into(),
         serde_json::to_vec(doc).unwrap(),

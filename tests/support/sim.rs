@@ -415,7 +415,7 @@ pub fn our_tick(
     world: &World,
     variables: &[(&str, &str)],
     n: u64,
-) -> (TickResult, lcw_fetcher::state::CycleRecord) {
+) -> (TickResult, lcw_fetcher::telemetry::history::CycleRecord) {
     world.clock.advance_to(Duration::from_secs(60 * n));
     let calls_before = world.lcw_requests.get();
     let host = SimHost::new(world, variables);

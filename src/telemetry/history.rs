@@ -1,0 +1,210 @@
+//! The record of ticks: how each ended, what it wrote, and the totals since the store began.
+//!
+//! Owns the shapes `/stats` and the metrics read the tick history from; the cycle fills them in
+//! and carries them in its state document. It must not read or write the store.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::guard::GuardReport;
+
+/// How many cycle records `/stats` keeps.
+pub const RECENT_CYCLES: usize = 60;
+
+/// How a cycle ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Everything planned was fetched and written.
+    Success,
+    /// Some points were written, something failed.
+    Partial,
+    /// Nothing was written.
+    Error,
+    /// The circuit breaker was open: no LCW call was made.
+    SkippedBreaker,
+    /// Another tick held the lease: this one did nothing.
+    SkippedOverlap,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Success,
+        Outcome::Partial,
+        Outcome::Error,
+        Outcome::SkippedBreaker,
+        Outcome::SkippedOverlap,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Partial => "partial",
+            Self::Error => "error",
+            Self::SkippedBreaker => "skipped_breaker",
+            Self::SkippedOverlap => "skipped_overlap",
+        }
+    }
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CycleRecord {
+    pub started_at_ms: i64,
+    pub duration_ms: u64,
+    pub outcome: Outcome,
+    /// Points that InfluxDB accepted, by data type (`coins`, `overview`).
+    pub points_written: BTreeMap<String, u64>,
+    /// Spooled points that InfluxDB accepted this tick.
+    #[serde(default)]
+    pub points_replayed: u64,
+    /// Points InfluxDB could not take now, kept in the spool.
+    #[serde(default)]
+    pub points_spooled: u64,
+    /// Points InfluxDB refused for good, kept in the quarantine.
+    #[serde(default)]
+    pub points_quarantined: u64,
+    /// Points lost: evicted from a full spool, or not spoolable.
+    #[serde(default)]
+    pub points_evicted: u64,
+    /// One line per failure, secrets never included.
+    pub errors: Vec<String>,
+    /// Points left out for having no finite field.
+    #[serde(default)]
+    pub points_dropped: u64,
+    /// Wanted answers served from the cache.
+    #[serde(default)]
+    pub cache_hits: u64,
+    /// LCW attempts, calls not sent, retries and waits.
+    #[serde(default)]
+    pub lcw: GuardReport,
+    /// The circuit breaker's state at the end of the tick.
+    #[serde(default)]
+    pub breaker: String,
+}
+
+impl CycleRecord {
+    /// A record with nothing written yet; the cycle fills in times and counts.
+    pub fn new(outcome: Outcome, errors: Vec<String>) -> Self {
+        Self {
+            started_at_ms: 0,
+            duration_ms: 0,
+            outcome,
+            points_written: BTreeMap::new(),
+            points_replayed: 0,
+            points_spooled: 0,
+            points_quarantined: 0,
+            points_evicted: 0,
+            errors,
+            points_dropped: 0,
+            cache_hits: 0,
+            lcw: GuardReport::default(),
+            breaker: String::new(),
+        }
+    }
+
+    pub fn total_written(&self) -> u64 {
+        self.points_written.values().sum()
+    }
+}
+
+/// Totals since the store was created, and the most recent cycles (newest last).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CycleHistory {
+    pub cycles_by_outcome: BTreeMap<Outcome, u64>,
+    pub points_written_by_type: BTreeMap<String, u64>,
+    pub last_success_at_ms: Option<i64>,
+    pub recent: VecDeque<CycleRecord>,
+}
+
+impl CycleHistory {
+    /// Adds a finished cycle to the totals and the recent window.
+    pub fn record(&mut self, cycle: CycleRecord) {
+        *self.cycles_by_outcome.entry(cycle.outcome).or_default() += 1;
+        for (data_type, count) in &cycle.points_written {
+            *self
+                .points_written_by_type
+                .entry(data_type.clone())
+                .or_default() += count;
+        }
+        if cycle.outcome == Outcome::Success {
+            self.last_success_at_ms = Some(cycle.started_at_ms);
+        }
+        self.recent.push_back(cycle);
+        while self.recent.len() > RECENT_CYCLES {
+            self.recent.pop_front();
+        }
+    }
+
+    pub fn last(&self) -> Option<&CycleRecord> {
+        self.recent.back()
+    }
+}
+
+/// Ticks skipped because another held the lease.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overlaps {
+    pub count: u64,
+    pub last_at_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(outcome: Outcome, started_at_ms: i64, coins: u64) -> CycleRecord {
+        CycleRecord {
+            started_at_ms,
+            duration_ms: 5,
+            outcome,
+            points_written: BTreeMap::from([("coins".to_owned(), coins)]),
+            points_replayed: 0,
+            points_spooled: 0,
+            points_quarantined: 0,
+            points_evicted: 0,
+            errors: vec![],
+            points_dropped: 0,
+            cache_hits: 0,
+            lcw: GuardReport::default(),
+            breaker: String::new(),
+        }
+    }
+
+    #[test]
+    fn history_totals_and_window() {
+        let mut history = CycleHistory::default();
+        for i in 0..(RECENT_CYCLES as i64 + 5) {
+            history.record(record(
+                if i % 2 == 0 {
+                    Outcome::Success
+                } else {
+                    Outcome::Error
+                },
+                i,
+                2,
+            ));
+        }
+        assert_eq!(history.recent.len(), RECENT_CYCLES);
+        assert_eq!(history.recent.front().unwrap().started_at_ms, 5);
+        assert_eq!(history.cycles_by_outcome[&Outcome::Success], 33);
+        assert_eq!(history.cycles_by_outcome[&Outcome::Error], 32);
+        assert_eq!(history.points_written_by_type["coins"], 130);
+        assert_eq!(history.last_success_at_ms, Some(64));
+    }
+
+    #[test]
+    fn history_serialises_with_readable_keys() {
+        let mut history = CycleHistory::default();
+        history.record(record(Outcome::Partial, 1, 1));
+        let json = serde_json::to_string(&history).unwrap();
+        assert!(
+            json.contains(r#""cycles_by_outcome":{"partial":1}"#),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<CycleHistory>(&json).unwrap(),
+            history
+        );
+    }
+}
