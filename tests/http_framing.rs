@@ -7,7 +7,7 @@ mod support;
 
 use lcw_fetcher::cycle;
 use lcw_fetcher::host::{HttpClient as _, Timeouts};
-use lcw_fetcher::state::Outcome;
+use lcw_fetcher::telemetry::history::Outcome;
 use std::time::Duration;
 use support::{LcwFake, NativeHost, Reply, block_on};
 
