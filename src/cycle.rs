@@ -22,6 +22,7 @@ use crate::config::{self, Settings};
 use crate::guard::{Guard, ResilienceState, StatusCheck};
 use crate::host::{Host, KeyValue, KvError, Level, Log};
 use crate::influx::line_protocol::{self, Point};
+use crate::influx::spool;
 use crate::influx::sink::Sink;
 use crate::influx::sink::{DatabaseRequest, SinkState};
 use crate::lcw::{
@@ -41,6 +42,9 @@ use crate::telemetry::{self, SinkSnapshot, Snapshot, TelemetryState, Timing, op}
 /// lease holder writes it (a tick, or the admin cache clear), so one writer at a time.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CollectorState {
+    /// [`STATE_SCHEMA`] of the release that wrote it (absent: the first release).
+    #[serde(default)]
+    pub schema: u32,
     #[serde(default)]
     pub history: CycleHistory,
     #[serde(default)]
@@ -63,6 +67,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         .unwrap_or_default();
     let overlaps: Overlaps = state::load(store, state::OVERLAPS_KEY).await?;
     let CollectorState {
+        schema: _,
         mut history,
         resilience,
         cache,
@@ -100,6 +105,11 @@ fn sink_snapshot(sink: &SinkState) -> SinkSnapshot {
 
 /// How long a lease outlives the deadline of the tick that took it.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How often the spool index is checked against the store's keys.
+pub const ADOPT_EVERY: Duration = Duration::from_secs(600);
+/// The version of [`CollectorState`] this release writes. Every part tolerates missing and
+/// unknown fields, so older and newer documents load; one that still does not parse is set aside.
+pub const STATE_SCHEMA: u32 = 2;
 /// Time kept back from LCW calls for the writes at the end of a tick: a fifth of the deadline,
 /// at least 1.5 s and at most 5 s (never more than half the deadline).
 pub const WRITE_RESERVE: Duration = Duration::from_secs(5);
@@ -109,7 +119,8 @@ pub const MIN_WRITE_RESERVE: Duration = Duration::from_millis(1_500);
 /// the returned record (and the store), so the caller only logs.
 ///
 /// The state a tick carries over is one document, read after taking the lease and written once
-/// at the end; a tick whose state could not be read writes none back rather than overwrite it.
+/// at the end, only while the lease is still valid. A tick that cannot take the lease because
+/// the store fails still collects, but reads and writes no state.
 pub async fn run<H: Host>(host: &H) -> CycleRecord {
     let started = host.monotonic();
     let started_at_ms = host.unix_millis();
@@ -120,53 +131,33 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
     );
 
     let owner = format!("{:016x}", host.random_u64());
-    let leased = match lease::take(
-        host,
-        &owner,
-        started_at_ms,
-        started_at_ms + deadline_ms as i64 + LEASE_MARGIN.as_millis() as i64,
-    )
-    .await
-    {
-        Ok(Taken::Held) => true,
+    let expires_at_ms = started_at_ms
+        .saturating_add(i64::try_from(deadline_ms).unwrap_or(i64::MAX))
+        .saturating_add(LEASE_MARGIN.as_millis() as i64);
+    let held = match lease::take(host, &owner, expires_at_ms).await {
+        Ok(Taken::Held(held)) => Some(held),
         Ok(Taken::Busy {
             owner,
             expires_at_ms,
-        }) => {
-            host.log(
-                Level::Info,
-                &format!(
-                    "another tick ({owner}) holds the lease for {} ms more: skipping",
-                    expires_at_ms - started_at_ms
-                ),
-            );
-            let mut record = CycleRecord::new(Outcome::SkippedOverlap, Vec::new());
-            record.started_at_ms = started_at_ms;
-            record.duration_ms = elapsed_ms(host, started);
-            count_overlap(host, started_at_ms).await;
-            host.event(&tick_event(&record));
-            return record;
-        }
-        // Without the store nothing can be coordinated; collecting still beats losing a tick.
+        }) => return skip_overlap(host, started, started_at_ms, &owner, expires_at_ms).await,
         Err(error) => {
             host.log(
                 Level::Error,
-                &format!("lease not taken, running without it: {error}"),
+                &format!("lease not taken ({error}): this tick collects but reads and saves no state"),
             );
-            false
+            None
         }
     };
+    let opened = match &held {
+        Some(_) => open_state(host, started_at_ms).await,
+        None => None,
+    };
+    let save = opened.is_some();
+    let mut doc = opened.unwrap_or_default();
+    doc.sink.spool.may_extend_tail = held
+        .as_ref()
+        .is_some_and(|h| h.guarantee == lease::Guarantee::Exclusive);
 
-    let (mut doc, loaded) = match state::load::<CollectorState, _>(host, state::STATE_KEY).await {
-        Ok(doc) => (doc, true),
-        Err(error) => {
-            host.log(
-                Level::Error,
-                &format!("state not read ({error}): this tick starts afresh and saves nothing"),
-            );
-            (CollectorState::default(), false)
-        }
-    };
     let mut tick = Tick::default();
     let mut record = match &settings {
         Ok(settings) => collect(host, settings, started, &mut doc, &mut tick).await,
@@ -180,6 +171,58 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
         Duration::from_millis(record.duration_ms),
         record.outcome == Outcome::Success,
     );
+    log_record(host, &record);
+    doc.history.record(record.clone());
+    let thresholds = settings.as_ref().map_or_else(
+        |_| Settings::default_thresholds(),
+        Settings::alert_thresholds,
+    );
+    let alerts = doc.telemetry.record_tick(
+        &tick.timings,
+        &record.lcw.attempts,
+        &tick.database,
+        thresholds,
+        host.unix_millis(),
+    );
+    telemetry::log_alerts(host, &alerts);
+    if save && let Some(held) = &held {
+        save_state(host, held, &mut doc).await;
+    }
+    if let Some(held) = &held
+        && let Err(error) = lease::release(host, held).await
+    {
+        host.log(
+            Level::Warn,
+            &format!("lease not released (it expires by itself): {error}"),
+        );
+    }
+    record
+}
+
+/// A skipped tick: another holds the lease.
+async fn skip_overlap<H: Host>(
+    host: &H,
+    started: Duration,
+    started_at_ms: i64,
+    owner: &str,
+    expires_at_ms: i64,
+) -> CycleRecord {
+    host.log(
+        Level::Info,
+        &format!(
+            "another tick ({owner}) holds the lease for {} ms more: skipping",
+            expires_at_ms.saturating_sub(started_at_ms)
+        ),
+    );
+    let mut record = CycleRecord::new(Outcome::SkippedOverlap, Vec::new());
+    record.started_at_ms = started_at_ms;
+    record.duration_ms = elapsed_ms(host, started);
+    count_overlap(host, started_at_ms).await;
+    host.event(&tick_event(&record));
+    record
+}
+
+fn log_record<H: Host>(host: &H, record: &CycleRecord) {
     for error in &record.errors {
         host.log(Level::Error, error);
     }
@@ -199,31 +242,68 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
             record.duration_ms
         ),
     );
-    host.event(&tick_event(&record));
+    host.event(&tick_event(record));
+}
 
-    doc.history.record(record.clone());
-    let thresholds = settings.as_ref().map_or_else(
-        |_| Settings::default_thresholds(),
-        Settings::alert_thresholds,
-    );
-    let alerts = doc.telemetry.record_tick(
-        &tick.timings,
-        &record.lcw.attempts,
-        &tick.database,
-        thresholds,
-        host.unix_millis(),
-    );
-    telemetry::log_alerts(host, &alerts);
-    if loaded && let Err(error) = state::save(host, state::STATE_KEY, &doc).await {
+/// The state document for a tick holding the lease, or `None` when the store cannot give one
+/// this tick may write over. An unreadable document is set aside first and the tick starts
+/// afresh, with the spool rebuilt from its keys; the spool index is checked against the keys
+/// every [`ADOPT_EVERY`] too, for segments of a tick whose state was never saved.
+async fn open_state<H: Host>(host: &H, now_ms: i64) -> Option<CollectorState> {
+    let mut doc = match state::load_checked::<CollectorState, _>(host, state::STATE_KEY).await {
+        Ok(state::Loaded::Read(doc)) => doc,
+        Ok(state::Loaded::Absent) => CollectorState::default(),
+        Ok(state::Loaded::Unreadable { bytes, error }) => {
+            match state::set_aside(host, state::STATE_KEY, &bytes, now_ms).await {
+                Ok(kept) => host.log(
+                    Level::Error,
+                    &format!("state document unreadable ({error}): kept as {kept}; the spool is rebuilt from its keys, the rest starts afresh"),
+                ),
+                Err(kv) => {
+                    host.log(
+                        Level::Error,
+                        &format!("state document unreadable ({error}) and not set aside ({kv}): this tick saves no state"),
+                    );
+                    return None;
+                }
+            }
+            CollectorState::default()
+        }
+        Err(error) => {
+            host.log(
+                Level::Error,
+                &format!("state not read ({error}): this tick collects but saves no state"),
+            );
+            return None;
+        }
+    };
+    let spool = &mut doc.sink.spool;
+    if now_ms.saturating_sub(spool.adopted_at_ms) >= ADOPT_EVERY.as_millis() as i64 {
+        match spool::adopt(host, spool, now_ms).await {
+            Ok(0) => {}
+            Ok(n) => host.log(
+                Level::Warn,
+                &format!("{n} spool segments no index listed were found and will be replayed"),
+            ),
+            Err(error) => host.log(Level::Warn, &format!("spool keys not listed: {error}")),
+        }
+    }
+    Some(doc)
+}
+
+/// Saves the state document while the lease is still this tick's.
+async fn save_state<H: Host>(host: &H, held: &lease::Held, doc: &mut CollectorState) {
+    if !held.valid_at(host.unix_millis()) {
+        host.log(
+            Level::Error,
+            "the lease expired before the state was saved: not saved (spooled segments stay under their keys and are adopted later)",
+        );
+        return;
+    }
+    doc.schema = STATE_SCHEMA;
+    if let Err(error) = state::save(host, state::STATE_KEY, doc).await {
         host.log(Level::Error, &format!("state not saved: {error}"));
     }
-    if leased && let Err(error) = lease::release(host, &owner).await {
-        host.log(
-            Level::Warn,
-            &format!("lease not released (it expires by itself): {error}"),
-        );
-    }
-    record
 }
 
 /// Counts a skipped tick in its own document: the running tick owns the state document.

@@ -79,10 +79,20 @@ impl fmt::Display for KvError {
 impl std::error::Error for KvError {}
 
 /// The shared key-value store (Spin's `default` store). Last writer wins; no transactions.
+///
+/// The one atomic operation is [`kv_increment`](KeyValue::kv_increment): it is what both Spin
+/// stores (SQLite and Redis) really make atomic for racing callers, where their compare-and-swap
+/// is not (Redis reports failure after writing; SQLite upserts an absent key for both callers).
 pub trait KeyValue {
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
     async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError>;
     async fn kv_delete(&self, key: &str) -> Result<(), KvError>;
+    /// Adds `delta` to the counter at `key` (absent counts as 0) in one atomic step and returns
+    /// the new value. `Ok(None)`: this store has no atomic increment. A counter key is only ever
+    /// changed through this method.
+    async fn kv_increment(&self, key: &str, delta: i64) -> Result<Option<i64>, KvError>;
+    /// The keys that start with `prefix`, in no particular order.
+    async fn kv_keys(&self, prefix: &str) -> Result<Vec<String>, KvError>;
 }
 
 /// Application variables. `Ok(None)` means the host has no value for the name.

@@ -1,68 +1,291 @@
 //! The cycle lease: one tick at a time, across processes and hosts sharing the store.
 //!
-//! Owns the lease document: who holds it and until when (the tick's deadline plus a margin). A
-//! tick that finds a live lease of another owner does nothing; an expired lease is taken over,
-//! so a tick that died never blocks the next ones for longer than its deadline. The store has no
-//! compare-and-swap, so taking is write-then-read-back: of two ticks racing within one KV round
-//! trip, the last writer wins and the other backs off when it reads back. It must not know what
-//! a tick does.
+//! Owns the lease document ([`LEASE_KEY`]: generation, holder, until when) and the holder
+//! counters beside it (`lcw/v1/lease/holders/<generation>`). It must not know what a tick does.
+//!
+//! Exclusion rests on the store's atomic increment, the one operation Spin's SQLite and Redis
+//! stores both honour for racing callers (their compare-and-swap is not exclusive on Redis, nor
+//! on an absent key on SQLite). Taking the lease of generation `g` is `increment(holders/g, +1)`:
+//! whoever gets 1 holds it and writes the document; anyone else gives the unit back and skips.
+//! Releasing marks the document free, then gives the unit back, so the next taker of `g` gets 1.
+//!
+//! A tick that died leaves its unit behind. Once its lease has expired (plus [`GRACE`] for clock
+//! skew between hosts), takers move to generation `g + 1`, whose counter starts at 0 — so of
+//! several takers exactly one takes over. A counter left stuck by a taker that died between its
+//! two increments is treated the same way once the document has not changed for [`STUCK`] and
+//! does not change during a short pause. Assumed: host clocks within [`GRACE`] of each other,
+//! and no single store call slower than [`GRACE`].
+//!
+//! A store without atomic increment gets the old scheme, write then read back, which two ticks
+//! racing within one round trip can both pass; [`Guarantee`] says which one a store gives.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::{KeyValue, KvError, Log};
+use crate::host::{Clock, KeyValue, KvError, Level, Log};
 use crate::state::{self, LEASE_KEY};
 
-/// The lease document.
+/// Clock skew between hosts, and the longest store call, that the lease tolerates.
+pub const GRACE: Duration = Duration::from_secs(10);
+/// A lease document unchanged this long while its counter refuses everyone is stuck.
+pub const STUCK: Duration = Duration::from_secs(60);
+/// How long a taker watches a stuck-looking document before it moves to the next generation:
+/// far longer than a winner needs to write the document after its increment.
+pub const PAUSE: Duration = Duration::from_secs(1);
+/// Prefix of the holder counters.
+pub const HOLDERS_PREFIX: &str = "lcw/v1/lease/holders/";
+
+/// The lease document. An empty `owner` means free.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Lease {
+    pub generation: u64,
     pub owner: String,
     pub expires_at_ms: i64,
+    /// When the document last changed hands (taken, released, taken over).
+    pub changed_at_ms: i64,
+}
+
+impl Lease {
+    fn held(&self) -> bool {
+        !self.owner.is_empty()
+    }
+
+    /// Held by a tick that may still be running.
+    fn live(&self, now_ms: i64) -> bool {
+        self.held() && now_ms <= self.expires_at_ms.saturating_add(millis(GRACE))
+    }
+
+    /// Since when a taker may claim the next holder: release time, or expiry plus grace.
+    fn takeable_since_ms(&self) -> i64 {
+        if self.held() {
+            self.expires_at_ms.saturating_add(millis(GRACE))
+        } else {
+            self.changed_at_ms
+        }
+    }
+}
+
+/// What mutual exclusion the store allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Atomic increment: two ticks never hold the lease at once.
+    Exclusive,
+    /// No atomic increment: write then read back; two ticks racing within one store round trip
+    /// may both run.
+    BestEffort,
+}
+
+impl Guarantee {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Exclusive => "exclusive: the store's atomic increment lets one tick run at a time",
+            Self::BestEffort => {
+                "best effort: the store has no atomic increment, so two ticks starting within one store round trip may both run"
+            }
+        }
+    }
+}
+
+/// A lease this tick holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub owner: String,
+    pub generation: u64,
+    pub expires_at_ms: i64,
+    pub guarantee: Guarantee,
+}
+
+impl Held {
+    /// Whether writes that assume the lease may still be made: before its expiry, no one can
+    /// have taken it over (takers wait [`GRACE`] longer).
+    pub fn valid_at(&self, now_ms: i64) -> bool {
+        now_ms < self.expires_at_ms
+    }
 }
 
 /// The result of trying to take the lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Taken {
-    /// This tick holds the lease.
-    Held,
-    /// Another live tick holds it, until `expires_at_ms`.
+    Held(Held),
+    /// Another tick holds it, until `expires_at_ms`.
     Busy { owner: String, expires_at_ms: i64 },
 }
 
-/// Takes the lease for `owner` until `expires_at_ms`, unless someone else holds a live one.
-pub async fn take<S: KeyValue + Log>(
+enum Attempt {
+    Won,
+    Lost,
+    NoAtomics,
+}
+
+/// Takes the lease for `owner` until `expires_at_ms`, unless another tick holds it.
+pub async fn take<S: KeyValue + Clock + Log>(
     store: &S,
+    owner: &str,
+    expires_at_ms: i64,
+) -> Result<Taken, KvError> {
+    let now_ms = store.unix_millis();
+    let current: Lease = state::load(store, LEASE_KEY).await?;
+    if current.live(now_ms) {
+        return Ok(busy(&current));
+    }
+    // An expired holder's unit stays behind: its successor starts a fresh generation.
+    let generation = current.generation + u64::from(current.held());
+    let held = |generation| Held {
+        owner: owner.to_owned(),
+        generation,
+        expires_at_ms,
+        guarantee: Guarantee::Exclusive,
+    };
+    match attempt(store, &held(generation), now_ms).await? {
+        Attempt::Won => return Ok(Taken::Held(held(generation))),
+        Attempt::NoAtomics => return read_back(store, &current, owner, now_ms, expires_at_ms).await,
+        Attempt::Lost => {}
+    }
+    // Lost: a taker that just won has not written the document yet, or a taker died between
+    // its increments and left the counter stuck. Only the second leaves the document unchanged.
+    if now_ms.saturating_sub(current.takeable_since_ms()) < millis(STUCK) {
+        return Ok(busy(&current));
+    }
+    store.sleep(PAUSE).await;
+    if state::load::<Lease, _>(store, LEASE_KEY).await? != current {
+        return Ok(busy(&current));
+    }
+    store.log(
+        Level::Warn,
+        &format!("lease generation {generation} is stuck: moving to the next"),
+    );
+    match attempt(store, &held(generation + 1), now_ms).await? {
+        Attempt::Won => Ok(Taken::Held(held(generation + 1))),
+        _ => Ok(busy(&current)),
+    }
+}
+
+/// One increment on the generation's counter; the winner writes the document.
+async fn attempt<S: KeyValue + Log>(
+    store: &S,
+    held: &Held,
+    now_ms: i64,
+) -> Result<Attempt, KvError> {
+    let counter = holders_key(held.generation);
+    match store.kv_increment(&counter, 1).await? {
+        None => Ok(Attempt::NoAtomics),
+        Some(1) => {
+            let lease = Lease {
+                generation: held.generation,
+                owner: held.owner.clone(),
+                expires_at_ms: held.expires_at_ms,
+                changed_at_ms: now_ms,
+            };
+            state::save(store, LEASE_KEY, &lease).await?;
+            forget_old_generation(store, held.generation).await;
+            Ok(Attempt::Won)
+        }
+        Some(_) => {
+            store.kv_increment(&counter, -1).await?;
+            Ok(Attempt::Lost)
+        }
+    }
+}
+
+/// Counters two generations back are stuck for good and no taker reads them any more.
+async fn forget_old_generation<S: KeyValue + Log>(store: &S, generation: u64) {
+    if let Some(old) = generation.checked_sub(2)
+        && let Err(error) = store.kv_delete(&holders_key(old)).await
+    {
+        store.log(
+            Level::Warn,
+            &format!("old lease counter not deleted: {error}"),
+        );
+    }
+}
+
+/// The scheme for stores without atomics: write, then read back who won.
+async fn read_back<S: KeyValue + Log>(
+    store: &S,
+    current: &Lease,
     owner: &str,
     now_ms: i64,
     expires_at_ms: i64,
 ) -> Result<Taken, KvError> {
-    let current: Lease = state::load(store, LEASE_KEY).await?;
-    if current.owner != owner && current.expires_at_ms > now_ms {
-        return Ok(Taken::Busy {
-            owner: current.owner,
-            expires_at_ms: current.expires_at_ms,
-        });
-    }
     let mine = Lease {
+        generation: current.generation,
         owner: owner.to_owned(),
         expires_at_ms,
+        changed_at_ms: now_ms,
     };
     state::save(store, LEASE_KEY, &mine).await?;
-    let read_back: Lease = state::load(store, LEASE_KEY).await?;
-    if read_back.owner == owner {
-        Ok(Taken::Held)
-    } else {
-        Ok(Taken::Busy {
-            owner: read_back.owner,
-            expires_at_ms: read_back.expires_at_ms,
-        })
+    let read: Lease = state::load(store, LEASE_KEY).await?;
+    if read.owner != owner {
+        return Ok(busy(&read));
+    }
+    Ok(Taken::Held(Held {
+        owner: owner.to_owned(),
+        generation: current.generation,
+        expires_at_ms,
+        guarantee: Guarantee::BestEffort,
+    }))
+}
+
+fn busy(lease: &Lease) -> Taken {
+    Taken::Busy {
+        owner: if lease.owner.is_empty() {
+            "a tick that is just starting".into()
+        } else {
+            lease.owner.clone()
+        },
+        expires_at_ms: lease.expires_at_ms,
     }
 }
 
-/// Gives the lease back if this owner still holds it.
-pub async fn release<S: KeyValue + Log>(store: &S, owner: &str) -> Result<(), KvError> {
-    let current: Lease = state::load(store, LEASE_KEY).await?;
-    if current.owner == owner {
-        store.kv_delete(LEASE_KEY).await?;
+/// Gives the lease back. One that has outlived its expiry is left alone: a taker may already
+/// have taken it over, and its unit is theirs to leave behind.
+pub async fn release<S: KeyValue + Clock + Log>(store: &S, held: &Held) -> Result<(), KvError> {
+    let now_ms = store.unix_millis();
+    if !held.valid_at(now_ms) {
+        store.log(
+            Level::Warn,
+            "the tick outlived its lease: leaving it to expire",
+        );
+        return Ok(());
+    }
+    if held.guarantee == Guarantee::BestEffort {
+        let current: Lease = state::load(store, LEASE_KEY).await?;
+        if current.owner != held.owner {
+            return Ok(());
+        }
+    }
+    let free = Lease {
+        generation: held.generation,
+        owner: String::new(),
+        expires_at_ms: 0,
+        changed_at_ms: now_ms,
+    };
+    // Free first, then the unit: until the unit is back no one can win, so no one can have
+    // written a newer document that this one would hide.
+    state::save(store, LEASE_KEY, &free).await?;
+    if held.guarantee == Guarantee::Exclusive {
+        store
+            .kv_increment(&holders_key(held.generation), -1)
+            .await?;
     }
     Ok(())
+}
+
+/// Which exclusion the store gives, asked without side effect (an increment by zero).
+pub async fn guarantee<S: KeyValue>(store: &S) -> Result<Guarantee, KvError> {
+    Ok(match store.kv_increment(&holders_key(0), 0).await? {
+        Some(_) => Guarantee::Exclusive,
+        None => Guarantee::BestEffort,
+    })
+}
+
+pub fn holders_key(generation: u64) -> String {
+    format!("{HOLDERS_PREFIX}{generation}")
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

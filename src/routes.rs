@@ -335,9 +335,8 @@ async fn collect<H: Host>(host: &H) -> Response {
 /// Empties the cache under the lease, so a running tick cannot save over the clear.
 async fn clear_cache<H: Host>(host: &H) -> Response {
     let owner = format!("cache-clear-{:016x}", host.random_u64());
-    let now_ms = host.unix_millis();
-    match lease::take(host, &owner, now_ms, now_ms + 10_000).await {
-        Ok(Taken::Held) => {}
+    let held = match lease::take(host, &owner, host.unix_millis() + 10_000).await {
+        Ok(Taken::Held(held)) => held,
         Ok(Taken::Busy { .. }) => {
             return error(
                 StatusCode::CONFLICT,
@@ -345,20 +344,39 @@ async fn clear_cache<H: Host>(host: &H) -> Response {
             );
         }
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    }
+    };
     let result = async {
-        let mut doc: cycle::CollectorState = state::load(host, state::STATE_KEY).await?;
+        // An unreadable document is left for the next tick to set aside, never overwritten.
+        let mut doc = match state::load_checked::<cycle::CollectorState, _>(host, state::STATE_KEY)
+            .await?
+        {
+            state::Loaded::Read(doc) => doc,
+            state::Loaded::Absent => cycle::CollectorState::default(),
+            state::Loaded::Unreadable { .. } => return Ok(None),
+        };
         let cleared = cache::clear(host, &mut doc.cache).await?;
-        state::save(host, state::STATE_KEY, &doc).await?;
-        Ok::<_, cache::CacheError>(cleared)
+        if held.valid_at(host.unix_millis()) {
+            state::save(host, state::STATE_KEY, &doc).await?;
+        }
+        Ok::<_, cache::CacheError>(Some(cleared))
     }
     .await;
-    if let Err(e) = lease::release(host, &owner).await {
+    if let Err(e) = lease::release(host, &held).await {
         host.log(
             Level::Warn,
             &format!("lease not released (it expires by itself): {e}"),
         );
     }
+    let result = match result {
+        Ok(None) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the state document is unreadable: the next tick sets it aside, then clear again",
+            );
+        }
+        Ok(Some(cleared)) => Ok(cleared),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(cleared) => {
             host.log(

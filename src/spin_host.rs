@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::future::{Either, select};
 use spin_sdk::http::body::IncomingBodyExt as _;
 use spin_sdk::http::{FullBody, send};
+use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_store};
 use spin_sdk::key_value::Store;
 use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
@@ -118,6 +119,44 @@ impl KeyValue for SpinHost {
             .await
             .map_err(|e| KvError(e.to_string()))
     }
+
+    /// `wasi:keyvalue/atomics` on the same `default` store: the one operation Spin's SQLite and
+    /// Redis stores both make atomic.
+    async fn kv_increment(&self, key: &str, delta: i64) -> Result<Option<i64>, KvError> {
+        let bucket = wasi_store::open("default").map_err(wasi_error)?;
+        match atomics::increment(&bucket, key, delta) {
+            Ok(value) => Ok(Some(value)),
+            Err(wasi_store::Error::Other(detail)) if unsupported(&detail) => Ok(None),
+            Err(error) => Err(wasi_error(error)),
+        }
+    }
+
+    async fn kv_keys(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        let keys = self
+            .store()?
+            .get_keys()
+            .await
+            .collect()
+            .await
+            .map_err(|e| KvError(e.to_string()))?;
+        Ok(keys.into_iter().filter(|k| k.starts_with(prefix)).collect())
+    }
+}
+
+fn wasi_error(error: wasi_store::Error) -> KvError {
+    KvError(match error {
+        wasi_store::Error::NoSuchStore => "no such store".into(),
+        wasi_store::Error::AccessDenied => "access denied".into(),
+        wasi_store::Error::Other(detail) => detail,
+    })
+}
+
+/// A backend without atomics says so in words; there is no error code for it.
+fn unsupported(detail: &str) -> bool {
+    let detail = detail.to_ascii_lowercase();
+    ["unsupported", "not supported", "not implemented"]
+        .iter()
+        .any(|phrase| detail.contains(phrase))
 }
 
 impl Variables for SpinHost {

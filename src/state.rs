@@ -1,7 +1,9 @@
 //! Documents in the key-value store: the key layout and the JSON codec.
 //!
 //! Owns the names of the shared documents (versioned under `lcw/v1/`) and how any document is
-//! read and written: a value that fails to parse is treated as absent and logged — never a crash.
+//! read and written: a value that fails to parse is never a crash — [`load`] treats it as absent
+//! and logs it; [`load_checked`] reports it, so that its owner can [`set_aside`] what it cannot
+//! read before it writes afresh.
 //! It sits below every module that keeps a document, so that they can share key names and the
 //! codec without importing each other. It must not know what goes into a document (their owners
 //! define the shapes: the cycle its state document, the sink its quarantine, the lease itself),
@@ -20,6 +22,84 @@ pub const OVERLAPS_KEY: &str = "lcw/v1/overlaps";
 pub const LEASE_KEY: &str = "lcw/v1/lease";
 /// Lines InfluxDB refused for good (`influx::sink::Quarantine`).
 pub const QUARANTINE_KEY: &str = "lcw/v1/quarantine";
+/// A counter of documents found unreadable and set aside (kept apart from the documents, so
+/// that starting one afresh does not reset it).
+pub const UNREADABLE_COUNT_KEY: &str = "lcw/v1/unreadable-documents";
+/// Unreadable documents kept for a look, per key; older ones are deleted.
+pub const UNREADABLE_KEPT: usize = 3;
+
+/// A document as the store holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loaded<T> {
+    Absent,
+    Read(T),
+    /// The value does not parse: its bytes, and why.
+    Unreadable { bytes: Vec<u8>, error: String },
+}
+
+/// Reads a JSON document and says whether it was absent, read or unreadable.
+pub async fn load_checked<T, S>(store: &S, key: &str) -> Result<Loaded<T>, KvError>
+where
+    T: DeserializeOwned,
+    S: KeyValue,
+{
+    let Some(bytes) = store.kv_get(key).await? else {
+        return Ok(Loaded::Absent);
+    };
+    Ok(match serde_json::from_slice(&bytes) {
+        Ok(doc) => Loaded::Read(doc),
+        Err(error) => Loaded::Unreadable {
+            bytes,
+            error: error.to_string(),
+        },
+    })
+}
+
+/// Keeps an unreadable document under `<key>.unreadable.<now_ms>` (at most
+/// [`UNREADABLE_KEPT`] of them) and counts it; returns the key it went to. Only once it is kept
+/// may the document be overwritten.
+pub async fn set_aside<S: KeyValue>(
+    store: &S,
+    key: &str,
+    bytes: &[u8],
+    now_ms: i64,
+) -> Result<String, KvError> {
+    let prefix = format!("{key}.unreadable.");
+    let aside = format!("{prefix}{:013}", now_ms.max(0));
+    store.kv_set(&aside, bytes).await?;
+    let mut kept = store.kv_keys(&prefix).await?;
+    kept.sort();
+    let excess = kept.len().saturating_sub(UNREADABLE_KEPT);
+    for old in &kept[..excess] {
+        store.kv_delete(old).await?;
+    }
+    count_unreadable(store).await?;
+    Ok(aside)
+}
+
+async fn count_unreadable<S: KeyValue>(store: &S) -> Result<(), KvError> {
+    if store.kv_increment(UNREADABLE_COUNT_KEY, 1).await?.is_none() {
+        // No atomics: a read and a write; only the tick holding the lease gets here.
+        let count = unreadable_count(store).await? + 1;
+        store
+            .kv_set(UNREADABLE_COUNT_KEY, count.to_string().as_bytes())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Documents found unreadable and set aside so far. A counter is read by adding zero: the
+/// stores encode counters differently (SQLite as 8 little-endian bytes, Redis as text).
+pub async fn unreadable_count<S: KeyValue>(store: &S) -> Result<u64, KvError> {
+    if let Some(count) = store.kv_increment(UNREADABLE_COUNT_KEY, 0).await? {
+        return Ok(count.max(0) as u64);
+    }
+    Ok(store
+        .kv_get(UNREADABLE_COUNT_KEY)
+        .await?
+        .and_then(|v| String::from_utf8_lossy(&v).trim().parse().ok())
+        .unwrap_or(0))
+}
 
 /// Reads a JSON document; absent or unreadable documents give `T::default()` (the latter logged).
 pub async fn load<T, S>(store: &S, key: &str) -> Result<T, KvError>

@@ -352,6 +352,7 @@ fn admin_routes_need_the_token_and_vanish_without_one() {
     let live = lease::Lease {
         owner: "a-running-tick".into(),
         expires_at_ms: i64::MAX,
+        ..lease::Lease::default()
     };
     kv.lock()
         .unwrap()

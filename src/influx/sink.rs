@@ -184,7 +184,7 @@ impl<'a, H: Host> Sink<'a, H> {
                 self.drop_front_segment(&meta).await;
             } else {
                 // Keep what is left where it was, in order; stop until the next tick.
-                match spool::write(self.host, meta.seq, &kept, meta.created_at_ms).await {
+                match spool::rewrite(self.host, &meta, &kept).await {
                     Ok(rest) => {
                         self.state.spool.segments[0] = rest;
                     }
@@ -201,7 +201,7 @@ impl<'a, H: Host> Sink<'a, H> {
         if let Err(error) = self.host.kv_delete(&meta.key()).await {
             self.host.log(
                 Level::Warn,
-                &format!("spool segment {} not deleted: {error}", meta.seq),
+                &format!("spool segment {} not deleted: {error}", meta.key()),
             );
         }
     }

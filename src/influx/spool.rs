@@ -1,50 +1,78 @@
 //! The durable spool: line protocol that could not be written yet, kept in the key-value store
 //! until it can be.
 //!
-//! Owns the spool's segments (gzip-compressed line protocol, each well under the 1 MB value limit
-//! of hosted stores) and their index. New lines are appended to the newest segment while it has
-//! room, so an outage of days takes tens of keys, not thousands. The spool is bounded: past
-//! `spool_max_points` the oldest segment is evicted — the only way a point can ever be lost — and
-//! the loss is counted and logged loudly. It must not talk to InfluxDB.
+//! Owns the spool's segments and their index. A segment is self-describing: its key is unique
+//! without any document (the writing tick's time and a random id), and its value starts with a
+//! header line (points, first and last timestamp, creation time) before the gzip-compressed
+//! lines, so the index kept in the state document is only a cache that [`rebuild`] and [`adopt`]
+//! recover by listing `lcw/v1/spool/`. Metadata is never dropped before the write that replaces
+//! it has succeeded. New lines go into the newest segment while it has room (when this tick
+//! writes alone), so an outage of days takes tens of keys, not thousands. The spool is bounded:
+//! past `spool_max_points` the oldest segment is evicted — the only way a point can ever be lost —
+//! and the loss is counted and logged loudly. It must not talk to InfluxDB.
 
 use std::collections::VecDeque;
 use std::io::Read as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::{KeyValue, KvError, Level, Log};
+use crate::host::{KeyValue, KvError, Level, Log, Random};
 use crate::influx::line_protocol::gzip;
 
-/// Prefix of spool segment keys; the sequence number follows, zero-padded.
+/// Prefix of spool segment keys.
 pub const SEGMENT_PREFIX: &str = "lcw/v1/spool/";
 /// A segment stops taking lines at this compressed size (hosted stores cap values at 1 MB).
 pub const SEGMENT_BYTES: usize = 768 * 1024;
+/// The first bytes of a segment value: the header line follows.
+const MAGIC: &[u8] = b"LCWSPOOL1 ";
 
-/// One segment's metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One segment's metadata: what its header says, plus its key and size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SegmentMeta {
-    pub seq: u64,
+    /// The segment's key; empty in indexes of the first release, whose keys were numbered.
+    pub key: String,
+    /// The number of a first-release segment (`lcw/v1/spool/<seq>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     pub points: u64,
-    /// Compressed size.
+    /// Stored size.
     pub bytes: u64,
     pub created_at_ms: i64,
+    /// Timestamps of the first and last line, as written (0 when unknown).
+    pub first_time: i64,
+    pub last_time: i64,
 }
 
 impl SegmentMeta {
     pub fn key(&self) -> String {
-        segment_key(self.seq)
+        match (self.key.is_empty(), self.seq) {
+            (true, Some(seq)) => format!("{SEGMENT_PREFIX}{seq:012}"),
+            _ => self.key.clone(),
+        }
     }
 }
 
-pub fn segment_key(seq: u64) -> String {
-    format!("{SEGMENT_PREFIX}{seq:012}")
+/// The header line of a segment value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Header {
+    points: u64,
+    created_at_ms: i64,
+    first_time: i64,
+    last_time: i64,
 }
 
-/// The spool's index: segments oldest first.
+/// The spool's index: segments oldest first. A cache of what the keys hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SpoolIndex {
-    pub next_seq: u64,
     pub segments: VecDeque<SegmentMeta>,
+    /// When the index was last checked against the store's keys.
+    pub adopted_at_ms: i64,
+    /// This tick writes alone (an exclusive lease), so it may rewrite the newest segment.
+    #[serde(skip)]
+    pub may_extend_tail: bool,
 }
 
 impl SpoolIndex {
@@ -55,6 +83,15 @@ impl SpoolIndex {
     pub fn is_empty(&self) -> bool {
         self.segments.is_empty()
     }
+
+    fn insert_sorted(&mut self, meta: SegmentMeta) {
+        let at = self
+            .segments
+            .iter()
+            .position(|s| s.key() > meta.key())
+            .unwrap_or(self.segments.len());
+        self.segments.insert(at, meta);
+    }
 }
 
 /// Reads a segment's lines. A missing or unreadable segment yields `None` (and a log line): its
@@ -63,55 +100,110 @@ pub async fn read<S: KeyValue + Log>(
     store: &S,
     meta: &SegmentMeta,
 ) -> Result<Option<String>, KvError> {
-    let Some(packed) = store.kv_get(&meta.key()).await? else {
+    let key = meta.key();
+    let Some(value) = store.kv_get(&key).await? else {
         store.log(
             Level::Error,
-            &format!(
-                "spool segment {} is missing: {} points lost",
-                meta.seq, meta.points
-            ),
+            &format!("spool segment {key} is missing: {} points lost", meta.points),
         );
         return Ok(None);
     };
-    let mut lines = String::new();
-    if let Err(e) = flate2::read::GzDecoder::new(&packed[..]).read_to_string(&mut lines) {
-        store.log(
-            Level::Error,
-            &format!(
-                "spool segment {} is unreadable ({e}): {} points lost",
-                meta.seq, meta.points
-            ),
-        );
-        return Ok(None);
+    match unpack(&value) {
+        Ok((_, lines)) => Ok(Some(lines)),
+        Err(e) => {
+            store.log(
+                Level::Error,
+                &format!(
+                    "spool segment {key} is unreadable ({e}): {} points lost",
+                    meta.points
+                ),
+            );
+            Ok(None)
+        }
     }
-    Ok(Some(lines))
 }
 
-/// Writes `lines` (newline-terminated) as the content of segment `seq`; returns its meta.
+/// A segment value's header (when it has one) and lines.
+fn unpack(value: &[u8]) -> Result<(Option<Header>, String), String> {
+    let (header, packed) = match value.strip_prefix(MAGIC) {
+        Some(rest) => {
+            let end = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .ok_or("no end of header")?;
+            let header: Header =
+                serde_json::from_slice(&rest[..end]).map_err(|e| format!("header: {e}"))?;
+            (Some(header), &rest[end + 1..])
+        }
+        // A first-release segment: gzip only.
+        None => (None, value),
+    };
+    let mut lines = String::new();
+    flate2::read::GzDecoder::new(packed)
+        .read_to_string(&mut lines)
+        .map_err(|e| e.to_string())?;
+    Ok((header, lines))
+}
+
+/// Writes `lines` (newline-terminated) under `key`; returns the segment's meta.
 pub async fn write<S: KeyValue>(
     store: &S,
-    seq: u64,
+    key: &str,
     lines: &str,
     created_at_ms: i64,
 ) -> Result<SegmentMeta, KvError> {
-    let packed = gzip(lines.as_bytes()).map_err(|e| KvError(format!("spool gzip: {e}")))?;
-    store.kv_set(&segment_key(seq), &packed).await?;
-    Ok(SegmentMeta {
-        seq,
+    let (first_time, last_time) = time_range(lines);
+    let header = Header {
         points: count_lines(lines),
-        bytes: packed.len() as u64,
         created_at_ms,
+        first_time,
+        last_time,
+    };
+    let mut value = MAGIC.to_vec();
+    value.extend(serde_json::to_vec(&header).map_err(|e| KvError(format!("spool header: {e}")))?);
+    value.push(b'\n');
+    value.extend(gzip(lines.as_bytes()).map_err(|e| KvError(format!("spool gzip: {e}")))?);
+    store.kv_set(key, &value).await?;
+    Ok(SegmentMeta {
+        key: key.to_owned(),
+        seq: None,
+        points: header.points,
+        bytes: value.len() as u64,
+        created_at_ms,
+        first_time,
+        last_time,
     })
+}
+
+/// The timestamps (last field) of the first and last line; 0 where a line has none.
+fn time_range(lines: &str) -> (i64, i64) {
+    let time = |line: Option<&str>| {
+        line.and_then(|l| l.rsplit(' ').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut it = lines.lines();
+    (time(it.next()), time(lines.lines().next_back()))
 }
 
 pub fn count_lines(lines: &str) -> u64 {
     lines.bytes().filter(|&b| b == b'\n').count() as u64
 }
 
+/// A key no other segment has or will have: the time, a random id, and a chunk number.
+fn new_key<S: Random>(store: &S, now_ms: i64, chunk: usize) -> String {
+    format!(
+        "{SEGMENT_PREFIX}{:013}-{:016x}-{chunk:03}",
+        now_ms.max(0),
+        store.random_u64()
+    )
+}
+
 /// Appends `lines` to the spool: into the newest segment while it stays under
-/// [`SEGMENT_BYTES`], else into new segments. Then evicts the oldest segments beyond
-/// `max_points`; returns the points evicted.
-pub async fn append<S: KeyValue + Log>(
+/// [`SEGMENT_BYTES`] (only when [`SpoolIndex::may_extend_tail`]), else into new segments. Then
+/// evicts the oldest segments beyond `max_points`; returns the points evicted. On an error the
+/// index still describes every segment that holds points.
+pub async fn append<S: KeyValue + Log + Random>(
     store: &S,
     index: &mut SpoolIndex,
     lines: &str,
@@ -124,36 +216,75 @@ pub async fn append<S: KeyValue + Log>(
     let new_points = count_lines(lines);
     let cap = segment_points(max_points);
     // Compressed line protocol is a fifth to a tenth of its text: estimate on the safe side.
-    let fits_tail = index.segments.back().is_some_and(|tail| {
-        tail.bytes as usize + lines.len() / 4 < SEGMENT_BYTES && tail.points + new_points <= cap
+    let tail = index.segments.back().filter(|tail| {
+        index.may_extend_tail
+            && tail.bytes as usize + lines.len() / 4 < SEGMENT_BYTES
+            && tail.points + new_points <= cap
     });
-    let mut pending = String::new();
-    if fits_tail && let Some(tail) = index.segments.back().cloned() {
-        if let Some(existing) = read(store, &tail).await? {
-            pending = existing;
-        }
-        index.segments.pop_back();
-        pending.push_str(lines);
-        let meta = write(store, tail.seq, &pending, tail.created_at_ms).await?;
-        index.segments.push_back(meta);
+    let extended = match tail.cloned() {
+        Some(tail) => extend(store, &tail, lines).await?,
+        None => None,
+    };
+    if let Some(meta) = extended {
+        // Replaced only now that the write under the same key has succeeded.
+        *index.segments.back_mut().expect("the tail exists") = meta;
     } else {
         // Chunks of whole lines small enough that each compresses well under the limit.
         let mut rest = lines;
+        let mut chunk = 0;
         while !rest.is_empty() {
             let cut = chunk_end(rest, SEGMENT_BYTES * 4, cap as usize);
-            let (chunk, tail) = rest.split_at(cut);
-            let seq = index.next_seq;
-            index.next_seq += 1;
-            let meta = write(store, seq, chunk, now_ms).await?;
+            let (lines, tail) = rest.split_at(cut);
+            let meta = write(store, &new_key(store, now_ms, chunk), lines, now_ms).await?;
             index.segments.push_back(meta);
             rest = tail;
+            chunk += 1;
         }
     }
+    evict(store, index, max_points).await
+}
+
+/// The tail with `lines` added, written under its own key; `None` when the tail is gone or
+/// unreadable (then the lines go into a new segment instead).
+async fn extend<S: KeyValue + Log>(
+    store: &S,
+    tail: &SegmentMeta,
+    lines: &str,
+) -> Result<Option<SegmentMeta>, KvError> {
+    let Some(mut existing) = read(store, tail).await? else {
+        return Ok(None);
+    };
+    existing.push_str(lines);
+    rewrite(store, tail, &existing).await.map(Some)
+}
+
+/// Replaces a segment's lines under its own key; its new meta.
+pub async fn rewrite<S: KeyValue>(
+    store: &S,
+    meta: &SegmentMeta,
+    lines: &str,
+) -> Result<SegmentMeta, KvError> {
+    let mut new = write(store, &meta.key(), lines, meta.created_at_ms).await?;
+    if meta.seq.is_some() {
+        // A first-release segment keeps being named by its number.
+        new.key.clear();
+        new.seq = meta.seq;
+    }
+    Ok(new)
+}
+
+/// Drops the oldest segments beyond `max_points` (never the last one); returns the points lost.
+async fn evict<S: KeyValue + Log>(
+    store: &S,
+    index: &mut SpoolIndex,
+    max_points: u64,
+) -> Result<u64, KvError> {
     let mut evicted = 0;
     while index.points() > max_points && index.segments.len() > 1 {
-        let oldest = index.segments.pop_front().expect("more than one segment");
+        let oldest = index.segments.front().expect("more than one segment");
         store.kv_delete(&oldest.key()).await?;
         evicted += oldest.points;
+        index.segments.pop_front();
     }
     if evicted > 0 {
         store.log(
@@ -162,6 +293,48 @@ pub async fn append<S: KeyValue + Log>(
         );
     }
     Ok(evicted)
+}
+
+/// Adds to `index` every segment the store holds that it does not list (written by a tick whose
+/// state was never saved, or listed by a document that was lost); returns how many were added.
+pub async fn adopt<S: KeyValue + Log>(
+    store: &S,
+    index: &mut SpoolIndex,
+    now_ms: i64,
+) -> Result<usize, KvError> {
+    let mut keys = store.kv_keys(SEGMENT_PREFIX).await?;
+    keys.sort();
+    let mut adopted = 0;
+    for key in keys {
+        if index.segments.iter().any(|s| s.key() == key) {
+            continue;
+        }
+        let Some(value) = store.kv_get(&key).await? else {
+            continue;
+        };
+        match unpack(&value) {
+            Ok((header, lines)) => {
+                let header = header.unwrap_or_default();
+                let (first_time, last_time) = time_range(&lines);
+                index.insert_sorted(SegmentMeta {
+                    key,
+                    seq: None,
+                    points: count_lines(&lines),
+                    bytes: value.len() as u64,
+                    created_at_ms: header.created_at_ms,
+                    first_time,
+                    last_time,
+                });
+                adopted += 1;
+            }
+            Err(e) => store.log(
+                Level::Error,
+                &format!("spool segment {key} is unreadable ({e}): left in place"),
+            ),
+        }
+    }
+    index.adopted_at_ms = now_ms;
+    Ok(adopted)
 }
 
 /// Points one segment holds at most: a tenth of the spool (so eviction gives back a tenth at a
@@ -204,8 +377,25 @@ mod tests {
     }
 
     #[test]
-    fn keys_sort_in_sequence_order() {
-        assert!(segment_key(9) < segment_key(10));
-        assert_eq!(segment_key(7), "lcw/v1/spool/000000000007");
+    fn first_release_keys_come_from_their_number() {
+        let old = SegmentMeta {
+            seq: Some(7),
+            ..SegmentMeta::default()
+        };
+        assert_eq!(old.key(), "lcw/v1/spool/000000000007");
+    }
+
+    #[test]
+    fn a_value_carries_its_own_header() {
+        let lines = "m f=1 1000\nm f=2 2000\n";
+        let mut value = MAGIC.to_vec();
+        value.extend(br#"{"points":2,"created_at_ms":5,"first_time":1000,"last_time":2000}"#);
+        value.push(b'\n');
+        value.extend(gzip(lines.as_bytes()).unwrap());
+        let (header, read) = unpack(&value).unwrap();
+        assert_eq!(read, lines);
+        assert_eq!(header.unwrap().points, 2);
+        assert_eq!(time_range(lines), (1000, 2000));
+        assert_eq!(unpack(&gzip(lines.as_bytes()).unwrap()).unwrap().1, lines);
     }
 }

@@ -34,8 +34,19 @@ pub struct Calls {
     pub kv_writes: AtomicUsize,
 }
 
+/// The largest value a store takes by default: the ceiling of Fermyon Cloud and many Redis
+/// setups. Every native test runs under it.
+pub const VALUE_LIMIT: usize = 1024 * 1024;
+
 pub struct NativeHost {
     pub kv: SharedKv,
+    /// Values larger than this are refused, like a hosted store.
+    pub value_limit: usize,
+    /// A store without atomic increment (the lease falls back to write-then-read-back).
+    pub no_atomics: bool,
+    /// Each KV call waits a random time up to this, before and after its effect, so that the
+    /// calls of ticks on other threads interleave with it.
+    pub kv_jitter: Option<Duration>,
     pub variables: HashMap<String, String>,
     pub logs: Mutex<Vec<String>>,
     pub calls: Calls,
@@ -56,6 +67,9 @@ impl NativeHost {
     pub fn with_kv<K: AsRef<str>, V: AsRef<str>>(variables: &[(K, V)], kv: SharedKv) -> Self {
         Self {
             kv,
+            value_limit: VALUE_LIMIT,
+            no_atomics: false,
+            kv_jitter: None,
             variables: variables
                 .iter()
                 .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
@@ -165,25 +179,105 @@ fn blocking_send(request: HttpRequest, timeouts: Timeouts) -> Result<HttpRespons
     Ok(http::Response::from_parts(parts, bytes))
 }
 
+impl NativeHost {
+    /// A store that refuses values over `limit` bytes.
+    pub fn with_value_limit(mut self, limit: usize) -> Self {
+        self.value_limit = limit;
+        self
+    }
+
+    /// A store without atomic increment.
+    pub fn without_atomics(mut self) -> Self {
+        self.no_atomics = true;
+        self
+    }
+
+    /// KV calls that take a random time up to `max` (really, on this thread).
+    pub fn with_kv_jitter(mut self, max: Duration) -> Self {
+        self.kv_jitter = Some(max);
+        self
+    }
+
+    fn jitter(&self) {
+        if let Some(max) = self.kv_jitter {
+            let nanos = self.random_u64() % (max.as_nanos() as u64 + 1);
+            std::thread::sleep(Duration::from_nanos(nanos));
+        }
+    }
+}
+
 impl KeyValue for NativeHost {
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.calls.kv_reads.fetch_add(1, Ordering::SeqCst);
-        Ok(self.kv.lock().unwrap().get(key).cloned())
+        self.jitter();
+        let value = self.kv.lock().unwrap().get(key).cloned();
+        self.jitter();
+        Ok(value)
     }
 
     async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
         self.calls.kv_writes.fetch_add(1, Ordering::SeqCst);
+        if value.len() > self.value_limit {
+            return Err(KvError(format!(
+                "value of {} bytes for `{key}` is over the store's limit of {} bytes",
+                value.len(),
+                self.value_limit
+            )));
+        }
+        self.jitter();
         self.kv
             .lock()
             .unwrap()
             .insert(key.to_owned(), value.to_vec());
+        self.jitter();
         Ok(())
     }
 
     async fn kv_delete(&self, key: &str) -> Result<(), KvError> {
         self.calls.kv_writes.fetch_add(1, Ordering::SeqCst);
+        self.jitter();
         self.kv.lock().unwrap().remove(key);
+        self.jitter();
         Ok(())
+    }
+
+    async fn kv_increment(&self, key: &str, delta: i64) -> Result<Option<i64>, KvError> {
+        if self.no_atomics {
+            return Ok(None);
+        }
+        self.calls.kv_writes.fetch_add(1, Ordering::SeqCst);
+        self.jitter();
+        let value = {
+            let mut kv = self.kv.lock().unwrap();
+            // Encoded as Spin's SQLite store does; a value `kv_set` wrote is refused there
+            // too (it panics the host), so a counter must never be written any other way.
+            let current = match kv.get(key) {
+                None => 0,
+                Some(v) => i64::from_le_bytes(v.as_slice().try_into().map_err(|_| {
+                    KvError(format!("`{key}` holds {} bytes, not a counter", v.len()))
+                })?),
+            };
+            let value = current + delta;
+            kv.insert(key.to_owned(), value.to_le_bytes().to_vec());
+            value
+        };
+        self.jitter();
+        Ok(Some(value))
+    }
+
+    async fn kv_keys(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        self.calls.kv_reads.fetch_add(1, Ordering::SeqCst);
+        self.jitter();
+        let keys = self
+            .kv
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        self.jitter();
+        Ok(keys)
     }
 }
 

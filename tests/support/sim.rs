@@ -23,6 +23,9 @@ use lcw_fetcher::host::{
     TransportError, Variables,
 };
 
+/// The largest value the simulated store takes, like a hosted one (1 MB).
+pub const VALUE_LIMIT: usize = 1024 * 1024;
+
 /// How the network behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Profile {
@@ -236,6 +239,15 @@ pub struct World {
     pub lcw_requests: Cell<u64>,
     pub kv_round_trips: Cell<u64>,
     pub kv_bytes_written: Cell<u64>,
+    /// Each KV call takes a random virtual time up to this, so that two ticks run together
+    /// interleave their store calls (zero: KV calls take no time).
+    pub kv_latency_max: Cell<Duration>,
+    /// The store has atomic increment.
+    pub atomics: Cell<bool>,
+    /// InfluxDB answers every write with 503.
+    pub influx_down: Cell<bool>,
+    /// Lines InfluxDB accepted.
+    pub influx_lines: Cell<u64>,
     bodies: HashMap<&'static str, Vec<u8>>,
 }
 
@@ -262,6 +274,10 @@ impl World {
             lcw_requests: Cell::new(0),
             kv_round_trips: Cell::new(0),
             kv_bytes_written: Cell::new(0),
+            kv_latency_max: Cell::new(Duration::ZERO),
+            atomics: Cell::new(true),
+            influx_down: Cell::new(false),
+            influx_lines: Cell::new(0),
             bodies,
         }
     }
@@ -301,6 +317,15 @@ impl HttpClient for SimHost<'_> {
                 return Err(TransportError::Timeout);
             }
             world.clock.sleep_until(start + latency).await;
+            if world.influx_down.get() {
+                return Ok(http::Response::builder()
+                    .status(503)
+                    .body(br#"{"error":"simulated outage"}"#.to_vec())
+                    .unwrap());
+            }
+            world
+                .influx_lines
+                .set(world.influx_lines.get() + lines_in(&request));
             return Ok(http::Response::builder()
                 .status(204)
                 .body(Vec::new())
@@ -338,18 +363,58 @@ impl HttpClient for SimHost<'_> {
     }
 }
 
+/// Lines of a write request's body (gzip or plain).
+fn lines_in(request: &HttpRequest) -> u64 {
+    let gzipped = request
+        .headers()
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v == "gzip");
+    let mut text = Vec::new();
+    if gzipped {
+        use std::io::Read as _;
+        flate2::read::GzDecoder::new(request.body().as_slice())
+            .read_to_end(&mut text)
+            .expect("a gzip body");
+    } else {
+        text = request.body().clone();
+    }
+    text.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+impl SimHost<'_> {
+    /// One store round trip: counted, and its way out as slow as the world says.
+    async fn kv_trip(&self) {
+        let world = self.world;
+        world.kv_round_trips.set(world.kv_round_trips.get() + 1);
+        self.kv_trip_back().await;
+    }
+
+    /// Half of a round trip's latency (its way out, or the answer's way back): a random virtual
+    /// time up to half the world's maximum.
+    async fn kv_trip_back(&self) {
+        let world = self.world;
+        let max = world.kv_latency_max.get();
+        if !max.is_zero() {
+            let nanos = world.rng.borrow_mut().next_u64() % (max.as_nanos() as u64 / 2 + 1);
+            let at = world.clock.now() + Duration::from_nanos(nanos);
+            world.clock.sleep_until(at).await;
+        }
+    }
+}
+
 impl KeyValue for SimHost<'_> {
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.world
-            .kv_round_trips
-            .set(self.world.kv_round_trips.get() + 1);
-        Ok(self.world.kv.borrow().get(key).cloned())
+        self.kv_trip().await;
+        let value = self.world.kv.borrow().get(key).cloned();
+        self.kv_trip_back().await;
+        Ok(value)
     }
 
     async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.world
-            .kv_round_trips
-            .set(self.world.kv_round_trips.get() + 1);
+        if value.len() > VALUE_LIMIT {
+            return Err(KvError(format!("value for `{key}` over the store's limit")));
+        }
+        self.kv_trip().await;
         self.world
             .kv_bytes_written
             .set(self.world.kv_bytes_written.get() + value.len() as u64);
@@ -357,17 +422,52 @@ impl KeyValue for SimHost<'_> {
             .kv
             .borrow_mut()
             .insert(key.to_owned(), value.to_vec());
+        self.kv_trip_back().await;
         Ok(())
     }
 
     async fn kv_delete(&self, key: &str) -> Result<(), KvError> {
-        self.world
-            .kv_round_trips
-            .set(self.world.kv_round_trips.get() + 1);
+        self.kv_trip().await;
         self.world.kv.borrow_mut().remove(key);
+        self.kv_trip_back().await;
         Ok(())
     }
+
+    async fn kv_increment(&self, key: &str, delta: i64) -> Result<Option<i64>, KvError> {
+        if !self.world.atomics.get() {
+            return Ok(None);
+        }
+        self.kv_trip().await;
+        let value = {
+            let mut kv = self.world.kv.borrow_mut();
+            // Encoded as Spin's SQLite store does.
+            let current = kv
+                .get(key)
+                .map(|v| i64::from_le_bytes(v.as_slice().try_into().expect("a counter")))
+                .unwrap_or(0);
+            kv.insert(key.to_owned(), (current + delta).to_le_bytes().to_vec());
+            current + delta
+        };
+        self.kv_trip_back().await;
+        Ok(Some(value))
+    }
+
+    async fn kv_keys(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        self.kv_trip().await;
+        let keys = self
+            .world
+            .kv
+            .borrow()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        self.kv_trip_back().await;
+        Ok(keys)
+    }
 }
+
+
 
 impl Variables for SimHost<'_> {
     async fn variable(&self, name: &str) -> Result<Option<String>, String> {
