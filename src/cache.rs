@@ -41,7 +41,8 @@ pub fn ttl_s(ttls: &Ttls, endpoint: Endpoint) -> u64 {
 }
 
 /// One cached answer's metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Entry {
     /// When the request went out (freshness is measured from here, as ticks are scheduled).
     pub requested_at_ms: i64,
@@ -55,6 +56,7 @@ pub struct Entry {
 
 /// Cache statistics, persisted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
@@ -76,6 +78,7 @@ impl CacheStats {
 
 /// The index: every entry's metadata and the statistics (a part of the state document).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Index {
     pub entries: BTreeMap<String, Entry>,
     pub stats: CacheStats,

@@ -22,9 +22,9 @@ use crate::config::{self, Settings};
 use crate::guard::{Guard, ResilienceState, StatusCheck};
 use crate::host::{Host, KeyValue, KvError, Level, Log};
 use crate::influx::line_protocol::{self, Point};
-use crate::influx::spool;
 use crate::influx::sink::Sink;
 use crate::influx::sink::{DatabaseRequest, SinkState};
+use crate::influx::spool;
 use crate::lcw::{
     self, Coin, CoinsListRequest, CoinsMapRequest, CreditsAnswer, CurrencyRequest, Endpoint,
     Exchange, ExchangesListRequest, LcwError, NoParameters, Overview,
@@ -41,19 +41,14 @@ use crate::telemetry::{self, SinkSnapshot, Snapshot, TelemetryState, Timing, op}
 /// status check, the cache index, the sink (counters and spool index) and the telemetry. Only the
 /// lease holder writes it (a tick, or the admin cache clear), so one writer at a time.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CollectorState {
     /// [`STATE_SCHEMA`] of the release that wrote it (absent: the first release).
-    #[serde(default)]
     pub schema: u32,
-    #[serde(default)]
     pub history: CycleHistory,
-    #[serde(default)]
     pub resilience: ResilienceState,
-    #[serde(default)]
     pub cache: cache::Index,
-    #[serde(default)]
     pub sink: SinkState,
-    #[serde(default)]
     pub telemetry: TelemetryState,
 }
 
@@ -88,6 +83,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         cache,
         sink: sink_snapshot(&sink),
         state_bytes,
+        unreadable_documents: state::unreadable_count(store).await?,
         linear_memory_bytes: telemetry::linear_memory_bytes(),
     })
 }
@@ -143,7 +139,9 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
         Err(error) => {
             host.log(
                 Level::Error,
-                &format!("lease not taken ({error}): this tick collects but reads and saves no state"),
+                &format!(
+                    "lease not taken ({error}): this tick collects but reads and saves no state"
+                ),
             );
             None
         }

@@ -26,6 +26,7 @@ pub const TRANSITIONS_KEPT: usize = 20;
 
 /// Resilience state that outlives a tick (a part of the collector's state document).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ResilienceState {
     pub breaker: BreakerState,
     pub bucket: Option<Bucket>,
@@ -36,7 +37,8 @@ pub struct ResilienceState {
 }
 
 /// The last `/status` check.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StatusCheck {
     pub checked_at_ms: i64,
     pub reachable: bool,
@@ -44,7 +46,8 @@ pub struct StatusCheck {
 }
 
 /// One HTTP attempt, for telemetry: which endpoint, how it ended, how long it took.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Attempt {
     pub endpoint: String,
     /// The HTTP status, or `timeout`, `connect_error`, `malformed`…
@@ -54,6 +57,7 @@ pub struct Attempt {
 
 /// What the guard did during one tick.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct GuardReport {
     pub attempts: Vec<Attempt>,
     /// Calls not sent (or not retried), by reason (`breaker_open`, `rate_limit`, `deadline`).

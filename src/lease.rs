@@ -81,7 +81,9 @@ pub enum Guarantee {
 impl Guarantee {
     pub fn describe(self) -> &'static str {
         match self {
-            Self::Exclusive => "exclusive: the store's atomic increment lets one tick run at a time",
+            Self::Exclusive => {
+                "exclusive: the store's atomic increment lets one tick run at a time"
+            }
             Self::BestEffort => {
                 "best effort: the store has no atomic increment, so two ticks starting within one store round trip may both run"
             }
@@ -111,7 +113,10 @@ impl Held {
 pub enum Taken {
     Held(Held),
     /// Another tick holds it, until `expires_at_ms`.
-    Busy { owner: String, expires_at_ms: i64 },
+    Busy {
+        owner: String,
+        expires_at_ms: i64,
+    },
 }
 
 enum Attempt {
@@ -141,7 +146,9 @@ pub async fn take<S: KeyValue + Clock + Log>(
     };
     match attempt(store, &held(generation), now_ms).await? {
         Attempt::Won => return Ok(Taken::Held(held(generation))),
-        Attempt::NoAtomics => return read_back(store, &current, owner, now_ms, expires_at_ms).await,
+        Attempt::NoAtomics => {
+            return read_back(store, &current, owner, now_ms, expires_at_ms).await;
+        }
         Attempt::Lost => {}
     }
     // Lost: a taker that just won has not written the document yet, or a taker died between

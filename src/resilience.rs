@@ -122,7 +122,8 @@ pub enum Admission {
 }
 
 /// A change of breaker state, for the log and the state document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Transition {
     pub at_ms: i64,
     pub from: String,
@@ -252,7 +253,8 @@ pub struct RateLimit {
 }
 
 /// The bucket's balance, persisted between ticks.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Bucket {
     pub tokens: f64,
     pub updated_ms: i64,
@@ -312,7 +314,8 @@ impl RateLimit {
 }
 
 /// What LCW last said about the day's credits.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Credits {
     pub remaining: f64,
     pub limit: f64,

@@ -347,13 +347,12 @@ async fn clear_cache<H: Host>(host: &H) -> Response {
     };
     let result = async {
         // An unreadable document is left for the next tick to set aside, never overwritten.
-        let mut doc = match state::load_checked::<cycle::CollectorState, _>(host, state::STATE_KEY)
-            .await?
-        {
-            state::Loaded::Read(doc) => doc,
-            state::Loaded::Absent => cycle::CollectorState::default(),
-            state::Loaded::Unreadable { .. } => return Ok(None),
-        };
+        let mut doc =
+            match state::load_checked::<cycle::CollectorState, _>(host, state::STATE_KEY).await? {
+                state::Loaded::Read(doc) => doc,
+                state::Loaded::Absent => cycle::CollectorState::default(),
+                state::Loaded::Unreadable { .. } => return Ok(None),
+            };
         let cleared = cache::clear(host, &mut doc.cache).await?;
         if held.valid_at(host.unix_millis()) {
             state::save(host, state::STATE_KEY, &doc).await?;

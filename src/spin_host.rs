@@ -8,9 +8,9 @@ use std::pin::pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::{Either, select};
+use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_store};
 use spin_sdk::http::body::IncomingBodyExt as _;
 use spin_sdk::http::{FullBody, send};
-use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_store};
 use spin_sdk::key_value::Store;
 use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;

@@ -34,7 +34,10 @@ pub enum Loaded<T> {
     Absent,
     Read(T),
     /// The value does not parse: its bytes, and why.
-    Unreadable { bytes: Vec<u8>, error: String },
+    Unreadable {
+        bytes: Vec<u8>,
+        error: String,
+    },
 }
 
 /// Reads a JSON document and says whether it was absent, read or unreadable.

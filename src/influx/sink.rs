@@ -49,6 +49,7 @@ const TRANSIENT_RETRIES: RetryPolicy = RetryPolicy {
 
 /// Counters since the store was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SinkCounters {
     pub points_written: u64,
     pub batches_written: u64,
@@ -64,6 +65,7 @@ pub struct SinkCounters {
 
 /// The sink's state, carried in the collector's state document.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SinkState {
     pub counters: SinkCounters,
     pub spool: SpoolIndex,
@@ -74,7 +76,8 @@ pub struct SinkState {
 }
 
 /// One quarantined line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct QuarantinedLine {
     pub at_ms: i64,
     pub line: String,
@@ -83,6 +86,7 @@ pub struct QuarantinedLine {
 
 /// The document `lcw/v1/quarantine`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Quarantine {
     pub total: u64,
     /// Newest last.
@@ -90,7 +94,8 @@ pub struct Quarantine {
 }
 
 /// One InfluxDB request of a tick, for the telemetry's database metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DatabaseRequest {
     /// `success` or `error`.
     pub status: String,
@@ -99,6 +104,7 @@ pub struct DatabaseRequest {
 
 /// What one tick's deliveries did, by measurement.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Delivery {
     pub written: BTreeMap<String, u64>,
     pub replayed: u64,

@@ -104,7 +104,10 @@ pub async fn read<S: KeyValue + Log>(
     let Some(value) = store.kv_get(&key).await? else {
         store.log(
             Level::Error,
-            &format!("spool segment {key} is missing: {} points lost", meta.points),
+            &format!(
+                "spool segment {key} is missing: {} points lost",
+                meta.points
+            ),
         );
         return Ok(None);
     };
@@ -222,7 +225,16 @@ pub async fn append<S: KeyValue + Log + Random>(
             && tail.points + new_points <= cap
     });
     let extended = match tail.cloned() {
-        Some(tail) => extend(store, &tail, lines).await?,
+        Some(tail) => extend(store, &tail, lines).await.unwrap_or_else(|error| {
+            store.log(
+                Level::Warn,
+                &format!(
+                    "spool segment {} not extended ({error}): the lines go into a new one",
+                    tail.key()
+                ),
+            );
+            None
+        }),
         None => None,
     };
     if let Some(meta) = extended {

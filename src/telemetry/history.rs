@@ -9,18 +9,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::guard::GuardReport;
 
-/// How many cycle records `/stats` keeps.
+/// How many cycles `/stats` lists in brief.
 pub const RECENT_CYCLES: usize = 60;
+/// How many of those it keeps in full (errors, LCW attempts): full records are most of the
+/// state document, and the last few are what an operator reads.
+pub const DETAILED_CYCLES: usize = 5;
 
 /// How a cycle ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Everything planned was fetched and written.
     Success,
     /// Some points were written, something failed.
     Partial,
-    /// Nothing was written.
+    /// Nothing was written (also what a stored record without an outcome reads as).
+    #[default]
     Error,
     /// The circuit breaker was open: no LCW call was made.
     SkippedBreaker,
@@ -49,7 +55,8 @@ impl Outcome {
 }
 
 /// What one cycle did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CycleRecord {
     pub started_at_ms: i64,
     pub duration_ms: u64,
@@ -57,30 +64,22 @@ pub struct CycleRecord {
     /// Points that InfluxDB accepted, by data type (`coins`, `overview`).
     pub points_written: BTreeMap<String, u64>,
     /// Spooled points that InfluxDB accepted this tick.
-    #[serde(default)]
     pub points_replayed: u64,
     /// Points InfluxDB could not take now, kept in the spool.
-    #[serde(default)]
     pub points_spooled: u64,
     /// Points InfluxDB refused for good, kept in the quarantine.
-    #[serde(default)]
     pub points_quarantined: u64,
     /// Points lost: evicted from a full spool, or not spoolable.
-    #[serde(default)]
     pub points_evicted: u64,
     /// One line per failure, secrets never included.
     pub errors: Vec<String>,
     /// Points left out for having no finite field.
-    #[serde(default)]
     pub points_dropped: u64,
     /// Wanted answers served from the cache.
-    #[serde(default)]
     pub cache_hits: u64,
     /// LCW attempts, calls not sent, retries and waits.
-    #[serde(default)]
     pub lcw: GuardReport,
     /// The circuit breaker's state at the end of the tick.
-    #[serde(default)]
     pub breaker: String,
 }
 
@@ -109,17 +108,55 @@ impl CycleRecord {
     }
 }
 
-/// Totals since the store was created, and the most recent cycles (newest last).
+/// One cycle in brief. Stored with one-letter keys: sixty of these are a third of the state
+/// document; `/stats` shows them with full names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CycleSummary {
+    #[serde(rename = "t")]
+    pub started_at_ms: i64,
+    #[serde(rename = "d")]
+    pub duration_ms: u64,
+    #[serde(rename = "o")]
+    pub outcome: Outcome,
+    #[serde(rename = "w")]
+    pub points_written: u64,
+    #[serde(rename = "s")]
+    pub points_spooled: u64,
+    #[serde(rename = "e")]
+    pub errors: u64,
+    #[serde(rename = "a")]
+    pub lcw_attempts: u64,
+}
+
+impl From<&CycleRecord> for CycleSummary {
+    fn from(cycle: &CycleRecord) -> Self {
+        Self {
+            started_at_ms: cycle.started_at_ms,
+            duration_ms: cycle.duration_ms,
+            outcome: cycle.outcome,
+            points_written: cycle.total_written(),
+            points_spooled: cycle.points_spooled,
+            errors: cycle.errors.len() as u64,
+            lcw_attempts: cycle.lcw.attempts.len() as u64,
+        }
+    }
+}
+
+/// Totals since the store was created, and the most recent cycles (newest last): the last
+/// [`RECENT_CYCLES`] in brief, the last [`DETAILED_CYCLES`] in full.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CycleHistory {
     pub cycles_by_outcome: BTreeMap<Outcome, u64>,
     pub points_written_by_type: BTreeMap<String, u64>,
     pub last_success_at_ms: Option<i64>,
     pub recent: VecDeque<CycleRecord>,
+    pub summaries: VecDeque<CycleSummary>,
 }
 
 impl CycleHistory {
-    /// Adds a finished cycle to the totals and the recent window.
+    /// Adds a finished cycle to the totals and the recent windows.
     pub fn record(&mut self, cycle: CycleRecord) {
         *self.cycles_by_outcome.entry(cycle.outcome).or_default() += 1;
         for (data_type, count) in &cycle.points_written {
@@ -131,10 +168,14 @@ impl CycleHistory {
         if cycle.outcome == Outcome::Success {
             self.last_success_at_ms = Some(cycle.started_at_ms);
         }
-        self.recent.push_back(cycle);
-        while self.recent.len() > RECENT_CYCLES {
-            self.recent.pop_front();
+        if self.summaries.is_empty() {
+            // A document of the first release kept 60 full records and no summaries.
+            self.summaries = self.recent.iter().map(CycleSummary::from).collect();
         }
+        self.summaries.push_back(CycleSummary::from(&cycle));
+        self.recent.push_back(cycle);
+        trim(&mut self.summaries, RECENT_CYCLES);
+        trim(&mut self.recent, DETAILED_CYCLES);
     }
 
     pub fn last(&self) -> Option<&CycleRecord> {
@@ -142,8 +183,15 @@ impl CycleHistory {
     }
 }
 
+fn trim<T>(window: &mut VecDeque<T>, keep: usize) {
+    while window.len() > keep {
+        window.pop_front();
+    }
+}
+
 /// Ticks skipped because another held the lease.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Overlaps {
     pub count: u64,
     pub last_at_ms: Option<i64>,
@@ -185,8 +233,10 @@ mod tests {
                 2,
             ));
         }
-        assert_eq!(history.recent.len(), RECENT_CYCLES);
-        assert_eq!(history.recent.front().unwrap().started_at_ms, 5);
+        assert_eq!(history.summaries.len(), RECENT_CYCLES);
+        assert_eq!(history.summaries.front().unwrap().started_at_ms, 5);
+        assert_eq!(history.recent.len(), DETAILED_CYCLES);
+        assert_eq!(history.recent.front().unwrap().started_at_ms, 60);
         assert_eq!(history.cycles_by_outcome[&Outcome::Success], 33);
         assert_eq!(history.cycles_by_outcome[&Outcome::Error], 32);
         assert_eq!(history.points_written_by_type["coins"], 130);

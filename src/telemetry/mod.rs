@@ -51,6 +51,7 @@ pub mod op {
 
 /// A histogram with fixed bounds: per-bucket counts (not cumulative; the last one is +Inf).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Histogram {
     pub counts: Vec<u64>,
     pub count: u64,
@@ -106,6 +107,7 @@ impl Histogram {
 
 /// Everything known about one operation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct OperationStats {
     pub count: u64,
     pub successes: u64,
@@ -165,6 +167,7 @@ pub struct Timing {
 
 /// The telemetry, carried in the collector's state document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TelemetryState {
     pub operations: BTreeMap<String, OperationStats>,
     /// LCW requests by `endpoint` then HTTP status (or `timeout`, `connect_error`…).
@@ -307,6 +310,8 @@ pub struct Snapshot {
     pub sink: SinkSnapshot,
     /// Bytes of the state document plus the spool's segments.
     pub state_bytes: u64,
+    /// State documents found unreadable and set aside so far.
+    pub unreadable_documents: u64,
     /// This instance's linear memory, when running as wasm.
     pub linear_memory_bytes: Option<u64>,
 }

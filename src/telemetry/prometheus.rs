@@ -308,6 +308,11 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         vec![(vec![], sink.counters.evicted as f64)],
     );
     f.counters(
+        "lcw_state_unreadable_documents_total",
+        "State documents found unreadable, set aside and started afresh.",
+        vec![(vec![], snapshot.unreadable_documents as f64)],
+    );
+    f.counters(
         "lcw_quarantined_points_total",
         "Points InfluxDB refused for good (see GET /quarantine).",
         vec![(vec![], sink.counters.quarantined as f64)],

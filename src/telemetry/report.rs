@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use super::history::CycleSummary;
 use super::{OPERATION_BUCKETS, OperationStats, Snapshot};
 
 /// The `q` quantile in milliseconds: interpolated in the histogram, then kept within the
@@ -34,6 +35,18 @@ fn operation_json(name: &str, stats: &OperationStats) -> Value {
     })
 }
 
+fn summary_json(summary: &CycleSummary) -> Value {
+    json!({
+        "started_at_ms": summary.started_at_ms,
+        "duration_ms": summary.duration_ms,
+        "outcome": summary.outcome,
+        "points_written": summary.points_written,
+        "points_spooled": summary.points_spooled,
+        "errors": summary.errors,
+        "lcw_attempts": summary.lcw_attempts,
+    })
+}
+
 /// The `/stats` document; `operation` keeps only that operation's figures.
 pub fn stats_json(
     snapshot: &Snapshot,
@@ -57,6 +70,7 @@ pub fn stats_json(
         "points_written_by_type": history.points_written_by_type,
         "last_success_at_ms": history.last_success_at_ms,
         "recent_cycles": history.recent,
+        "cycle_summaries": history.summaries.iter().map(summary_json).collect::<Vec<_>>(),
         "api_calls": snapshot.telemetry.api_calls,
         "breaker": snapshot.resilience.breaker,
         "breaker_transitions": snapshot.resilience.transitions,
@@ -73,6 +87,7 @@ pub fn stats_json(
             "last_error_at_ms": sink.last_error_at_ms,
         },
         "state_bytes": snapshot.state_bytes,
+        "unreadable_documents": snapshot.unreadable_documents,
     })
 }
 

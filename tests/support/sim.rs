@@ -467,8 +467,6 @@ impl KeyValue for SimHost<'_> {
     }
 }
 
-
-
 impl Variables for SimHost<'_> {
     async fn variable(&self, name: &str) -> Result<Option<String>, String> {
         Ok(self.variables.get(name).cloned())
