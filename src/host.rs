@@ -56,9 +56,15 @@ impl fmt::Display for TransportError {
 
 impl std::error::Error for TransportError {}
 
+/// The most of a response body an adapter reads: beyond it the exchange fails (as
+/// [`TransportError::Other`]), so no answer can grow a tick's memory without bound. LCW's largest
+/// answer (a page of 100 coins with meta) is about 60 KB; InfluxDB's are smaller.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Outbound HTTP.
 pub trait HttpClient {
-    /// Sends one request and reads the whole response, within `timeouts`.
+    /// Sends one request and reads the whole response (at most [`MAX_RESPONSE_BYTES`] of body),
+    /// within `timeouts`.
     async fn send(
         &self,
         request: HttpRequest,

@@ -302,9 +302,14 @@ async fn status<H: Host>(host: &H) -> Response {
         }
         Some(_) => {}
     }
+    let lease = match lease::guarantee(host).await {
+        Ok(guarantee) => json!({ "guarantee": guarantee, "detail": guarantee.describe() }),
+        Err(e) => json!({ "guarantee": null, "detail": e.to_string() }),
+    };
     let healthy = problems.is_empty();
     let body = json!({
         "healthy": healthy,
+        "lease": lease,
         "problems": problems,
         "lcw": lcw,
         "influx": influx,

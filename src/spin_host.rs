@@ -7,6 +7,7 @@
 use std::pin::pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt as _;
 use futures::future::{Either, select};
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_store};
 use spin_sdk::http::body::IncomingBodyExt as _;
@@ -16,8 +17,8 @@ use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 
 use crate::host::{
-    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Random, Timeouts,
-    TransportError, Variables,
+    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log,
+    MAX_RESPONSE_BYTES, Random, Timeouts, TransportError, Variables,
 };
 
 /// The host of one component invocation.
@@ -64,8 +65,16 @@ impl HttpClient for SpinHost {
         let exchange = async {
             let response = send(request).await.map_err(transport_error)?;
             let (parts, body) = response.into_parts();
-            let body = body.bytes().await.map_err(transport_error)?;
-            Ok(http::Response::from_parts(parts, body.to_vec()))
+            let mut chunks = body.stream();
+            let mut body = Vec::new();
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(transport_error)?;
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(http::Response::from_parts(parts, body))
         };
         // Dropping the losing future cancels the host call.
         match select(pin!(exchange), pin!(spin_sdk::time::sleep(timeouts.total))).await {
@@ -73,6 +82,12 @@ impl HttpClient for SpinHost {
             Either::Right(((), _)) => Err(TransportError::Timeout),
         }
     }
+}
+
+fn too_large() -> TransportError {
+    TransportError::Other(format!(
+        "response body over the {MAX_RESPONSE_BYTES} byte limit"
+    ))
 }
 
 fn transport_error(code: ErrorCode) -> TransportError {

@@ -82,3 +82,33 @@ fn chunked_answers_are_read_whole() {
     assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
     assert_eq!(record.points_written["coins"], 3);
 }
+
+/// An answer larger than the body cap fails that call only, without reading it whole.
+#[test]
+fn an_oversized_answer_fails_its_call_only() {
+    let fake = LcwFake::start();
+    fake.respond("/api/v2/write", Reply::json(204, ""));
+    let huge = format!(
+        r#"{{"cap":1,"pad":"{}"}}"#,
+        "x".repeat(lcw_fetcher::host::MAX_RESPONSE_BYTES)
+    );
+    fake.respond("/overview", Reply::json(200, huge));
+    let host = NativeHost::new(&[
+        ("lcw_api_key", support::lcw_fake::API_KEY),
+        ("lcw_base_url", fake.base_url.as_str()),
+        ("influx_url", fake.base_url.as_str()),
+        ("influx_org", "lcw"),
+        ("influx_token", "influx-test-token"),
+        ("retry_max", "0"),
+    ]);
+
+    let record = block_on(cycle::run(&host));
+
+    assert_eq!(record.outcome, Outcome::Partial, "{:?}", record.errors);
+    assert_eq!(record.points_written["coins"], 3);
+    assert!(
+        record.errors.iter().any(|e| e.contains("/overview")),
+        "{:?}",
+        record.errors
+    );
+}

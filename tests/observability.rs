@@ -268,6 +268,10 @@ fn status_is_a_health_check() {
     assert_eq!(status["influx"]["healthy"], true);
     assert_eq!(status["credits"]["remaining"], 4321.0);
     assert_eq!(status["planned_calls_per_day"], 5472);
+    assert_eq!(status["lease"]["guarantee"], "exclusive");
+    let without_atomics = NativeHost::with_kv(&variables, kv.clone()).without_atomics();
+    let best_effort = json(&call(&without_atomics, Method::GET, "/status", &[]));
+    assert_eq!(best_effort["lease"]["guarantee"], "best_effort");
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

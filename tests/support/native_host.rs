@@ -170,7 +170,7 @@ fn blocking_send(request: HttpRequest, timeouts: Timeouts) -> Result<HttpRespons
     let (parts, mut body) = response.into_parts();
     let bytes = body
         .with_config()
-        .limit(64 * 1024 * 1024)
+        .limit(lcw_fetcher::host::MAX_RESPONSE_BYTES as u64)
         .read_to_vec()
         .map_err(|error| match error {
             ureq::Error::Timeout(_) => TransportError::Timeout,
