@@ -62,7 +62,7 @@ pub const VARIABLES: &[VariableSpec] = &[
     var("retry_cap_ms", "8000", "largest backoff ceiling"),
     var("retry_max", "3", "retries after the first attempt (transient and 429 only)"),
     var("breaker_failure_threshold", "5", "consecutive transient failures that open the breaker"),
-    var("breaker_cool_down_s", "60", "seconds the breaker stays open before one probe"),
+    var("breaker_cool_down_s", "30", "seconds the breaker stays open before one probe (below the tick interval, so the next tick probes)"),
     var("credit_reserve_percent", "5", "below this share of the daily credits, optional calls stop"),
     var("cache_ttl_status_s", "120", "seconds between /status checks"),
     var("cache_ttl_credits_s", "300", "seconds between /credits reads"),
@@ -648,7 +648,7 @@ mod tests {
         );
         assert_eq!(
             (s.breaker_failure_threshold, s.breaker_cool_down_s),
-            (5, 60)
+            (5, 30)
         );
         assert_eq!(s.credit_reserve_percent, 5);
         // The fallback for invalid settings is the same table, not a second copy of it.

@@ -635,7 +635,7 @@ async fn fetch<H: Host>(
     }
 
     let client = lcw::Client::new(host, &settings.lcw_base_url, &settings.lcw_api_key);
-    let sent = futures::stream::iter(to_send.into_iter().map(|request| {
+    let send = |request: Request| {
         let client = &client;
         async move {
             let requested_at_ms = host.unix_millis();
@@ -658,10 +658,23 @@ async fn fetch<H: Host>(
             };
             (request, requested_at_ms, host.unix_millis(), result, timing)
         }
-    }))
-    .buffer_unordered(settings.max_concurrent_requests as usize)
-    .collect::<Vec<_>>()
-    .await;
+    };
+    let mut sent = Vec::with_capacity(to_send.len());
+    if guard.probe_due() && !to_send.is_empty() {
+        // The probe goes alone, a coin page if there is one (the cheapest call that carries
+        // data); once it has closed the breaker the rest of the plan follows in this tick.
+        let at = to_send
+            .iter()
+            .position(|r| matches!(r.want, Want::CoinsPage { .. }))
+            .unwrap_or(0);
+        sent.push(send(to_send.remove(at)).await);
+    }
+    sent.extend(
+        futures::stream::iter(to_send.into_iter().map(send))
+            .buffer_unordered(settings.max_concurrent_requests as usize)
+            .collect::<Vec<_>>()
+            .await,
+    );
 
     let now_ms = host.unix_millis();
     for (request, requested_at_ms, fetched_at_ms, result, timing) in sent {

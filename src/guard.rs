@@ -119,6 +119,15 @@ impl<'a, H: Host> Guard<'a, H> {
         f(&mut self.state.borrow_mut())
     }
 
+    /// True when the breaker's cool-down is over and the next call is its probe: the cycle sends
+    /// that one alone, and the rest of its plan once the probe has closed the breaker.
+    pub fn probe_due(&self) -> bool {
+        let now_ms = self.host.unix_millis();
+        let breaker = self.state.borrow().breaker;
+        let (_, admission, _) = self.breaker.admit(breaker, now_ms);
+        admission == Admission::Probe
+    }
+
     /// True while the breaker turns calls away.
     pub fn breaker_open(&self) -> bool {
         matches!(self.state.borrow().breaker, BreakerState::Open { until_ms, .. } if self.host.unix_millis() < until_ms)
@@ -154,12 +163,17 @@ impl<'a, H: Host> Guard<'a, H> {
                 Err(error) => error,
             };
             let class = error.class();
-            self.update_breaker(|b, s, now| b.on_failure(s, class, now));
             let jitter = self.host.random_unit();
-            match self
-                .retry
-                .decide(retry, class, error.retry_after(), jitter, self.time_left())
-            {
+            let decision =
+                self.retry
+                    .decide(retry, class, error.retry_after(), jitter, self.time_left());
+            // The breaker counts failed calls, not attempts: a call that will be retried has not
+            // failed yet. A failed probe re-opens it at once.
+            let probing = matches!(self.state.borrow().breaker, BreakerState::HalfOpen { .. });
+            if probing || !matches!(decision, RetryDecision::RetryAfter(_)) {
+                self.update_breaker(|b, s, now| b.on_failure(s, class, now));
+            }
+            match decision {
                 // This failure (or a concurrent one) opened the breaker: stop here.
                 RetryDecision::RetryAfter(_) if self.breaker_open() => {
                     return Err(self.not_sent(endpoint, NotSentReason::BreakerOpen, Some(error)));

@@ -184,9 +184,9 @@ impl BreakerPolicy {
         }
     }
 
-    /// Reports a failed call. Transient failures count towards opening; an auth failure opens
-    /// at once (every further call would fail the same way); other classes count as successes
-    /// for the breaker's purpose — the API answered.
+    /// Reports a failed call (after its retries). Transient failures and rate limiting count
+    /// towards opening; an auth failure opens at once (every further call would fail the same
+    /// way); other classes count as successes for the breaker's purpose — the API answered.
     pub fn on_failure(
         &self,
         state: BreakerState,
@@ -204,7 +204,7 @@ impl BreakerPolicy {
             (ErrorClass::Auth, BreakerState::Open { .. }) => (state, None),
             (ErrorClass::Auth, _) => open("authentication failed".into()),
             (
-                ErrorClass::Transient,
+                ErrorClass::Transient | ErrorClass::RateLimited,
                 BreakerState::Closed {
                     consecutive_failures,
                 },
@@ -221,11 +221,13 @@ impl BreakerPolicy {
                     )
                 }
             }
-            (ErrorClass::Transient, BreakerState::HalfOpen { .. }) => open("probe failed".into()),
-            (ErrorClass::Transient, BreakerState::Open { .. }) => (state, None),
-            (ErrorClass::RateLimited | ErrorClass::Permanent | ErrorClass::Malformed, _) => {
-                self.on_success(state, now_ms)
+            (ErrorClass::Transient | ErrorClass::RateLimited, BreakerState::HalfOpen { .. }) => {
+                open("probe failed".into())
             }
+            (ErrorClass::Transient | ErrorClass::RateLimited, BreakerState::Open { .. }) => {
+                (state, None)
+            }
+            (ErrorClass::Permanent | ErrorClass::Malformed, _) => self.on_success(state, now_ms),
             (ErrorClass::NotSent, _) => (state, None),
         }
     }
@@ -451,14 +453,20 @@ mod tests {
         let state = BreakerState::Closed {
             consecutive_failures: 4,
         };
-        for class in [
-            ErrorClass::Permanent,
-            ErrorClass::RateLimited,
-            ErrorClass::Malformed,
-        ] {
+        for class in [ErrorClass::Permanent, ErrorClass::Malformed] {
             assert_eq!(b.on_failure(state, class, 1).0, BreakerState::default());
         }
         assert_eq!(b.on_success(state, 1).0, BreakerState::default());
+    }
+
+    #[test]
+    fn a_call_still_rate_limited_after_its_retries_counts_as_failed() {
+        let b = breaker();
+        let state = BreakerState::Closed {
+            consecutive_failures: 4,
+        };
+        let (next, _) = b.on_failure(state, ErrorClass::RateLimited, 1);
+        assert!(matches!(next, BreakerState::Open { .. }), "{next:?}");
     }
 
     #[test]

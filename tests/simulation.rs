@@ -74,3 +74,28 @@ fn the_model_of_the_original_is_sequential_and_slow_on_hangs() {
     assert_eq!(aborted.duration, Duration::from_secs(4 + 4 * 30 + 12));
     assert!(!aborted.wrote_prices);
 }
+
+/// A single 30-second LCW outage, wherever it falls between ticks, costs at most one tick of
+/// prices: the breaker counts failed calls (not attempts), its cool-down is shorter than the
+/// interval, and the next tick's probe is followed by the rest of its plan.
+#[test]
+fn a_thirty_second_lcw_outage_costs_at_most_one_tick() {
+    let variables = our_variables();
+    let mut worst = 0;
+    for (i, offset_s) in (0..60).step_by(7).enumerate() {
+        let world = World::new(Profile::SEED, 40 + i as u64);
+        let start = Duration::from_secs(60 * 5 + offset_s);
+        world
+            .lcw_outage_window
+            .set(Some((start, start + Duration::from_secs(30))));
+        let missed = (0..12)
+            .filter(|&n| {
+                let (result, _) = our_tick(&world, &variables, n);
+                (4..8).contains(&n) && !result.wrote_prices
+            })
+            .count();
+        worst = worst.max(missed);
+    }
+    println!("ticks without prices around a 30 s outage, worst of 9 offsets: {worst}");
+    assert!(worst <= 1, "{worst} ticks lost");
+}

@@ -236,6 +236,8 @@ pub struct World {
     pub rng: RefCell<Rng>,
     pub profile: Profile,
     pub lcw_outage: Cell<bool>,
+    /// LCW answers 503 to every request made within this window of virtual time.
+    pub lcw_outage_window: Cell<Option<(Duration, Duration)>>,
     pub lcw_requests: Cell<u64>,
     pub kv_round_trips: Cell<u64>,
     pub kv_bytes_written: Cell<u64>,
@@ -271,6 +273,7 @@ impl World {
             rng: RefCell::new(Rng::new(seed)),
             profile,
             lcw_outage: Cell::new(false),
+            lcw_outage_window: Cell::new(None),
             lcw_requests: Cell::new(0),
             kv_round_trips: Cell::new(0),
             kv_bytes_written: Cell::new(0),
@@ -280,6 +283,14 @@ impl World {
             influx_lines: Cell::new(0),
             bodies,
         }
+    }
+}
+
+impl World {
+    fn in_outage_window(&self) -> bool {
+        self.lcw_outage_window
+            .get()
+            .is_some_and(|(from, to)| (from..to).contains(&self.clock.now()))
     }
 }
 
@@ -332,10 +343,10 @@ impl HttpClient for SimHost<'_> {
                 .unwrap());
         }
         world.lcw_requests.set(world.lcw_requests.get() + 1);
-        let draw = world
-            .rng
-            .borrow_mut()
-            .lcw(&world.profile, world.lcw_outage.get());
+        let draw = world.rng.borrow_mut().lcw(
+            &world.profile,
+            world.lcw_outage.get() || world.in_outage_window(),
+        );
         let (status, latency) = match draw {
             Draw::Answer(l) => (200, l),
             Draw::ServerError(l) => (503, l),
