@@ -340,6 +340,30 @@ impl TickCache {
     }
 }
 
+/// Deletes cache segments no entry of `index` refers to that are older than `OLD_SEGMENT`
+/// (written by ticks whose state was never saved; a younger one may belong to a tick running
+/// now). Returns how many went.
+pub async fn sweep<S: KeyValue>(store: &S, index: &Index, now_ms: i64) -> Result<usize, KvError> {
+    let referenced: BTreeSet<&str> = index.entries.values().map(|e| e.segment.as_str()).collect();
+    let mut deleted = 0;
+    for key in store.kv_keys(SEGMENT_PREFIX).await? {
+        let written_ms = key[SEGMENT_PREFIX.len()..]
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .unwrap_or(0);
+        if !referenced.contains(key.as_str()) && now_ms.saturating_sub(written_ms) > OLD_SEGMENT_MS
+        {
+            store.kv_delete(&key).await?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// A cache segment no index refers to is garbage once it is older than the longest tick.
+const OLD_SEGMENT_MS: i64 = 10 * 60 * 1000;
+
 /// Forgets every entry of `index` (keeping the statistics) and deletes their segments.
 pub async fn clear<S: KeyValue>(store: &S, index: &mut Index) -> Result<usize, CacheError> {
     let segments: BTreeSet<String> = index.entries.values().map(|e| e.segment.clone()).collect();

@@ -83,7 +83,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         cache,
         sink: sink_snapshot(&sink),
         state_bytes,
-        unreadable_documents: state::unreadable_count(store).await?,
+        unreadable_documents: state::unreadable_count(store).await,
         linear_memory_bytes: telemetry::linear_memory_bytes(),
     })
 }
@@ -99,8 +99,10 @@ fn sink_snapshot(sink: &SinkState) -> SinkSnapshot {
     }
 }
 
-/// How long a lease outlives the deadline of the tick that took it.
-pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How long a lease outlives the deadline of the tick that took it: the work after the
+/// deadline (spool, state, release) must end [`lease::GRACE`] before the lease expires, which
+/// leaves it 5 s.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(15);
 /// How often the spool index is checked against the store's keys.
 pub const ADOPT_EVERY: Duration = Duration::from_secs(600);
 /// The version of [`CollectorState`] this release writes. Every part tolerates missing and
@@ -275,18 +277,39 @@ async fn open_state<H: Host>(host: &H, now_ms: i64) -> Option<CollectorState> {
             return None;
         }
     };
-    let spool = &mut doc.sink.spool;
-    if now_ms.saturating_sub(spool.adopted_at_ms) >= ADOPT_EVERY.as_millis() as i64 {
-        match spool::adopt(host, spool, now_ms).await {
-            Ok(0) => {}
-            Ok(n) => host.log(
-                Level::Warn,
-                &format!("{n} spool segments no index listed were found and will be replayed"),
-            ),
-            Err(error) => host.log(Level::Warn, &format!("spool keys not listed: {error}")),
-        }
-    }
+    sweep(host, &mut doc, now_ms).await;
     Some(doc)
+}
+
+/// Deletes again what could not be deleted; every [`ADOPT_EVERY`], checks the spool index and
+/// the cache index against the store's keys: segments of ticks whose state was never saved are
+/// adopted (spool) or deleted (cache), so nothing is lost and nothing piles up.
+async fn sweep<H: Host>(host: &H, doc: &mut CollectorState, now_ms: i64) {
+    let spool = &mut doc.sink.spool;
+    if !spool.doomed.is_empty() {
+        spool::delete_doomed(host, spool).await;
+    }
+    if now_ms.saturating_sub(spool.adopted_at_ms) < ADOPT_EVERY.as_millis() as i64 {
+        return;
+    }
+    match spool::adopt(host, spool, now_ms).await {
+        Ok(adopted) => {
+            if adopted.segments > 0 {
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "{} spool segments no index listed were found and will be replayed",
+                        adopted.segments
+                    ),
+                );
+            }
+            doc.sink.counters.evicted += adopted.lost_points;
+        }
+        Err(error) => host.log(Level::Warn, &format!("spool keys not listed: {error}")),
+    }
+    if let Err(error) = cache::sweep(host, &doc.cache, now_ms).await {
+        host.log(Level::Warn, &format!("cache segments not swept: {error}"));
+    }
 }
 
 /// Saves the state document while the lease is still this tick's.

@@ -26,13 +26,14 @@ use serde::{Deserialize, Serialize};
 use crate::host::{Clock, KeyValue, KvError, Level, Log};
 use crate::state::{self, LEASE_KEY};
 
-/// Clock skew between hosts, and the longest store call, that the lease tolerates.
+/// Clock skew between hosts, and the longest store call, that the lease tolerates (each; the
+/// rules below add them up where both can happen at once).
 pub const GRACE: Duration = Duration::from_secs(10);
 /// A lease document unchanged this long while its counter refuses everyone is stuck.
 pub const STUCK: Duration = Duration::from_secs(60);
 /// How long a taker watches a stuck-looking document before it moves to the next generation:
-/// far longer than a winner needs to write the document after its increment.
-pub const PAUSE: Duration = Duration::from_secs(1);
+/// longer than a winner's increment answer and document write together can take (2 × GRACE).
+pub const PAUSE: Duration = Duration::from_secs(21);
 /// Prefix of the holder counters.
 pub const HOLDERS_PREFIX: &str = "lcw/v1/lease/holders/";
 
@@ -101,10 +102,11 @@ pub struct Held {
 }
 
 impl Held {
-    /// Whether writes that assume the lease may still be made: before its expiry, no one can
-    /// have taken it over (takers wait [`GRACE`] longer).
+    /// Whether writes that assume the lease may still be made: until [`GRACE`] before its
+    /// expiry. Takers wait until [`GRACE`] after it, so a holder's clock running slow and its
+    /// last store call landing late (each within [`GRACE`]) still end before any takeover.
     pub fn valid_at(&self, now_ms: i64) -> bool {
-        now_ms < self.expires_at_ms
+        now_ms < self.expires_at_ms.saturating_sub(millis(GRACE))
     }
 }
 
@@ -136,8 +138,13 @@ pub async fn take<S: KeyValue + Clock + Log>(
     if current.live(now_ms) {
         return Ok(busy(&current));
     }
-    // An expired holder's unit stays behind: its successor starts a fresh generation.
-    let generation = current.generation + u64::from(current.held());
+    // An expired holder's unit stays behind: its successor starts a fresh generation. A
+    // generation that cannot grow (a hand-edited document) starts over.
+    let generation = if current.held() {
+        next_generation(store, current.generation)
+    } else {
+        current.generation
+    };
     let held = |generation| Held {
         owner: owner.to_owned(),
         generation,
@@ -164,10 +171,21 @@ pub async fn take<S: KeyValue + Clock + Log>(
         Level::Warn,
         &format!("lease generation {generation} is stuck: moving to the next"),
     );
-    match attempt(store, &held(generation + 1), now_ms).await? {
-        Attempt::Won => Ok(Taken::Held(held(generation + 1))),
+    let next = next_generation(store, generation);
+    match attempt(store, &held(next), now_ms).await? {
+        Attempt::Won => Ok(Taken::Held(held(next))),
         _ => Ok(busy(&current)),
     }
+}
+
+fn next_generation<S: Log>(store: &S, generation: u64) -> u64 {
+    generation.checked_add(1).unwrap_or_else(|| {
+        store.log(
+            Level::Warn,
+            "lease generation at its largest: starting over at 0",
+        );
+        0
+    })
 }
 
 /// One increment on the generation's counter; the winner writes the document.
@@ -177,7 +195,7 @@ async fn attempt<S: KeyValue + Log>(
     now_ms: i64,
 ) -> Result<Attempt, KvError> {
     let counter = holders_key(held.generation);
-    match store.kv_increment(&counter, 1).await? {
+    match increment_counter(store, &counter, 1).await? {
         None => Ok(Attempt::NoAtomics),
         Some(1) => {
             let lease = Lease {
@@ -195,6 +213,41 @@ async fn attempt<S: KeyValue + Log>(
             Ok(Attempt::Lost)
         }
     }
+}
+
+/// An increment; a key that holds no counter (written some other way, by hand or by a bug)
+/// is deleted and the increment made again. No taker can have counted on such a key: every
+/// increment of it failed.
+async fn increment_counter<S: KeyValue + Log>(
+    store: &S,
+    key: &str,
+    delta: i64,
+) -> Result<Option<i64>, KvError> {
+    match store.kv_increment(key, delta).await {
+        Ok(value) => Ok(value),
+        Err(error) => {
+            let Some(raw) = store.kv_get(key).await? else {
+                return Err(error);
+            };
+            if is_counter(&raw) {
+                return Err(error);
+            }
+            store.log(
+                Level::Error,
+                &format!(
+                    "`{key}` holds {} bytes that are no counter ({error}): reset",
+                    raw.len()
+                ),
+            );
+            store.kv_delete(key).await?;
+            store.kv_increment(key, delta).await
+        }
+    }
+}
+
+/// The two encodings of Spin's stores: SQLite's 8 little-endian bytes, Redis's decimal text.
+fn is_counter(raw: &[u8]) -> bool {
+    raw.len() == 8 || std::str::from_utf8(raw).is_ok_and(|text| text.trim().parse::<i64>().is_ok())
 }
 
 /// Counters two generations back are stuck for good and no taker reads them any more.

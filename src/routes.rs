@@ -340,7 +340,9 @@ async fn collect<H: Host>(host: &H) -> Response {
 /// Empties the cache under the lease, so a running tick cannot save over the clear.
 async fn clear_cache<H: Host>(host: &H) -> Response {
     let owner = format!("cache-clear-{:016x}", host.random_u64());
-    let held = match lease::take(host, &owner, host.unix_millis() + 10_000).await {
+    // Long enough that the clear's few store calls end well within the lease's valid part.
+    let expires_at_ms = host.unix_millis() + 10_000 + lease::GRACE.as_millis() as i64;
+    let held = match lease::take(host, &owner, expires_at_ms).await {
         Ok(Taken::Held(held)) => held,
         Ok(Taken::Busy { .. }) => {
             return error(

@@ -60,8 +60,8 @@ where
 
 /// Keeps an unreadable document under `<key>.unreadable.<now_ms>` (at most
 /// [`UNREADABLE_KEPT`] of them) and counts it; returns the key it went to. Only once it is kept
-/// may the document be overwritten.
-pub async fn set_aside<S: KeyValue>(
+/// may the document be overwritten; pruning and counting are best effort (logged).
+pub async fn set_aside<S: KeyValue + Log>(
     store: &S,
     key: &str,
     bytes: &[u8],
@@ -70,20 +70,40 @@ pub async fn set_aside<S: KeyValue>(
     let prefix = format!("{key}.unreadable.");
     let aside = format!("{prefix}{:013}", now_ms.max(0));
     store.kv_set(&aside, bytes).await?;
-    let mut kept = store.kv_keys(&prefix).await?;
+    if let Err(error) = prune(store, &prefix).await {
+        store.log(
+            Level::Warn,
+            &format!("old unreadable documents not pruned: {error}"),
+        );
+    }
+    if let Err(error) = count_unreadable(store).await {
+        store.log(
+            Level::Warn,
+            &format!("unreadable document not counted: {error}"),
+        );
+    }
+    Ok(aside)
+}
+
+async fn prune<S: KeyValue>(store: &S, prefix: &str) -> Result<(), KvError> {
+    let mut kept = store.kv_keys(prefix).await?;
     kept.sort();
     let excess = kept.len().saturating_sub(UNREADABLE_KEPT);
     for old in &kept[..excess] {
         store.kv_delete(old).await?;
     }
-    count_unreadable(store).await?;
-    Ok(aside)
+    Ok(())
 }
 
 async fn count_unreadable<S: KeyValue>(store: &S) -> Result<(), KvError> {
     if store.kv_increment(UNREADABLE_COUNT_KEY, 1).await?.is_none() {
         // No atomics: a read and a write; only the tick holding the lease gets here.
-        let count = unreadable_count(store).await? + 1;
+        let count = store
+            .kv_get(UNREADABLE_COUNT_KEY)
+            .await?
+            .and_then(|v| String::from_utf8_lossy(&v).trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
         store
             .kv_set(UNREADABLE_COUNT_KEY, count.to_string().as_bytes())
             .await?;
@@ -91,17 +111,25 @@ async fn count_unreadable<S: KeyValue>(store: &S) -> Result<(), KvError> {
     Ok(())
 }
 
-/// Documents found unreadable and set aside so far. A counter is read by adding zero: the
-/// stores encode counters differently (SQLite as 8 little-endian bytes, Redis as text).
-pub async fn unreadable_count<S: KeyValue>(store: &S) -> Result<u64, KvError> {
-    if let Some(count) = store.kv_increment(UNREADABLE_COUNT_KEY, 0).await? {
-        return Ok(count.max(0) as u64);
-    }
-    Ok(store
-        .kv_get(UNREADABLE_COUNT_KEY)
-        .await?
-        .and_then(|v| String::from_utf8_lossy(&v).trim().parse().ok())
-        .unwrap_or(0))
+/// Documents found unreadable and set aside so far (0, logged, when the count cannot be read:
+/// it must never take `/stats` down). A counter is read by adding zero: the stores encode
+/// counters differently (SQLite as 8 little-endian bytes, Redis as text).
+pub async fn unreadable_count<S: KeyValue + Log>(store: &S) -> u64 {
+    let count = match store.kv_increment(UNREADABLE_COUNT_KEY, 0).await {
+        Ok(Some(count)) => Ok(count.max(0) as u64),
+        Ok(None) => store.kv_get(UNREADABLE_COUNT_KEY).await.map(|v| {
+            v.and_then(|v| String::from_utf8_lossy(&v).trim().parse().ok())
+                .unwrap_or(0)
+        }),
+        Err(error) => Err(error),
+    };
+    count.unwrap_or_else(|error| {
+        store.log(
+            Level::Warn,
+            &format!("unreadable documents not counted: {error}"),
+        );
+        0
+    })
 }
 
 /// Reads a JSON document; absent or unreadable documents give `T::default()` (the latter logged).

@@ -40,15 +40,20 @@ fn an_lcw_outage_is_stopped_by_the_breaker_and_recovered_from() {
     let world = World::new(Profile::CALM, 5);
     let variables = our_variables();
     let mut outcomes = Vec::new();
+    let mut calls = Vec::new();
     for n in 0..16 {
         world.lcw_outage.set((3..8).contains(&n));
-        let (_, record) = our_tick(&world, &variables, n);
+        let (result, record) = our_tick(&world, &variables, n);
         outcomes.push(record.outcome);
+        calls.push(result.lcw_calls);
     }
-    assert!(
-        outcomes[3..8].contains(&Outcome::SkippedBreaker),
-        "{outcomes:?}"
-    );
+    // Once open, each tick of the outage sends only its probe.
+    let opened = (3..8)
+        .find(|&n| calls[n + 1] <= 1)
+        .unwrap_or_else(|| panic!("the breaker never cut the calls: {calls:?}"));
+    assert!(calls[opened + 1..8].iter().all(|&c| c <= 1), "{calls:?}");
+    // The first tick after the outage probes, then runs its whole plan.
+    assert_eq!(outcomes[8], Outcome::Success, "{outcomes:?}");
     assert_eq!(outcomes[15], Outcome::Success, "{outcomes:?}");
 }
 

@@ -204,12 +204,7 @@ impl<'a, H: Host> Sink<'a, H> {
 
     async fn drop_front_segment(&mut self, meta: &spool::SegmentMeta) {
         self.state.spool.segments.pop_front();
-        if let Err(error) = self.host.kv_delete(&meta.key()).await {
-            self.host.log(
-                Level::Warn,
-                &format!("spool segment {} not deleted: {error}", meta.key()),
-            );
-        }
+        spool::retire(self.host, &mut self.state.spool, meta.key()).await;
     }
 
     /// Delivers new lines: written now, or quarantined, or kept for the spool. Returns false
@@ -382,37 +377,33 @@ impl<'a, H: Host> Sink<'a, H> {
         if !self.to_spool.is_empty() {
             let count = spool::count_lines(&self.to_spool);
             let now_ms = self.host.unix_millis();
-            match spool::append(
+            let appended = spool::append(
                 self.host,
                 &mut self.state.spool,
                 &self.to_spool,
                 self.spool_max_points,
                 now_ms,
             )
-            .await
-            {
-                Ok(evicted) => {
-                    self.delivery.spooled += count;
-                    self.delivery.evicted += evicted;
-                    self.state.counters.spooled += count;
-                    self.state.counters.evicted += evicted;
-                    self.host.log(
-                        Level::Warn,
-                        &format!(
-                            "{count} points spooled for a later tick ({} in the spool)",
-                            self.state.spool.points()
-                        ),
-                    );
-                }
-                Err(error) => {
-                    // Nowhere left to keep them: the loss is counted and said.
-                    self.state.counters.evicted += count;
-                    self.delivery.evicted += count;
-                    self.host.log(
-                        Level::Error,
-                        &format!("{count} points could not be spooled and are lost: {error}"),
-                    );
-                }
+            .await;
+            // Points neither stored nor counted by the spool: nowhere left to keep them.
+            let lost = count - appended.stored;
+            self.delivery.spooled += appended.stored;
+            self.state.counters.spooled += appended.stored;
+            self.delivery.evicted += appended.evicted + lost;
+            self.state.counters.evicted += appended.evicted + lost;
+            self.host.log(
+                Level::Warn,
+                &format!(
+                    "{} points spooled for a later tick ({} in the spool)",
+                    appended.stored,
+                    self.state.spool.points()
+                ),
+            );
+            if let Some(error) = appended.error {
+                self.host.log(
+                    Level::Error,
+                    &format!("{lost} points could not be spooled and are lost: {error}"),
+                );
             }
         }
         if !self.quarantined.is_empty()

@@ -70,6 +70,9 @@ pub struct SpoolIndex {
     pub segments: VecDeque<SegmentMeta>,
     /// When the index was last checked against the store's keys.
     pub adopted_at_ms: i64,
+    /// Segments already written to InfluxDB whose delete failed: deleted again each tick, and
+    /// never adopted again (their points would be written twice).
+    pub doomed: Vec<String>,
     /// This tick writes alone (an exclusive lease), so it may rewrite the newest segment.
     #[serde(skip)]
     pub may_extend_tail: bool,
@@ -202,19 +205,30 @@ fn new_key<S: Random>(store: &S, now_ms: i64, chunk: usize) -> String {
     )
 }
 
+/// What an append did. Every point handed to it is either `stored` (in the index), `evicted`
+/// (counted lost: older points that made room), or, after an `error`, neither: the caller
+/// counts those `new_points - stored` as lost.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    pub stored: u64,
+    pub evicted: u64,
+    pub error: Option<KvError>,
+}
+
 /// Appends `lines` to the spool: into the newest segment while it stays under
 /// [`SEGMENT_BYTES`] (only when [`SpoolIndex::may_extend_tail`]), else into new segments. Then
-/// evicts the oldest segments beyond `max_points`; returns the points evicted. On an error the
-/// index still describes every segment that holds points.
+/// evicts the oldest segments beyond `max_points`. On an error the index still describes every
+/// segment that holds points, and [`Appended`] says what was stored.
 pub async fn append<S: KeyValue + Log + Random>(
     store: &S,
     index: &mut SpoolIndex,
     lines: &str,
     max_points: u64,
     now_ms: i64,
-) -> Result<u64, KvError> {
+) -> Appended {
+    let mut done = Appended::default();
     if lines.is_empty() {
-        return Ok(0);
+        return done;
     }
     let new_points = count_lines(lines);
     let cap = segment_points(max_points);
@@ -240,6 +254,7 @@ pub async fn append<S: KeyValue + Log + Random>(
     if let Some(meta) = extended {
         // Replaced only now that the write under the same key has succeeded.
         *index.segments.back_mut().expect("the tail exists") = meta;
+        done.stored = new_points;
     } else {
         // Chunks of whole lines small enough that each compresses well under the limit.
         let mut rest = lines;
@@ -247,13 +262,22 @@ pub async fn append<S: KeyValue + Log + Random>(
         while !rest.is_empty() {
             let cut = chunk_end(rest, SEGMENT_BYTES * 4, cap as usize);
             let (lines, tail) = rest.split_at(cut);
-            let meta = write(store, &new_key(store, now_ms, chunk), lines, now_ms).await?;
-            index.segments.push_back(meta);
+            match write(store, &new_key(store, now_ms, chunk), lines, now_ms).await {
+                Ok(meta) => {
+                    done.stored += meta.points;
+                    index.segments.push_back(meta);
+                }
+                Err(error) => {
+                    done.error = Some(error);
+                    return done;
+                }
+            }
             rest = tail;
             chunk += 1;
         }
     }
-    evict(store, index, max_points).await
+    done.evicted = evict(store, index, max_points).await;
+    done
 }
 
 /// The tail with `lines` added, written under its own key; `None` when the tail is gone or
@@ -286,15 +310,19 @@ pub async fn rewrite<S: KeyValue>(
 }
 
 /// Drops the oldest segments beyond `max_points` (never the last one); returns the points lost.
-async fn evict<S: KeyValue + Log>(
-    store: &S,
-    index: &mut SpoolIndex,
-    max_points: u64,
-) -> Result<u64, KvError> {
+/// A segment whose delete fails stays (and stays listed): the spool is over its bound until a
+/// later tick, but nothing is lost uncounted.
+async fn evict<S: KeyValue + Log>(store: &S, index: &mut SpoolIndex, max_points: u64) -> u64 {
     let mut evicted = 0;
     while index.points() > max_points && index.segments.len() > 1 {
         let oldest = index.segments.front().expect("more than one segment");
-        store.kv_delete(&oldest.key()).await?;
+        if let Err(error) = store.kv_delete(&oldest.key()).await {
+            store.log(
+                Level::Warn,
+                &format!("spool segment {} not evicted ({error}): the spool stays over its bound for now", oldest.key()),
+            );
+            break;
+        }
         evicted += oldest.points;
         index.segments.pop_front();
     }
@@ -304,21 +332,61 @@ async fn evict<S: KeyValue + Log>(
             &format!("spool full (spool_max_points = {max_points}): the oldest {evicted} points were evicted and are lost"),
         );
     }
-    Ok(evicted)
+    evicted
+}
+
+/// Forgets a segment whose points InfluxDB has: deleted now, or (when the delete fails) listed
+/// in [`SpoolIndex::doomed`] to be deleted later and never adopted again.
+pub async fn retire<S: KeyValue + Log>(store: &S, index: &mut SpoolIndex, key: String) {
+    if let Err(error) = store.kv_delete(&key).await {
+        store.log(
+            Level::Warn,
+            &format!("spool segment {key} not deleted ({error}): deleted again next tick"),
+        );
+        index.doomed.push(key);
+        if index.doomed.len() > DOOMED_KEPT {
+            // Forgotten keys may be adopted and written again: the same points, overwritten.
+            let excess = index.doomed.len() - DOOMED_KEPT;
+            index.doomed.drain(..excess);
+        }
+    }
+}
+
+/// Segments waiting for their delete that the index remembers at most.
+pub const DOOMED_KEPT: usize = 1_000;
+
+/// Deletes again the segments whose delete failed before.
+pub async fn delete_doomed<S: KeyValue>(store: &S, index: &mut SpoolIndex) {
+    let mut left = Vec::new();
+    for key in std::mem::take(&mut index.doomed) {
+        if store.kv_delete(&key).await.is_err() {
+            left.push(key);
+        }
+    }
+    index.doomed = left;
+}
+
+/// What [`adopt`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    pub segments: usize,
+    /// Points of unreadable segments found (and deleted): lost, to be counted.
+    pub lost_points: u64,
 }
 
 /// Adds to `index` every segment the store holds that it does not list (written by a tick whose
-/// state was never saved, or listed by a document that was lost); returns how many were added.
+/// state was never saved, or listed by a document that was lost). An unreadable one is deleted
+/// and its points (as far as its header tells) reported lost, so it is counted once.
 pub async fn adopt<S: KeyValue + Log>(
     store: &S,
     index: &mut SpoolIndex,
     now_ms: i64,
-) -> Result<usize, KvError> {
+) -> Result<Adopted, KvError> {
     let mut keys = store.kv_keys(SEGMENT_PREFIX).await?;
     keys.sort();
-    let mut adopted = 0;
+    let mut adopted = Adopted::default();
     for key in keys {
-        if index.segments.iter().any(|s| s.key() == key) {
+        if index.segments.iter().any(|s| s.key() == key) || index.doomed.contains(&key) {
             continue;
         }
         let Some(value) = store.kv_get(&key).await? else {
@@ -337,16 +405,32 @@ pub async fn adopt<S: KeyValue + Log>(
                     first_time,
                     last_time,
                 });
-                adopted += 1;
+                adopted.segments += 1;
             }
-            Err(e) => store.log(
-                Level::Error,
-                &format!("spool segment {key} is unreadable ({e}): left in place"),
-            ),
+            Err(e) => {
+                let points = header_points(&value);
+                store.log(
+                    Level::Error,
+                    &format!(
+                        "spool segment {key} is unreadable ({e}): its {points} points are lost"
+                    ),
+                );
+                store.kv_delete(&key).await?;
+                adopted.lost_points += points;
+            }
         }
     }
     index.adopted_at_ms = now_ms;
     Ok(adopted)
+}
+
+/// The points a segment's header claims, 0 when even the header does not read.
+fn header_points(value: &[u8]) -> u64 {
+    value
+        .strip_prefix(MAGIC)
+        .and_then(|rest| rest.split(|&b| b == b'\n').next())
+        .and_then(|header| serde_json::from_slice::<Header>(header).ok())
+        .map_or(0, |h| h.points)
 }
 
 /// Points one segment holds at most: a tenth of the spool (so eviction gives back a tenth at a
