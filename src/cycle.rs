@@ -11,7 +11,7 @@
 //! decide field names (`schema`), apply resilience rules (`guard`) or caching rules (`cache`);
 //! it never sleeps on a fixed schedule.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -26,7 +26,7 @@ use crate::influx::sink::Sink;
 use crate::influx::sink::{DatabaseRequest, SinkState};
 use crate::lcw::{
     self, Coin, CoinsListRequest, CoinsMapRequest, CreditsAnswer, CurrencyRequest, Endpoint,
-    Exchange, ExchangesListRequest, LcwError, NoParameters, Overview,
+    Exchange, ExchangesListRequest, LcwError, NoParameters, Overview, Page,
 };
 use crate::lease::{self, Taken};
 use crate::plan::{self, Want};
@@ -180,6 +180,7 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
         Duration::from_millis(record.duration_ms),
         record.outcome == Outcome::Success,
     );
+    record.bound_errors();
     for error in &record.errors {
         host.log(Level::Error, error);
     }
@@ -372,6 +373,7 @@ async fn collect<H: Host>(
         tick.time(op::INFLUX_WRITE, host.monotonic() - write_started, written);
         let mut record = CycleRecord::new(Outcome::Success, fetched.errors);
         record.cache_hits = fetched.cache_hits;
+        record.records_skipped = fetched.records_skipped;
         record.points_dropped = encoded.dropped_points as u64;
         record.outcome = if fetched.data_failed {
             Outcome::Partial
@@ -426,9 +428,9 @@ struct Request {
 enum Answer {
     Status,
     Credits(CreditsAnswer),
-    Coins(Vec<Coin>),
+    Coins(Page<Coin>),
     Overview(Overview),
-    Exchanges(Vec<Exchange>),
+    Exchanges(Page<Exchange>),
 }
 
 /// An answer and the time its data was fetched.
@@ -474,9 +476,10 @@ fn parse(want: &Want, body: &[u8]) -> Result<Answer, LcwError> {
             Answer::Status
         }
         Want::Credits => Answer::Credits(lcw::parse_body(endpoint, body)?),
-        Want::CoinsPage { .. } | Want::Tracked => Answer::Coins(lcw::parse_body(endpoint, body)?),
+        // Lists are read element by element: one bad element does not cost the page.
+        Want::CoinsPage { .. } | Want::Tracked => Answer::Coins(lcw::parse_list(endpoint, body)?),
         Want::Overview => Answer::Overview(lcw::parse_body(endpoint, body)?),
-        Want::Exchanges { .. } => Answer::Exchanges(lcw::parse_body(endpoint, body)?),
+        Want::Exchanges { .. } => Answer::Exchanges(lcw::parse_list(endpoint, body)?),
     })
 }
 
@@ -507,6 +510,8 @@ struct Fetch {
     cache_hits: u64,
     /// One per call that went out.
     timings: Vec<Timing>,
+    /// List elements skipped, by endpoint and reason.
+    records_skipped: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// Serves the wanted answers from the cache or LCW, and builds their points.
@@ -523,6 +528,7 @@ async fn fetch<H: Host>(
         data_failed: false,
         cache_hits: 0,
         timings: Vec::new(),
+        records_skipped: BTreeMap::new(),
     };
     let mut data_failed = false;
     let mut fetched = Vec::new();
@@ -630,12 +636,37 @@ async fn fetch<H: Host>(
     let currency = settings.currency.as_str();
     let mut coins_seen = HashSet::new();
     for Fetched {
+        want,
         answer,
         fetched_at_ms,
         from_cache,
-        ..
     } in &fetched
     {
+        // Skipped elements are counted once, when the answer came (a cached one was counted).
+        let skipped = match answer {
+            Answer::Coins(page) if !*from_cache => page.skipped.as_slice(),
+            Answer::Exchanges(page) if !*from_cache => page.skipped.as_slice(),
+            _ => &[],
+        };
+        for skip in skipped {
+            *record
+                .records_skipped
+                .entry(want.endpoint().path().to_owned())
+                .or_default()
+                .entry(skip.reason.to_owned())
+                .or_default() += 1;
+        }
+        if let Some(first) = skipped.first() {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "LCW {}: {} elements skipped ({})",
+                    want.endpoint(),
+                    skipped.len(),
+                    first.detail
+                ),
+            );
+        }
         match answer {
             // A cached status or credits answer was taken into account when it was fetched.
             Answer::Status | Answer::Credits(_) if *from_cache => {}
@@ -653,6 +684,7 @@ async fn fetch<H: Host>(
             }
             Answer::Coins(coins) => record.points.extend(
                 coins
+                    .items
                     .iter()
                     .filter(|coin| coins_seen.insert(coin.code.clone()))
                     .map(|coin| schema::coin_point(coin, currency, *fetched_at_ms)),
@@ -664,6 +696,7 @@ async fn fetch<H: Host>(
             }
             Answer::Exchanges(exchanges) => record.points.extend(
                 exchanges
+                    .items
                     .iter()
                     .map(|e| schema::exchange_point(e, currency, *fetched_at_ms)),
             ),

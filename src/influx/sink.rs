@@ -60,6 +60,10 @@ pub struct SinkCounters {
     pub spooled: u64,
     pub replayed: u64,
     pub evicted: u64,
+    /// Points InfluxDB took the request of but dropped as older than the retention policy
+    /// (its `dropped=N`): a counted drop, never quarantined or retried.
+    #[serde(default)]
+    pub dropped_retention: u64,
 }
 
 /// The sink's state, carried in the collector's state document.

@@ -14,6 +14,7 @@ use url::Url;
 use crate::config::{InfluxApi, InfluxSettings};
 use crate::host::{HttpClient, Timeouts};
 use crate::influx::line_protocol::gzip;
+use crate::remote::{mask_userinfo, sanitize};
 
 /// How InfluxDB answered one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +83,7 @@ pub async fn send_batch<H: HttpClient>(
     };
     let outcome = match http.send(request, timeouts).await {
         Err(error) => BatchOutcome::Transient {
-            detail: error.to_string(),
+            detail: sanitize(&mask_userinfo(&error.to_string())),
         },
         Ok(response) => classify(
             response.status().as_u16(),
@@ -186,7 +187,7 @@ pub async fn health<H: HttpClient>(
     let response = http
         .send(request, timeouts)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| sanitize(&mask_userinfo(&e.to_string())))?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         Ok(())
@@ -256,18 +257,16 @@ fn server_message(body: &[u8]) -> String {
             .and_then(|m| m.as_str());
         for key in ["error", "message"] {
             if let Some(serde_json::Value::String(text)) = map.get(key) {
-                return match first_line_error {
+                // Untrusted: bounded, one line, before it reaches a log, a record or a route.
+                return sanitize(&match first_line_error {
                     Some(detail) => format!("{text}: {detail}"),
                     None => text.clone(),
-                };
+                });
             }
         }
     }
-    let text: String = String::from_utf8_lossy(body)
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(300)
-        .collect();
+    let head = &body[..body.len().min(4 * crate::remote::TEXT_LIMIT)];
+    let text = sanitize(&String::from_utf8_lossy(head));
     if text.is_empty() {
         "no message".into()
     } else {
@@ -388,6 +387,6 @@ mod tests {
             server_message(br#"{"error":"partial write of line protocol occurred","data":[{"original_line":"x","line_number":2,"error_message":"No fields were provided"}]}"#),
             "partial write of line protocol occurred: No fields were provided"
         );
-        assert_eq!(server_message(b"plain\ntext"), "plaintext");
+        assert_eq!(server_message(b"plain\ntext"), "plain text");
     }
 }
