@@ -95,6 +95,8 @@ fn sink_snapshot(sink: &SinkState) -> SinkSnapshot {
         paused_until_ms: sink.not_before_ms,
         last_error: sink.last_error.clone(),
         last_error_at_ms: sink.last_error_at_ms,
+        config_error: sink.config_error.clone(),
+        last_write: sink.last_write.clone(),
     }
 }
 
@@ -307,7 +309,7 @@ async fn collect<H: Host>(
         std::mem::take(&mut doc.sink),
     );
 
-    // The spool is replayed while LCW answers: both wait on the network, neither on the other.
+    // With the breaker open there is nothing fresh: the spool has the time to itself.
     let mut record = if guard.breaker_open() {
         host.log(Level::Warn, "circuit breaker open: no LCW call this tick");
         let replay_started = host.monotonic();
@@ -332,16 +334,7 @@ async fn collect<H: Host>(
             &tick_id,
             host.unix_millis(),
         );
-        let replay = async {
-            let replay_started = host.monotonic();
-            let ok = sink.replay(lcw_deadline).await;
-            (ok, host.monotonic() - replay_started)
-        };
-        let (fetched, (replayed, replay_took)) = futures::join!(
-            fetch(host, settings, &plan.wants, &guard, Some(&mut cache)),
-            replay
-        );
-        tick.time(op::SPOOL_REPLAY, replay_took, replayed);
+        let fetched = fetch(host, settings, &plan.wants, &guard, Some(&mut cache)).await;
         tick.timings.extend(fetched.timings.iter().cloned());
         let cache_started = host.monotonic();
         let (index, saved) = cache.finish(host).await;
@@ -371,6 +364,15 @@ async fn collect<H: Host>(
         let write_started = host.monotonic();
         let written = sink.deliver(&lines).await;
         tick.time(op::INFLUX_WRITE, host.monotonic() - write_started, written);
+        // The spool goes after the fresh lines: old data never holds back new (a backlog
+        // InfluxDB refuses, e.g. past its retention, cannot keep this tick's points out).
+        let replay_started = host.monotonic();
+        let replayed = sink.replay(deadline).await;
+        tick.time(
+            op::SPOOL_REPLAY,
+            host.monotonic() - replay_started,
+            replayed,
+        );
         let mut record = CycleRecord::new(Outcome::Success, fetched.errors);
         record.cache_hits = fetched.cache_hits;
         record.records_skipped = fetched.records_skipped;
@@ -656,16 +658,15 @@ async fn fetch<H: Host>(
                 .entry(skip.reason.to_owned())
                 .or_default() += 1;
         }
+        // Counted and said: the tick is partial, its record names the first reason.
         if let Some(first) = skipped.first() {
-            host.log(
-                Level::Warn,
-                &format!(
-                    "LCW {}: {} elements skipped ({})",
-                    want.endpoint(),
-                    skipped.len(),
-                    first.detail
-                ),
-            );
+            data_failed = true;
+            record.errors.push(format!(
+                "LCW {}: {} unreadable elements skipped, the rest written ({})",
+                want.endpoint(),
+                skipped.len(),
+                first.detail
+            ));
         }
         match answer {
             // A cached status or credits answer was taken into account when it was fetched.

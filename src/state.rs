@@ -20,6 +20,9 @@ pub const OVERLAPS_KEY: &str = "lcw/v1/overlaps";
 pub const LEASE_KEY: &str = "lcw/v1/lease";
 /// Lines InfluxDB refused for good (`influx::sink::Quarantine`).
 pub const QUARANTINE_KEY: &str = "lcw/v1/quarantine";
+/// The API's last live checks of LCW and InfluxDB for `/status`, and when one was last tried
+/// (`routes`): at most one live check per TTL across all callers.
+pub const STATUS_CHECKS_KEY: &str = "lcw/v1/status-checks";
 
 /// Reads a JSON document; absent or unreadable documents give `T::default()` (the latter logged).
 pub async fn load<T, S>(store: &S, key: &str) -> Result<T, KvError>
