@@ -74,8 +74,8 @@ pub const VARIABLES: &[VariableSpec] = &[
     var("max_concurrent_requests", "4", "LCW calls of a tick in flight at once"),
     var("influx_url", "http://127.0.0.1:8086", "InfluxDB base URL"),
     var("influx_api", "v2", "InfluxDB write API: v1, v2 or v3"),
-    secret("influx_token", Some(""), "InfluxDB token (v2/v3; v1 when set)"),
-    var("influx_org", "", "InfluxDB v2 organisation"),
+    secret("influx_token", Some(""), "InfluxDB token (required with v2; v3 and v1 when set)"),
+    var("influx_org", "", "InfluxDB v2 organisation, by name or ID (required with v2)"),
     var("influx_bucket", "cryptocurrency_data", "InfluxDB v2 bucket"),
     var("influx_database", "cryptocurrency_data", "InfluxDB v1/v3 database"),
     var("influx_retention_policy", "", "InfluxDB v1 retention policy (empty: the default)"),
@@ -84,6 +84,7 @@ pub const VARIABLES: &[VariableSpec] = &[
     var("influx_batch_size", "1000", "lines per write request"),
     var("influx_gzip", "true", "gzip-compress write bodies"),
     var("influx_timeout_ms", "30000", "timeout of one InfluxDB write"),
+    var("influx_create_database", "true", "InfluxDB v1: create a missing database (as Telegraf does)"),
     var("spool_max_points", "500000", "points kept in the store while InfluxDB cannot take them (oldest evicted beyond)"),
     var("enable_metrics", "true", "serve /metrics"),
     var("alert_warning_s", "30", "an operation slower than this logs a warning alert"),
@@ -196,6 +197,8 @@ pub struct InfluxSettings {
     pub gzip: bool,
     pub timeout_ms: u64,
     pub spool_max_points: u64,
+    /// v1: create a missing database (once a tick) instead of spooling.
+    pub create_database: bool,
 }
 
 /// One variable that could not be used.
@@ -335,6 +338,7 @@ impl Settings {
                 gzip: r.flag("influx_gzip"),
                 timeout_ms: r.number("influx_timeout_ms", 100, 600_000),
                 spool_max_points: r.number("spool_max_points", 1_000, 50_000_000),
+                create_database: r.flag("influx_create_database"),
             },
             enable_metrics: r.flag("enable_metrics"),
             alert_warning_s: r.number("alert_warning_s", 1, 86_400),
@@ -400,10 +404,11 @@ impl Reader<'_> {
 
     fn problem(&mut self, name: &str, value: &str, reason: impl Into<String>) {
         let spec = Self::spec(name);
+        // A URL's `user:password@` is a secret too, wherever it appears in a value.
         let shown_value = if spec.secret && !value.is_empty() {
             "***".to_owned()
         } else {
-            value.to_owned()
+            without_userinfo(value)
         };
         self.problems.push(Problem {
             variable: spec.name,
@@ -548,9 +553,20 @@ impl Reader<'_> {
         }
         let influx = &settings.influx;
         match influx.api {
+            // InfluxDB 2 answers a write without these 400/401, which would look like bad data.
             InfluxApi::V2 => {
+                if influx.org.is_empty() {
+                    self.problem(
+                        "influx_org",
+                        "",
+                        "is required with influx_api = v2 (the organisation's name or ID)",
+                    );
+                }
                 if influx.bucket.is_empty() {
                     self.problem("influx_bucket", "", "is required with influx_api = v2");
+                }
+                if influx.token.is_empty() {
+                    self.problem("influx_token", "", "is required with influx_api = v2");
                 }
             }
             InfluxApi::V1 | InfluxApi::V3 => {
@@ -570,6 +586,20 @@ impl Reader<'_> {
                 "influx_username and influx_password go together",
             );
         }
+    }
+}
+
+/// A value as a problem may show it: a URL's `user:password@` is masked, and a value that
+/// looks like a URL with userinfo but does not parse is not shown at all.
+fn without_userinfo(value: &str) -> String {
+    match Url::parse(value) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_password(None);
+            let _ = url.set_username("***");
+            url.to_string()
+        }
+        Err(_) if value.contains("://") && value.contains('@') => "***".to_owned(),
+        _ => value.to_owned(),
     }
 }
 
@@ -628,8 +658,9 @@ pub fn normalize_code(value: &str) -> Result<String, &'static str> {
 mod tests {
     use super::*;
 
+    /// Settings from `pairs` on top of a v2 target (which needs an organisation and a token).
     fn with(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        Settings::from_pairs(pairs)
+        Settings::from_pairs(&[&[("influx_org", "o"), ("influx_token", "t")], pairs].concat())
     }
 
     #[test]
@@ -731,6 +762,19 @@ mod tests {
         .to_string();
         assert!(!err.contains("super-secret-key"), "{err}");
         assert!(err.contains("influx_password go together"), "{err}");
+    }
+
+    #[test]
+    fn userinfo_of_a_url_is_never_shown() {
+        let err = with(&[
+            ("lcw_api_key", "k"),
+            ("influx_url", "http://bob:hunter2@db:8086/?x=1"),
+            ("lcw_base_url", "http://eve:pw2@ bad host/"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("hunter2") && !err.contains("pw2"), "{err}");
+        assert!(err.contains("http://***@db:8086/?x=1"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! decide field names (`schema`), apply resilience rules (`guard`) or caching rules (`cache`);
 //! it never sleeps on a fixed schedule.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -27,7 +27,7 @@ use crate::influx::sink::{DatabaseRequest, SinkState};
 use crate::influx::spool;
 use crate::lcw::{
     self, Coin, CoinsListRequest, CoinsMapRequest, CreditsAnswer, CurrencyRequest, Endpoint,
-    Exchange, ExchangesListRequest, LcwError, NoParameters, Overview,
+    Exchange, ExchangesListRequest, LcwError, NoParameters, Overview, Page,
 };
 use crate::lease::{self, Taken};
 use crate::plan::{self, Want};
@@ -96,6 +96,8 @@ fn sink_snapshot(sink: &SinkState) -> SinkSnapshot {
         paused_until_ms: sink.not_before_ms,
         last_error: sink.last_error.clone(),
         last_error_at_ms: sink.last_error_at_ms,
+        config_error: sink.config_error.clone(),
+        last_write: sink.last_write.clone(),
     }
 }
 
@@ -171,6 +173,7 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
         Duration::from_millis(record.duration_ms),
         record.outcome == Outcome::Success,
     );
+    record.bound_errors();
     log_record(host, &record);
     doc.history.record(record.clone());
     let thresholds = settings.as_ref().map_or_else(
@@ -407,7 +410,7 @@ async fn collect<H: Host>(
         std::mem::take(&mut doc.sink),
     );
 
-    // The spool is replayed while LCW answers: both wait on the network, neither on the other.
+    // With the breaker open there is nothing fresh: the spool has the time to itself.
     let mut record = if guard.breaker_open() {
         host.log(Level::Warn, "circuit breaker open: no LCW call this tick");
         let replay_started = host.monotonic();
@@ -432,16 +435,7 @@ async fn collect<H: Host>(
             &tick_id,
             host.unix_millis(),
         );
-        let replay = async {
-            let replay_started = host.monotonic();
-            let ok = sink.replay(lcw_deadline).await;
-            (ok, host.monotonic() - replay_started)
-        };
-        let (fetched, (replayed, replay_took)) = futures::join!(
-            fetch(host, settings, &plan.wants, &guard, Some(&mut cache)),
-            replay
-        );
-        tick.time(op::SPOOL_REPLAY, replay_took, replayed);
+        let fetched = fetch(host, settings, &plan.wants, &guard, Some(&mut cache)).await;
         tick.timings.extend(fetched.timings.iter().cloned());
         let cache_started = host.monotonic();
         let (index, saved) = cache.finish(host).await;
@@ -471,8 +465,18 @@ async fn collect<H: Host>(
         let write_started = host.monotonic();
         let written = sink.deliver(&lines).await;
         tick.time(op::INFLUX_WRITE, host.monotonic() - write_started, written);
+        // The spool goes after the fresh lines: old data never holds back new (a backlog
+        // InfluxDB refuses, e.g. past its retention, cannot keep this tick's points out).
+        let replay_started = host.monotonic();
+        let replayed = sink.replay(deadline).await;
+        tick.time(
+            op::SPOOL_REPLAY,
+            host.monotonic() - replay_started,
+            replayed,
+        );
         let mut record = CycleRecord::new(Outcome::Success, fetched.errors);
         record.cache_hits = fetched.cache_hits;
+        record.records_skipped = fetched.records_skipped;
         record.points_dropped = encoded.dropped_points as u64;
         record.outcome = if fetched.data_failed {
             Outcome::Partial
@@ -527,9 +531,9 @@ struct Request {
 enum Answer {
     Status,
     Credits(CreditsAnswer),
-    Coins(Vec<Coin>),
+    Coins(Page<Coin>),
     Overview(Overview),
-    Exchanges(Vec<Exchange>),
+    Exchanges(Page<Exchange>),
 }
 
 /// An answer and the time its data was fetched.
@@ -575,9 +579,10 @@ fn parse(want: &Want, body: &[u8]) -> Result<Answer, LcwError> {
             Answer::Status
         }
         Want::Credits => Answer::Credits(lcw::parse_body(endpoint, body)?),
-        Want::CoinsPage { .. } | Want::Tracked => Answer::Coins(lcw::parse_body(endpoint, body)?),
+        // Lists are read element by element: one bad element does not cost the page.
+        Want::CoinsPage { .. } | Want::Tracked => Answer::Coins(lcw::parse_list(endpoint, body)?),
         Want::Overview => Answer::Overview(lcw::parse_body(endpoint, body)?),
-        Want::Exchanges { .. } => Answer::Exchanges(lcw::parse_body(endpoint, body)?),
+        Want::Exchanges { .. } => Answer::Exchanges(lcw::parse_list(endpoint, body)?),
     })
 }
 
@@ -608,6 +613,8 @@ struct Fetch {
     cache_hits: u64,
     /// One per call that went out.
     timings: Vec<Timing>,
+    /// List elements skipped, by endpoint and reason.
+    records_skipped: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// Serves the wanted answers from the cache or LCW, and builds their points.
@@ -624,6 +631,7 @@ async fn fetch<H: Host>(
         data_failed: false,
         cache_hits: 0,
         timings: Vec::new(),
+        records_skipped: BTreeMap::new(),
     };
     let mut data_failed = false;
     let mut fetched = Vec::new();
@@ -744,12 +752,36 @@ async fn fetch<H: Host>(
     let currency = settings.currency.as_str();
     let mut coins_seen = HashSet::new();
     for Fetched {
+        want,
         answer,
         fetched_at_ms,
         from_cache,
-        ..
     } in &fetched
     {
+        // Skipped elements are counted once, when the answer came (a cached one was counted).
+        let skipped = match answer {
+            Answer::Coins(page) if !*from_cache => page.skipped.as_slice(),
+            Answer::Exchanges(page) if !*from_cache => page.skipped.as_slice(),
+            _ => &[],
+        };
+        for skip in skipped {
+            *record
+                .records_skipped
+                .entry(want.endpoint().path().to_owned())
+                .or_default()
+                .entry(skip.reason.to_owned())
+                .or_default() += 1;
+        }
+        // Counted and said: the tick is partial, its record names the first reason.
+        if let Some(first) = skipped.first() {
+            data_failed = true;
+            record.errors.push(format!(
+                "LCW {}: {} unreadable elements skipped, the rest written ({})",
+                want.endpoint(),
+                skipped.len(),
+                first.detail
+            ));
+        }
         match answer {
             // A cached status or credits answer was taken into account when it was fetched.
             Answer::Status | Answer::Credits(_) if *from_cache => {}
@@ -767,6 +799,7 @@ async fn fetch<H: Host>(
             }
             Answer::Coins(coins) => record.points.extend(
                 coins
+                    .items
                     .iter()
                     .filter(|coin| coins_seen.insert(coin.code.clone()))
                     .map(|coin| schema::coin_point(coin, currency, *fetched_at_ms)),
@@ -778,6 +811,7 @@ async fn fetch<H: Host>(
             }
             Answer::Exchanges(exchanges) => record.points.extend(
                 exchanges
+                    .items
                     .iter()
                     .map(|e| schema::exchange_point(e, currency, *fetched_at_ms)),
             ),

@@ -8,12 +8,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
 use crate::config::Secret;
 use crate::host::{HttpClient, Timeouts, TransportError};
-use crate::remote::{ErrorClass, USER_AGENT, retry_after};
+use crate::remote::{ErrorClass, USER_AGENT, mask_userinfo, retry_after, sanitize};
 
 /// The LCW API's page limit for list endpoints.
 pub const PAGE_LIMIT: u32 = 100;
@@ -156,7 +156,12 @@ impl LcwError {
 impl fmt::Display for LcwError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Transport { endpoint, error } => write!(f, "LCW {endpoint}: {error}"),
+            // A transport error may quote the URL: no userinfo, one bounded line.
+            Self::Transport { endpoint, error } => write!(
+                f,
+                "LCW {endpoint}: {}",
+                sanitize(&mask_userinfo(&error.to_string()))
+            ),
             Self::Status {
                 endpoint,
                 status,
@@ -193,11 +198,17 @@ impl std::error::Error for LcwError {}
 /// Relative price changes as LCW gives them: ratios, 1 means unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct Delta {
+    #[serde(default, deserialize_with = "number")]
     pub hour: Option<f64>,
+    #[serde(default, deserialize_with = "number")]
     pub day: Option<f64>,
+    #[serde(default, deserialize_with = "number")]
     pub week: Option<f64>,
+    #[serde(default, deserialize_with = "number")]
     pub month: Option<f64>,
+    #[serde(default, deserialize_with = "number")]
     pub quarter: Option<f64>,
+    #[serde(default, deserialize_with = "number")]
     pub year: Option<f64>,
 }
 
@@ -210,23 +221,23 @@ pub struct Coin {
     pub code: String,
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub rank: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub rate: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub volume: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub cap: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub liquidity: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub circulating_supply: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub total_supply: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub max_supply: Option<f64>,
-    #[serde(default, rename = "allTimeHighUSD")]
+    #[serde(default, rename = "allTimeHighUSD", deserialize_with = "number")]
     pub all_time_high_usd: Option<f64>,
     #[serde(default)]
     pub delta: Option<Delta>,
@@ -236,14 +247,14 @@ pub struct Coin {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Overview {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub cap: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub volume: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub liquidity: Option<f64>,
     /// A 0–1 fraction.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub btc_dominance: Option<f64>,
 }
 
@@ -255,22 +266,22 @@ pub struct Status {}
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreditsAnswer {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub daily_credits_remaining: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub daily_credits_limit: Option<f64>,
 }
 
 /// One sample of `/coins/single/history`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct HistorySample {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub date: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub rate: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub volume: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub cap: Option<f64>,
 }
 
@@ -290,24 +301,141 @@ pub struct Exchange {
     pub code: String,
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub markets: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub volume: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub bid_total: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub ask_total: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub depth: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub visitors: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub volume_per_visitor: Option<f64>,
     #[serde(default)]
     pub centralized: Option<bool>,
     #[serde(default)]
     pub us_compliant: Option<bool>,
+}
+
+/// A number as LCW may send it: a JSON number, a number in a string (`"1.5"`, read exactly as
+/// that number), or null. A string that is not a finite number is an error of its element.
+fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+    struct Number;
+    impl<'de> serde::de::Visitor<'de> for Number {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number, a number in a string, or null")
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            match v.trim().parse::<f64>() {
+                Ok(n) if n.is_finite() => Ok(Some(n)),
+                // Said as serde says any wrong type: `invalid type: string "big"`.
+                _ => Err(E::invalid_type(serde::de::Unexpected::Str(v), &self)),
+            }
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    deserializer.deserialize_any(Number)
+}
+
+/// A list element that could not be read, and why (`reason` is a metric label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// `out_of_range`, `invalid_type`, `invalid_value`, `missing_code` or `malformed`.
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// A list answer read element by element: the good elements, and the ones skipped.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// An element of a list answer, which must name what it is.
+pub trait Listed {
+    fn code(&self) -> &str;
+}
+
+impl Listed for Coin {
+    fn code(&self) -> &str {
+        &self.code
+    }
+}
+
+impl Listed for Exchange {
+    fn code(&self) -> &str {
+        &self.code
+    }
+}
+
+/// Parses a 2xx list answer element by element: a body that is not a JSON array is malformed
+/// as a whole; an element that is not a readable `T` with a code is skipped and said why, and
+/// the others are kept.
+pub fn parse_list<T: for<'de> Deserialize<'de> + Listed>(
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<Page<T>, LcwError> {
+    // Raw elements: only the JSON syntax is checked here, no number is converted yet.
+    let elements: Vec<&serde_json::value::RawValue> =
+        serde_json::from_slice(body).map_err(|e| LcwError::Malformed {
+            endpoint,
+            detail: sanitize(&e.to_string()),
+        })?;
+    let mut page = Page {
+        items: Vec::with_capacity(elements.len()),
+        skipped: Vec::new(),
+    };
+    for (index, element) in elements.iter().enumerate() {
+        match serde_json::from_str::<T>(element.get()) {
+            Ok(item) if item.code().trim().is_empty() => page.skipped.push(Skipped {
+                reason: "missing_code",
+                detail: format!("element {index} has no code"),
+            }),
+            Ok(item) => page.items.push(item),
+            Err(error) => {
+                let text = error.to_string();
+                let reason = if text.starts_with("missing field `code`") {
+                    "missing_code"
+                } else if text.contains("out of range") {
+                    "out_of_range"
+                } else if text.starts_with("invalid type") {
+                    "invalid_type"
+                } else if text.starts_with("invalid value") {
+                    "invalid_value"
+                } else {
+                    "malformed"
+                };
+                page.skipped.push(Skipped {
+                    reason,
+                    detail: sanitize(&format!("element {index}: {text}")),
+                });
+            }
+        }
+    }
+    Ok(page)
 }
 
 /// Body of `/coins/list`.
@@ -584,9 +712,13 @@ pub fn parse_body<T: for<'de> Deserialize<'de>>(
 ) -> Result<T, LcwError> {
     serde_json::from_slice(body).map_err(|e| LcwError::Malformed {
         endpoint,
-        detail: e.to_string(),
+        // serde quotes the offending value, which may be anything LCW sent.
+        detail: sanitize(&e.to_string()),
     })
 }
+
+/// Bytes of a non-JSON error body looked at (the text kept is shorter still).
+const TEXT_BYTES: usize = crate::remote::TEXT_LIMIT;
 
 /// The `description` of LCW's `{"error":{…}}` body, else a short, printable excerpt of the body.
 fn error_message(body: &[u8], status: u16) -> String {
@@ -602,18 +734,17 @@ fn error_message(body: &[u8], status: u16) -> String {
         description: Option<String>,
     }
     if let Ok(Envelope { error }) = serde_json::from_slice::<Envelope>(body) {
+        // Untrusted: bounded, one line, before it reaches a log, a record or a route.
         match (error.status, error.description) {
-            (Some(s), Some(d)) => return format!("{s}: {d}"),
-            (None, Some(d)) | (Some(d), None) => return d,
+            (Some(s), Some(d)) => return sanitize(&format!("{s}: {d}")),
+            (None, Some(d)) | (Some(d), None) => return sanitize(&d),
             (None, None) => {}
         }
     }
-    let text: String = String::from_utf8_lossy(body)
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect();
-    if text.trim().is_empty() {
+    let text = sanitize(&String::from_utf8_lossy(
+        &body[..body.len().min(4 * TEXT_BYTES)],
+    ));
+    if text.is_empty() {
         http::StatusCode::from_u16(status)
             .ok()
             .and_then(|s| s.canonical_reason())
@@ -653,7 +784,7 @@ mod tests {
         assert_eq!(error_message(b"", 502), "Bad Gateway");
         assert_eq!(
             error_message(b"<html>\nboom</html>", 500),
-            "<html>boom</html>"
+            "<html> boom</html>"
         );
     }
 

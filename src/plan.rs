@@ -116,7 +116,18 @@ mod tests {
     use crate::resilience::Credits;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
-        Settings::from_pairs(&[&[("lcw_api_key", "k")], pairs].concat()).unwrap()
+        Settings::from_pairs(
+            &[
+                &[
+                    ("lcw_api_key", "k"),
+                    ("influx_org", "o"),
+                    ("influx_token", "t"),
+                ],
+                pairs,
+            ]
+            .concat(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What both remote systems, LCW and InfluxDB, share: how a failure is classed, the
-//! `Retry-After` header, and the `User-Agent` we announce ourselves with.
+//! `Retry-After` header, the `User-Agent` we announce ourselves with, and how untrusted text
+//! (error bodies, descriptions, names) and URLs are made safe to show.
 //!
 //! Lives below both clients so that neither has to borrow from the other, and below the
 //! resilience rules that act on an [`ErrorClass`]. It must not know either system's endpoints,
@@ -27,17 +28,105 @@ pub enum ErrorClass {
     NotSent,
 }
 
-/// `Retry-After` in delta-seconds (LCW documents none; proxies, gateways and InfluxDB send
-/// seconds).
+/// The longest delay a `Retry-After` can ask for: a remote number never meets a `Duration` sum
+/// uncapped (each caller applies its own, smaller limit on top).
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3_600);
+
+/// `Retry-After` as delta-seconds or as an HTTP-date (RFC 9110 §10.2.3), capped at
+/// [`RETRY_AFTER_MAX`]. LCW documents none; proxies, gateways and InfluxDB send seconds.
+///
+/// A date is read against the answer's own `Date` header (the sender's clock, so no clock of
+/// ours is needed and skew cancels out); a date without a `Date` header, a negative or garbled
+/// value is ignored (the caller's own backoff applies). A date in the past means "now".
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    headers
+    let text = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+        .trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is still "very long": capped, never an error.
+        let seconds = text.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(seconds).min(RETRY_AFTER_MAX));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    let sent = headers.get(http::header::DATE)?.to_str().ok()?;
+    let sent = httpdate::parse_http_date(sent.trim()).ok()?;
+    Some(
+        at.duration_since(sent)
+            .unwrap_or(Duration::ZERO)
+            .min(RETRY_AFTER_MAX),
+    )
+}
+
+/// Untrusted text kept at most: a few hundred bytes say what went wrong; more is an attack or
+/// an HTML page.
+pub const TEXT_LIMIT: usize = 300;
+
+/// Makes untrusted text (an error body, an LCW description, a name) safe for a log line, a
+/// stored document or a route: control characters (newlines included, so nothing can forge a
+/// log line) become spaces, runs of whitespace shrink to one, and the result is cut to
+/// [`TEXT_LIMIT`] bytes on a character boundary, with `…` to say so.
+pub fn sanitize(text: &str) -> String {
+    sanitize_to(text, TEXT_LIMIT)
+}
+
+/// [`sanitize`] with another limit (in bytes, at least a few).
+pub fn sanitize_to(text: &str, limit: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(limit + 4));
+    let mut space = false;
+    for c in text.chars() {
+        let c = if c.is_control() || c.is_whitespace() {
+            ' '
+        } else {
+            c
+        };
+        if c == ' ' {
+            if space || out.is_empty() {
+                continue;
+            }
+            space = true;
+        } else {
+            space = false;
+        }
+        if out.len() + c.len_utf8() > limit {
+            let end = out.trim_end().len();
+            out.truncate(end);
+            out.push('…');
+            return out;
+        }
+        out.push(c);
+    }
+    let end = out.trim_end().len();
+    out.truncate(end);
+    out
+}
+
+/// `text` with the userinfo of every URL in it (`scheme://user:password@host`) replaced by
+/// `***@`, so a setting or an error that holds a URL never shows a credential.
+pub fn mask_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        // The authority ends at the first `/`, `?`, `#` or whitespace; userinfo is before its
+        // last `@`.
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace() || c == '"')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -50,5 +139,26 @@ mod tests {
         assert_eq!(retry_after(&headers), None);
         headers.insert(http::header::RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn sanitized_text_is_one_bounded_line() {
+        assert_eq!(sanitize("  a\n\nb\r\tc  "), "a b c");
+        let long = "é".repeat(1_000);
+        let cut = sanitize(&long);
+        assert!(cut.len() <= TEXT_LIMIT + '…'.len_utf8(), "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert_eq!(sanitize_to("ab€", 4), "ab…", "never inside a character");
+        assert_eq!(sanitize("\u{1b}[31mred"), "[31mred");
+    }
+
+    #[test]
+    fn userinfo_is_masked_in_any_text() {
+        assert_eq!(
+            mask_userinfo("bad `http://bob:pw@db:8086/x?q=1` and https://h/p@q"),
+            "bad `http://***@db:8086/x?q=1` and https://h/p@q"
+        );
+        assert_eq!(mask_userinfo("http://u:p@a@b/"), "http://***@b/");
+        assert_eq!(mask_userinfo("no url"), "no url");
     }
 }

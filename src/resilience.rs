@@ -61,7 +61,8 @@ impl RetryPolicy {
         }
         let wait =
             retry_after.unwrap_or_else(|| self.ceiling(retry).mul_f64(jitter.clamp(0.0, 1.0)));
-        if wait + MIN_ATTEMPT > time_left {
+        // `wait` may come from a remote header: the sum saturates instead of overflowing.
+        if wait.saturating_add(MIN_ATTEMPT) > time_left {
             RetryDecision::NoTimeLeft
         } else {
             RetryDecision::RetryAfter(wait)
@@ -302,9 +303,11 @@ impl RateLimit {
         let wait = if tokens >= 1.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - tokens) * 60.0 / f64::from(self.per_minute))
+            // A stored balance is data: a corrupt one (NaN, -1e300) must not panic the tick.
+            Duration::try_from_secs_f64((1.0 - tokens) * 60.0 / f64::from(self.per_minute))
+                .unwrap_or(Duration::MAX)
         };
-        if !wait.is_zero() && wait + MIN_ATTEMPT > time_left {
+        if !wait.is_zero() && wait.saturating_add(MIN_ATTEMPT) > time_left {
             return (bucket, Reservation::Refused { wait });
         }
         let next = Bucket {

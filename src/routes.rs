@@ -11,21 +11,26 @@
 //! | `POST /collect` | admin: runs one cycle now, under the lease |
 //! | `POST /cache/clear` | admin: empties the response cache, under the lease |
 //! | `GET /quarantine` | admin: the lines InfluxDB refused, with its reasons |
+//! | `POST /quarantine/retry` | admin: sends the quarantined lines again; those InfluxDB takes leave it |
+//! | `POST /quarantine/clear` | admin: empties the quarantine |
 //!
 //! Admin routes want `Authorization: Bearer <admin_token>` and do not exist while `admin_token`
-//! is empty. It must not hold state between requests (a Spin instance may be fresh for each) and
+//! is empty. Public routes do bounded work: `/status` makes at most one live check of each
+//! remote per `cache_ttl_status_s`, whoever asks and however often. It must not hold state between requests (a Spin instance may be fresh for each) and
 //! writes state only through the same core functions the collector uses.
 
 use std::time::Duration;
 
 use http::{Method, StatusCode, header};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::{self, Settings};
-use crate::host::{Host, Level, Timeouts};
-use crate::influx::sink::Quarantine;
+use crate::host::{Host, KvError, Level, Timeouts};
+use crate::influx::sink::{Quarantine, Sink};
 use crate::influx::write;
 use crate::lease::{self, Taken};
+use crate::remote::mask_userinfo;
 use crate::resilience::BreakerState;
 use crate::telemetry::{self, Snapshot};
 use crate::{cache, cycle, lcw, plan, state};
@@ -33,7 +38,7 @@ use crate::{cache, cycle, lcw, plan, state};
 type Response = http::Response<Vec<u8>>;
 
 /// Every route: path, method, admin only.
-const ROUTES: [(&str, Method, bool); 7] = [
+const ROUTES: [(&str, Method, bool); 9] = [
     ("/metrics", Method::GET, false),
     ("/stats", Method::GET, false),
     ("/stats/cache", Method::GET, false),
@@ -41,6 +46,8 @@ const ROUTES: [(&str, Method, bool); 7] = [
     ("/collect", Method::POST, true),
     ("/cache/clear", Method::POST, true),
     ("/quarantine", Method::GET, true),
+    ("/quarantine/retry", Method::POST, true),
+    ("/quarantine/clear", Method::POST, true),
 ];
 
 /// A tick with no success for this long makes `/status` unhealthy.
@@ -91,6 +98,8 @@ pub async fn handle<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Resp
         "/status" => status(host).await,
         "/collect" => collect(host).await,
         "/cache/clear" => clear_cache(host).await,
+        "/quarantine/retry" => retry_quarantine(host).await,
+        "/quarantine/clear" => clear_quarantine(host).await,
         _ => quarantine(host).await,
     }
 }
@@ -239,6 +248,37 @@ async fn stats<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response 
     .await
 }
 
+/// One live check of a remote by `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveCheck {
+    pub checked_at_ms: i64,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// The document `lcw/v1/status-checks`: the API's last live checks, and when one was last
+/// started (recorded before it goes out, so concurrent callers do not all check).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChecks {
+    pub attempted_at_ms: Option<i64>,
+    pub lcw: Option<LiveCheck>,
+    pub influx: Option<LiveCheck>,
+}
+
+/// A check as `/status` shows it: its result, when, how old, and whether this request made it.
+fn shown(check: Option<&LiveCheck>, now_ms: i64, live: bool) -> serde_json::Value {
+    match check {
+        Some(c) => json!({
+            "ok": c.ok,
+            "error": c.error,
+            "checked_at_ms": c.checked_at_ms,
+            "age_s": (now_ms - c.checked_at_ms).max(0) / 1000,
+            "live": live,
+        }),
+        None => json!({ "ok": null, "error": "not checked yet", "live": false }),
+    }
+}
+
 async fn status<H: Host>(host: &H) -> Response {
     let snapshot = match cycle::load_snapshot(host).await {
         Ok(s) => s,
@@ -259,35 +299,113 @@ async fn status<H: Host>(host: &H) -> Response {
         }
     };
 
-    let lcw = match (&settings, &snapshot.resilience.status) {
-        (Some(s), Some(check))
-            if now_ms - check.checked_at_ms < (s.cache_ttls.status_s as i64) * 1000 =>
-        {
-            json!({ "reachable": check.reachable, "checked_at_ms": check.checked_at_ms, "error": check.error, "live": false })
+    // The freshest LCW check: the collector's own `/status` call, or ours.
+    let mut doc: StatusChecks = state::load(host, state::STATUS_CHECKS_KEY)
+        .await
+        .unwrap_or_default();
+    let collector_check = snapshot.resilience.status.as_ref().map(|c| LiveCheck {
+        checked_at_ms: c.checked_at_ms,
+        ok: c.reachable,
+        error: c.error.clone(),
+    });
+    if let Some(c) = collector_check
+        && doc
+            .lcw
+            .as_ref()
+            .is_none_or(|o| o.checked_at_ms < c.checked_at_ms)
+    {
+        doc.lcw = Some(c);
+    }
+    let (mut lcw_live, mut influx_live) = (false, false);
+    if let Some(s) = &settings {
+        let ttl_ms = (s.cache_ttls.status_s as i64).saturating_mul(1000);
+        let stale = |c: &Option<LiveCheck>| {
+            c.as_ref()
+                .is_none_or(|c| now_ms - c.checked_at_ms >= ttl_ms)
+        };
+        let attempted_recently = doc
+            .attempted_at_ms
+            .is_some_and(|t| now_ms - t < ttl_ms && now_ms >= t);
+        if (stale(&doc.lcw) || stale(&doc.influx)) && !attempted_recently {
+            // Recorded before the calls: whoever comes meanwhile is served what there is.
+            doc.attempted_at_ms = Some(now_ms);
+            if let Err(e) = state::save(host, state::STATUS_CHECKS_KEY, &doc).await {
+                host.log(Level::Warn, &format!("status check not recorded: {e}"));
+            }
+            if stale(&doc.lcw) {
+                let client = lcw::Client::new(host, &s.lcw_base_url, &s.lcw_api_key);
+                let result = client.status(checks).await;
+                doc.lcw = Some(LiveCheck {
+                    checked_at_ms: now_ms,
+                    ok: result.is_ok(),
+                    error: result.err().map(|e| e.to_string()),
+                });
+                lcw_live = true;
+            }
+            if stale(&doc.influx) {
+                let result = write::health(host, &s.influx, checks).await;
+                doc.influx = Some(LiveCheck {
+                    checked_at_ms: now_ms,
+                    ok: result.is_ok(),
+                    error: result.err(),
+                });
+                influx_live = true;
+            }
+            if let Err(e) = state::save(host, state::STATUS_CHECKS_KEY, &doc).await {
+                host.log(Level::Warn, &format!("status check not saved: {e}"));
+            }
         }
-        (Some(s), _) => {
-            let client = lcw::Client::new(host, &s.lcw_base_url, &s.lcw_api_key);
-            let result = client.status(checks).await;
-            json!({ "reachable": result.is_ok(), "checked_at_ms": now_ms, "error": result.err().map(|e| e.to_string()), "live": true })
-        }
-        (None, _) => json!({ "reachable": null, "error": "configuration invalid" }),
+    }
+
+    let lcw = if settings.is_some() {
+        let mut shown = shown(doc.lcw.as_ref(), now_ms, lcw_live);
+        shown["reachable"] = shown["ok"].clone();
+        shown
+    } else {
+        json!({ "ok": null, "error": "configuration invalid" })
     };
-    if lcw["reachable"] != json!(true) {
+    if let Some(check) = &doc.lcw
+        && !check.ok
+    {
         problems.push(format!(
             "LCW not reachable: {}",
-            lcw["error"].as_str().unwrap_or("unknown")
+            check.error.as_deref().unwrap_or("unknown")
         ));
     }
-    let influx = match &settings {
-        Some(s) => match write::health(host, &s.influx, checks).await {
-            Ok(()) => json!({ "healthy": true }),
-            Err(e) => {
-                problems.push(format!("InfluxDB not healthy: {e}"));
-                json!({ "healthy": false, "error": e })
-            }
-        },
-        None => json!({ "healthy": null, "error": "configuration invalid" }),
-    };
+    // InfluxDB's health is what the writes met, and the ping.
+    let sink = &snapshot.sink;
+    let ping = shown(doc.influx.as_ref(), now_ms, influx_live);
+    if let Some(check) = &doc.influx
+        && !check.ok
+    {
+        problems.push(format!(
+            "InfluxDB not healthy: {}",
+            check.error.as_deref().unwrap_or("unknown")
+        ));
+    }
+    if let Some(reason) = &sink.config_error {
+        problems.push(format!("InfluxDB refuses a setting: {reason}"));
+    } else if let Some(last) = sink.last_write.as_ref().filter(|w| !w.ok) {
+        problems.push(format!(
+            "last InfluxDB write failed: {}",
+            last.error.as_deref().unwrap_or("unknown")
+        ));
+    }
+    let influx_healthy = settings.is_some()
+        && doc.influx.as_ref().is_none_or(|c| c.ok)
+        && sink.config_error.is_none()
+        && sink.last_write.as_ref().is_none_or(|w| w.ok);
+    let influx = json!({
+        "healthy": influx_healthy,
+        "ping": ping,
+        "last_write": sink.last_write.as_ref().map(|w| json!({
+            "ok": w.ok,
+            "error": w.error,
+            "at_ms": w.at_ms,
+            "age_s": (now_ms - w.at_ms).max(0) / 1000,
+        })),
+        "config_error": sink.config_error,
+    });
     if matches!(snapshot.resilience.breaker, BreakerState::Open { .. }) {
         problems.push("LCW circuit breaker open".into());
     }
@@ -306,6 +424,11 @@ async fn status<H: Host>(host: &H) -> Response {
         Ok(guarantee) => json!({ "guarantee": guarantee, "detail": guarantee.describe() }),
         Err(e) => json!({ "guarantee": null, "detail": e.to_string() }),
     };
+    // Problems quote settings and remote answers: no userinfo, one bounded line each.
+    let problems: Vec<String> = problems
+        .iter()
+        .map(|p| crate::remote::sanitize_to(&mask_userinfo(p), 1_000))
+        .collect();
     let healthy = problems.is_empty();
     let body = json!({
         "healthy": healthy,
@@ -339,60 +462,62 @@ async fn collect<H: Host>(host: &H) -> Response {
 
 /// Empties the cache under the lease, so a running tick cannot save over the clear.
 async fn clear_cache<H: Host>(host: &H) -> Response {
-    let owner = format!("cache-clear-{:016x}", host.random_u64());
-    // Long enough that the clear's few store calls end well within the lease's valid part.
-    let expires_at_ms = host.unix_millis() + 10_000 + lease::GRACE.as_millis() as i64;
-    let held = match lease::take(host, &owner, expires_at_ms).await {
-        Ok(Taken::Held(held)) => held,
-        Ok(Taken::Busy { .. }) => {
-            return error(
-                StatusCode::CONFLICT,
-                "a tick is running; clear the cache again when it ends",
-            );
-        }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    };
-    let result = async {
-        // An unreadable document is left for the next tick to set aside, never overwritten.
-        let mut doc =
-            match state::load_checked::<cycle::CollectorState, _>(host, state::STATE_KEY).await? {
-                state::Loaded::Read(doc) => doc,
-                state::Loaded::Absent => cycle::CollectorState::default(),
-                state::Loaded::Unreadable { .. } => return Ok(None),
-            };
+    let outcome = under_lease(host, "cache-clear", async |held| {
+        let Some(mut doc) = readable_state(host).await? else {
+            return Ok(None);
+        };
         let cleared = cache::clear(host, &mut doc.cache).await?;
-        if held.valid_at(host.unix_millis()) {
-            state::save(host, state::STATE_KEY, &doc).await?;
-        }
+        save_if_held(host, held, state::STATE_KEY, &doc).await?;
         Ok::<_, cache::CacheError>(Some(cleared))
-    }
+    })
     .await;
-    if let Err(e) = lease::release(host, &held).await {
-        host.log(
-            Level::Warn,
-            &format!("lease not released (it expires by itself): {e}"),
-        );
-    }
-    let result = match result {
-        Ok(None) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the state document is unreadable: the next tick sets it aside, then clear again",
-            );
-        }
-        Ok(Some(cleared)) => Ok(cleared),
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(cleared) => {
+    match outcome {
+        Err(response) => response,
+        Ok(Ok(None)) => unreadable_state(),
+        Ok(Ok(Some(cleared))) => {
             host.log(
                 Level::Info,
                 &format!("cache cleared by the admin route: {cleared} entries"),
             );
             json_response(StatusCode::OK, &json!({ "cleared_entries": cleared }))
         }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+}
+
+/// The collector's state document, or `None` when it is unreadable: that one is left for the
+/// next tick to set aside, never overwritten by a route.
+async fn readable_state<H: Host>(host: &H) -> Result<Option<cycle::CollectorState>, KvError> {
+    Ok(
+        match state::load_checked::<cycle::CollectorState, _>(host, state::STATE_KEY).await? {
+            state::Loaded::Read(doc) => Some(doc),
+            state::Loaded::Absent => Some(cycle::CollectorState::default()),
+            state::Loaded::Unreadable { .. } => None,
+        },
+    )
+}
+
+fn unreadable_state() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the state document is unreadable: the next tick sets it aside; try again after it",
+    )
+}
+
+/// Saves a document while the lease is still valid (a write after that could land over a
+/// newer holder's).
+async fn save_if_held<H: Host, T: serde::Serialize>(
+    host: &H,
+    held: &lease::Held,
+    key: &str,
+    doc: &T,
+) -> Result<(), KvError> {
+    if !held.valid_at(host.unix_millis()) {
+        return Err(KvError(format!(
+            "the lease ran out before `{key}` was saved"
+        )));
+    }
+    state::save(host, key, doc).await
 }
 
 async fn quarantine<H: Host>(host: &H) -> Response {
@@ -405,11 +530,117 @@ async fn quarantine<H: Host>(host: &H) -> Response {
     }
 }
 
+/// Runs `work` under the lease (409 while a tick runs), as every writer of a shared document.
+async fn under_lease<H: Host, T>(
+    host: &H,
+    what: &str,
+    work: impl AsyncFnOnce(&lease::Held) -> T,
+) -> Result<T, Response> {
+    let owner = format!("{what}-{:016x}", host.random_u64());
+    // A minute of work, ending well within the lease's valid part.
+    let expires_at_ms = host.unix_millis() + 60_000 + lease::GRACE.as_millis() as i64;
+    let held = match lease::take(host, &owner, expires_at_ms).await {
+        Ok(Taken::Held(held)) => held,
+        Ok(Taken::Busy { .. }) => {
+            return Err(error(
+                StatusCode::CONFLICT,
+                "a tick is running; try again when it ends",
+            ));
+        }
+        Err(e) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+    };
+    let result = work(&held).await;
+    if let Err(e) = lease::release(host, &held).await {
+        host.log(
+            Level::Warn,
+            &format!("lease not released (it expires by itself): {e}"),
+        );
+    }
+    Ok(result)
+}
+
+/// Sends the quarantined lines again; those InfluxDB takes leave the quarantine (and count as
+/// written), the others stay with InfluxDB's new message.
+async fn retry_quarantine<H: Host>(host: &H) -> Response {
+    let settings = match Settings::load(host).await {
+        Ok(s) => s,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &mask_userinfo(&e.to_string()),
+            );
+        }
+    };
+    let outcome = under_lease(host, "quarantine-retry", async |held| {
+        let mut quarantine: Quarantine = state::load(host, state::QUARANTINE_KEY).await?;
+        let Some(mut doc) = readable_state(host).await? else {
+            return Ok(None);
+        };
+        let entries: Vec<_> = quarantine.recent.iter().cloned().collect();
+        let deadline = host.monotonic() + Duration::from_millis(settings.influx.timeout_ms);
+        let mut sink = Sink::new(
+            host,
+            &settings.influx,
+            settings.influx.spool_max_points,
+            deadline,
+            doc.sink.clone(),
+        );
+        let (written, remaining) = sink.retry_quarantined(&entries).await;
+        quarantine.recent = remaining.into();
+        save_if_held(host, held, state::QUARANTINE_KEY, &quarantine).await?;
+        // The lines written are points written: the sink's counters say so.
+        doc.sink.counters.points_written += written;
+        save_if_held(host, held, state::STATE_KEY, &doc).await?;
+        Ok::<_, KvError>(Some((written, quarantine.recent.len())))
+    })
+    .await;
+    match outcome {
+        Err(response) => response,
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Ok(Ok(None)) => unreadable_state(),
+        Ok(Ok(Some((written, remaining)))) => {
+            host.log(
+                Level::Info,
+                &format!("quarantine retried by the admin route: {written} lines written, {remaining} remain"),
+            );
+            json_response(
+                StatusCode::OK,
+                &json!({ "written": written, "remaining": remaining }),
+            )
+        }
+    }
+}
+
+/// Empties the quarantine (its running total stays, as a counter does).
+async fn clear_quarantine<H: Host>(host: &H) -> Response {
+    let outcome = under_lease(host, "quarantine-clear", async |held| {
+        let mut quarantine: Quarantine = state::load(host, state::QUARANTINE_KEY).await?;
+        let cleared = quarantine.recent.len();
+        quarantine.recent.clear();
+        save_if_held(host, held, state::QUARANTINE_KEY, &quarantine).await?;
+        Ok::<_, KvError>(cleared)
+    })
+    .await;
+    match outcome {
+        Err(response) => response,
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Ok(Ok(cleared)) => {
+            host.log(
+                Level::Info,
+                &format!("quarantine cleared by the admin route: {cleared} lines"),
+            );
+            json_response(StatusCode::OK, &json!({ "cleared": cleared }))
+        }
+    }
+}
+
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     respond(status, "application/json", body.to_string().into_bytes())
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
+    let message = crate::remote::sanitize_to(&mask_userinfo(message), 1_000);
+    let message = message.as_str();
     json_response(
         status,
         &json!({ "error": { "status": status.as_u16(), "message": message } }),

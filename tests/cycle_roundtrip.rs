@@ -351,7 +351,8 @@ fn malformed_lcw_json_names_the_endpoint() {
     let influx = Influx::start();
     fake.respond(
         "/coins/list",
-        Reply::json(200, r#"[{"code":"BTC","rate":"a lot"}]"#),
+        // Not a list at all (one bad element is only skipped: tests/hostile_input.rs).
+        Reply::json(200, r#"{"code":"BTC","rate":"a lot"}"#),
     );
     let host = NativeHost::new(&variables_for(&fake, &influx));
 
@@ -377,6 +378,8 @@ fn an_unreachable_influxdb_is_an_error_with_every_point_counted() {
         ("lcw_api_key", API_KEY),
         ("lcw_base_url", fake.base_url.as_str()),
         ("influx_url", &format!("http://127.0.0.1:{closed_port}")),
+        ("influx_org", "o"),
+        ("influx_token", "t"),
     ]);
 
     let record = block_on(cycle::run(&host));

@@ -22,9 +22,19 @@ use support::{Influx, LcwFake, NativeHost, Reply, block_on, variables_for};
 const S: Duration = Duration::from_secs(1);
 
 fn influx_settings(pairs: &[(&str, &str)]) -> InfluxSettings {
-    Settings::from_pairs(&[&[("lcw_api_key", "k")], pairs].concat())
-        .unwrap()
-        .influx
+    Settings::from_pairs(
+        &[
+            &[
+                ("lcw_api_key", "k"),
+                ("influx_org", "o"),
+                ("influx_token", "t"),
+            ],
+            pairs,
+        ]
+        .concat(),
+    )
+    .unwrap()
+    .influx
 }
 
 fn gunzip(body: &[u8]) -> String {

@@ -335,7 +335,7 @@ fn a_retry_that_cannot_finish_before_the_deadline_is_not_started() {
 }
 
 fn settings(pairs: &[(&str, &str)]) -> Settings {
-    Settings::from_pairs(pairs).unwrap()
+    Settings::from_pairs(&[&[("influx_org", "o"), ("influx_token", "t")], pairs].concat()).unwrap()
 }
 
 #[test]

@@ -280,7 +280,9 @@ fn status_is_a_health_check() {
         .port();
     let mut down = variables.clone();
     down.push(("influx_url", format!("http://127.0.0.1:{closed}")));
+    // A live check at most once per TTL (cache_ttl_status_s): the next one, two minutes on.
     let api_down = NativeHost::with_kv(&down, kv);
+    api_down.advance(std::time::Duration::from_secs(121));
     let unhealthy = call(&api_down, Method::GET, "/status", &[]);
     assert_eq!(unhealthy.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(

@@ -1,12 +1,17 @@
 //! Line protocol encoding, spec-exact, and the gzip that both write bodies and spool segments use.
 //!
-//! Escaping: measurement — comma and space; tag keys, tag values and field keys — comma, equals
-//! sign and space; string field values — double quote and backslash. A newline (or carriage
-//! return) can appear nowhere in line protocol, so it is always *replaced by a space* in keys,
-//! tag values and string fields. A trailing backslash in a measurement, key or tag value would
-//! escape the separator after it, so it is trimmed (as Telegraf does). Floats use Rust's shortest round-trip form, so a value read back
-//! equals the `f64` written; NaN and ±Inf have no syntax and are dropped (and counted). Empty tag
-//! values are omitted; tags are written sorted by key; timestamps are in milliseconds.
+//! Every line must parse, to the same tags and fields, in both parsers it may meet: InfluxDB
+//! 1.x/2.x (Go) and InfluxDB 3 (IOx), which differ on backslashes and whitespace. So:
+//! escaping — measurement: comma and space; tag keys, tag values and field keys: comma, equals
+//! sign and space; string field values: double quote and backslash. A control character (tab,
+//! newline, NUL…) can appear in no name — IOx splits on tabs, nothing may split a line — so it
+//! is *replaced by a space* everywhere, string fields included. In names a backslash is kept
+//! only before an ordinary character: before another backslash, a character it would escape or
+//! the end, the parsers disagree (`\\` is one backslash in IOx, two in 1.x) or refuse the line,
+//! so there it is left out. A tag whose value is empty *after* this is omitted (an empty value
+//! is refused). Floats use Rust's shortest round-trip form, so a value read back equals the `f64`
+//! written; NaN and ±Inf have no syntax and are dropped (and counted). Tags are written sorted
+//! by key; timestamps are in milliseconds.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -52,10 +57,16 @@ pub fn encode_points<'a>(points: impl IntoIterator<Item = &'a Point>, out: &mut 
         tag_order.sort_by_key(|&i| point.tags[i].0);
         for &i in &tag_order {
             let (key, value) = &point.tags[i];
+            let tag_start = out.len();
             out.push(',');
             escape_into(out, key, KEY_SPECIALS);
             out.push('=');
+            let value_start = out.len();
             escape_into(out, value, KEY_SPECIALS);
+            // Emptiness is decided on what is written: a name of only backslashes is empty.
+            if out.len() == value_start {
+                out.truncate(tag_start);
+            }
         }
         let mut separator = ' ';
         for (key, value) in &point.fields {
@@ -84,16 +95,28 @@ pub fn encode_points<'a>(points: impl IntoIterator<Item = &'a Point>, out: &mut 
 
 const KEY_SPECIALS: &[char] = &[',', '=', ' '];
 
+/// A control character reads as a space.
+fn printable(c: char) -> char {
+    if c.is_control() { ' ' } else { c }
+}
+
 fn escape_into(out: &mut String, text: &str, specials: &[char]) {
-    for c in text.trim_end_matches('\\').chars() {
-        let c = if matches!(c, '\n' | '\r') { ' ' } else { c };
-        match c {
-            c if specials.contains(&c) => {
+    let mut chars = text.chars().map(printable).peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            // Kept only where both parsers read it as itself: before an ordinary character.
+            if chars
+                .peek()
+                .is_some_and(|&next| next != '\\' && !KEY_SPECIALS.contains(&next))
+            {
                 out.push('\\');
-                out.push(c);
             }
-            c => out.push(c),
+            continue;
         }
+        if specials.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
     }
 }
 
@@ -109,15 +132,11 @@ fn write_field_value(out: &mut String, value: &FieldValue) {
         FieldValue::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
         FieldValue::String(s) => {
             out.push('"');
-            for c in s.chars() {
-                match c {
-                    '"' | '\\' => {
-                        out.push('\\');
-                        out.push(c);
-                    }
-                    '\n' | '\r' => out.push(' '),
-                    c => out.push(c),
+            for c in s.chars().map(printable) {
+                if matches!(c, '"' | '\\') {
+                    out.push('\\');
                 }
+                out.push(c);
             }
             out.push('"');
         }

@@ -8,12 +8,15 @@
 //! |---|---|
 //! | 2xx | written |
 //! | 413 | split in halves, each sent again (one line that is still too large: quarantined) |
-//! | 400, 422, other 4xx | split in halves until the bad lines stand alone; those are quarantined with the server's message, the others written (a partial write already stored them: sending them again overwrites the same points); past 10 refused lines in a tick the rest is spooled instead, as a setting is more likely wrong than every line |
-//! | 401, 403, 404 | kept (spooled), the sink is down for this tick: no retry storm |
+//! | 400 `partial write: points beyond retention policy dropped=N` | the others are stored; N counted as dropped (`reason="retention"`), never quarantined or sent again |
+//! | 400, 422, other 4xx naming a setting (no org, unknown bucket or database, authorisation) | kept (spooled), the sink is down for this tick, `/status` unhealthy with the reason until a write succeeds |
+//! | 400, 422, other 4xx | split in halves until the bad lines stand alone; those are quarantined with the server's message, the others written (a partial write already stored them: sending them again overwrites the same points); past 10 refused lines in one batch the rest of that batch is spooled instead, as a setting is more likely wrong than every line |
+//! | 401, 403, 404 | kept (spooled), the sink is down for this tick, `/status` unhealthy with the reason; on v1 a missing database is first created once (`influx_create_database`) |
 //! | 429, 503 | kept, and nothing is sent before `Retry-After` (capped at 5 minutes; 10 s when absent) |
 //! | other 5xx, no answer | up to 2 retries with jittered backoff inside the deadline, then kept |
 //!
-//! It must not know where the lines came from. Its state travels in the cycle's state document;
+//! Fresh lines go first ([`Sink::deliver`]), the spool after ([`Sink::replay`]): a backlog InfluxDB
+//! refuses never holds back what was just fetched. It must not know where the lines came from. Its state travels in the cycle's state document;
 //! the quarantine document it appends to is named in `state`, below it.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -35,9 +38,10 @@ pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
 /// The pause after a 429/503 without `Retry-After`.
 pub const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(10);
 
-/// Lines quarantined in one tick beyond which a refusal is taken for a setting InfluxDB rejects
-/// (a wrong precision, a read-only token…) rather than for bad lines: the rest is spooled.
-pub const QUARANTINE_LIMIT_PER_TICK: u64 = 10;
+/// Lines quarantined from one batch beyond which a refusal is taken for a setting InfluxDB
+/// rejects (a wrong precision, a read-only token…) rather than for bad lines: the rest of that
+/// batch is spooled. Per batch, not per tick, so bad old lines never cost fresh ones their write.
+pub const QUARANTINE_LIMIT_PER_BATCH: u64 = 10;
 /// The least time left for which a batch is still sent (else it is spooled for the next tick).
 pub const MIN_WRITE_TIME: Duration = Duration::from_millis(250);
 
@@ -61,6 +65,10 @@ pub struct SinkCounters {
     pub spooled: u64,
     pub replayed: u64,
     pub evicted: u64,
+    /// Points InfluxDB took the request of but dropped as older than the retention policy
+    /// (its `dropped=N`): a counted drop, never quarantined or retried.
+    #[serde(default)]
+    pub dropped_retention: u64,
 }
 
 /// The sink's state, carried in the collector's state document.
@@ -73,6 +81,22 @@ pub struct SinkState {
     pub not_before_ms: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_at_ms: Option<i64>,
+    /// Set while InfluxDB's last answer said a setting is wrong (no organisation, unknown bucket
+    /// or database, a refused credential); cleared by the next write it takes. `/status` is
+    /// unhealthy meanwhile.
+    #[serde(default)]
+    pub config_error: Option<String>,
+    /// How the last write request ended: InfluxDB's health as the writes see it.
+    #[serde(default)]
+    pub last_write: Option<LastWrite>,
+}
+
+/// The outcome of the last write request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastWrite {
+    pub at_ms: i64,
+    pub ok: bool,
+    pub error: Option<String>,
 }
 
 /// One quarantined line.
@@ -107,6 +131,8 @@ pub struct DatabaseRequest {
 #[serde(default)]
 pub struct Delivery {
     pub written: BTreeMap<String, u64>,
+    /// Points InfluxDB dropped as older than its retention policy.
+    pub dropped_retention: u64,
     pub replayed: u64,
     pub spooled: u64,
     pub quarantined: u64,
@@ -133,6 +159,8 @@ pub struct Sink<'a, H> {
     quarantined: Vec<QuarantinedLine>,
     /// Why nothing more is sent this tick.
     down: Option<String>,
+    /// A missing v1 database was already created (or tried) this tick.
+    create_tried: bool,
     to_spool: String,
     delivery: Delivery,
 }
@@ -155,6 +183,7 @@ impl<'a, H: Host> Sink<'a, H> {
             state,
             quarantined: Vec::new(),
             down: None,
+            create_tried: false,
             to_spool: String::new(),
             delivery: Delivery::default(),
         }
@@ -207,6 +236,24 @@ impl<'a, H: Host> Sink<'a, H> {
         spool::retire(self.host, &mut self.state.spool, meta.key()).await;
     }
 
+    /// Sends quarantined lines again (the admin's retry): returns how many InfluxDB took and the
+    /// entries that stay (refused again, with the new message, or not sent). Nothing is spooled
+    /// or saved: the caller rewrites the quarantine.
+    pub async fn retry_quarantined(
+        &mut self,
+        entries: &[QuarantinedLine],
+    ) -> (u64, Vec<QuarantinedLine>) {
+        let text: String = entries.iter().map(|e| format!("{}\n", e.line)).collect();
+        let (written, kept) = self.send_all(&text).await;
+        let mut remaining = std::mem::take(&mut self.quarantined);
+        for line in kept.lines() {
+            if let Some(entry) = entries.iter().find(|e| e.line == line) {
+                remaining.push(entry.clone());
+            }
+        }
+        (written, remaining)
+    }
+
     /// Delivers new lines: written now, or quarantined, or kept for the spool. Returns false
     /// when some had to be kept.
     pub async fn deliver(&mut self, lines: &str) -> bool {
@@ -227,6 +274,8 @@ impl<'a, H: Host> Sink<'a, H> {
         let mut kept = String::new();
         let mut written = 0;
         let batch = self.settings.batch_size.max(1) as usize;
+        // Lines refused (quarantined) per batch, for the per-batch limit.
+        let mut refused = vec![0u64; all.len().div_ceil(batch)];
         // Work items: ranges of `all`, first to send on top.
         let mut work: Vec<(usize, usize)> = (0..all.len())
             .step_by(batch)
@@ -239,21 +288,37 @@ impl<'a, H: Host> Sink<'a, H> {
                 continue;
             }
             let body: String = all[start..end].concat();
-            match self.send_with_retries(&body).await {
+            let outcome = self.send_with_retries(&body).await;
+            self.note_write(&outcome);
+            let batch_index = start / batch;
+            match outcome {
                 BatchOutcome::Written => {
                     written += (end - start) as u64;
                     self.count_written(&all[start..end]);
                 }
-                // So many refusals are a setting InfluxDB rejects, not bad lines: keep the rest.
+                // Accepted; the points older than the retention policy are gone by InfluxDB's
+                // rule: counted, never quarantined or sent again.
+                BatchOutcome::Dropped { dropped, message } => {
+                    let dropped = dropped.min((end - start) as u64);
+                    let stored = end - start - dropped as usize;
+                    written += stored as u64;
+                    self.count_written(&all[start..start + stored]);
+                    self.state.counters.dropped_retention += dropped;
+                    self.delivery.dropped_retention += dropped;
+                    self.host.log(
+                        Level::Warn,
+                        &format!("InfluxDB dropped {dropped} points older than its retention policy: {message}"),
+                    );
+                }
+                // So many refusals in one batch are a setting InfluxDB rejects, not bad lines:
+                // keep the rest of this batch; other batches get their own chance.
                 outcome @ (BatchOutcome::TooLarge | BatchOutcome::Rejected { .. })
-                    if self.delivery.quarantined >= QUARANTINE_LIMIT_PER_TICK =>
+                    if refused[batch_index] >= QUARANTINE_LIMIT_PER_BATCH =>
                 {
                     all[start..end].iter().for_each(|l| kept.push_str(l));
-                    let message = format!(
-                        "{outcome}; over {QUARANTINE_LIMIT_PER_TICK} lines refused this tick, the rest are kept for a later one (check the influx_* settings)"
-                    );
-                    self.note_error(message.clone());
-                    self.down = Some(message);
+                    self.note_error(format!(
+                        "{outcome}; over {QUARANTINE_LIMIT_PER_BATCH} lines of one batch refused, the rest are kept for a later tick (check the influx_* settings)"
+                    ));
                 }
                 BatchOutcome::TooLarge | BatchOutcome::Rejected { .. } if end - start > 1 => {
                     let middle = start + (end - start) / 2;
@@ -261,17 +326,66 @@ impl<'a, H: Host> Sink<'a, H> {
                     work.push((start, middle));
                 }
                 outcome @ (BatchOutcome::TooLarge | BatchOutcome::Rejected { .. }) => {
+                    refused[batch_index] += 1;
                     self.quarantine(all[start], outcome.describe());
+                }
+                // A missing v1 database is created once a tick (as Telegraf does), then the
+                // batch goes again.
+                BatchOutcome::NotFound { ref message }
+                    if self.settings.api == crate::config::InfluxApi::V1
+                        && self.settings.create_database
+                        && !self.create_tried
+                        && message.contains("database not found") =>
+                {
+                    self.create_tried = true;
+                    let left = self.time_left();
+                    let own = Duration::from_millis(self.settings.timeout_ms).min(left);
+                    let timeouts = Timeouts {
+                        connect: own,
+                        first_byte: own,
+                        total: own,
+                    };
+                    match write::create_database(self.host, self.settings, timeouts).await {
+                        Ok(()) => {
+                            self.host.log(
+                                Level::Warn,
+                                &format!(
+                                    "InfluxDB database {:?} did not exist: created (influx_create_database = true)",
+                                    crate::remote::sanitize(&self.settings.database)
+                                ),
+                            );
+                            work.push((start, end));
+                        }
+                        Err(error) => {
+                            self.note_error(error);
+                            work.push((start, end));
+                        }
+                    }
                 }
                 outcome => {
                     all[start..end].iter().for_each(|l| kept.push_str(l));
                     let message = outcome.to_string();
-                    if let BatchOutcome::Throttled { retry_after, .. } = &outcome {
-                        let pause = retry_after
-                            .unwrap_or(RETRY_AFTER_DEFAULT)
-                            .min(RETRY_AFTER_CAP);
-                        self.state.not_before_ms =
-                            Some(self.host.unix_millis() + pause.as_millis() as i64);
+                    match &outcome {
+                        BatchOutcome::Throttled { retry_after, .. } => {
+                            let pause = retry_after
+                                .unwrap_or(RETRY_AFTER_DEFAULT)
+                                .min(RETRY_AFTER_CAP);
+                            self.state.not_before_ms = Some(
+                                self.host
+                                    .unix_millis()
+                                    .saturating_add(pause.as_millis() as i64),
+                            );
+                        }
+                        // A setting is wrong: everything waits in the spool, and `/status`
+                        // says why until a write succeeds.
+                        BatchOutcome::Unauthorized { .. }
+                        | BatchOutcome::NotFound { .. }
+                        | BatchOutcome::Misconfigured { .. } => {
+                            self.state.config_error = Some(format!(
+                                "{message} (check influx_url, influx_api, influx_org, influx_bucket, influx_database and the credential)"
+                            ));
+                        }
+                        _ => {}
                     }
                     self.note_error(message.clone());
                     self.down = Some(message);
@@ -279,6 +393,23 @@ impl<'a, H: Host> Sink<'a, H> {
             }
         }
         (written, kept)
+    }
+
+    /// Keeps the last write's outcome for `/status`; a write InfluxDB took clears a setting
+    /// error.
+    fn note_write(&mut self, outcome: &BatchOutcome) {
+        let ok = matches!(
+            outcome,
+            BatchOutcome::Written | BatchOutcome::Dropped { .. }
+        );
+        if ok {
+            self.state.config_error = None;
+        }
+        self.state.last_write = Some(LastWrite {
+            at_ms: self.host.unix_millis(),
+            ok,
+            error: (!ok).then(|| outcome.to_string()),
+        });
     }
 
     /// One batch, retried on transient failures while the deadline allows.
@@ -299,7 +430,10 @@ impl<'a, H: Host> Sink<'a, H> {
             counters.bytes_raw += sent.raw_bytes as u64;
             counters.bytes_wire += sent.wire_bytes as u64;
             let duration_ms = self.host.monotonic().saturating_sub(started).as_millis() as u64;
-            let status = if outcome == BatchOutcome::Written {
+            let status = if matches!(
+                outcome,
+                BatchOutcome::Written | BatchOutcome::Dropped { .. }
+            ) {
                 "success"
             } else {
                 "error"

@@ -450,7 +450,8 @@ fn chunk_end(text: &str, limit: usize, max_lines: usize) -> usize {
     if text.len() <= limit {
         return text.len();
     }
-    match text[..limit].rfind('\n') {
+    // Bytewise: `limit` may fall inside a character, where a `str` slice would panic.
+    match text.as_bytes()[..limit].iter().rposition(|&b| b == b'\n') {
         Some(i) => i + 1,
         None => text.find('\n').map_or(text.len(), |i| i + 1),
     }
@@ -470,6 +471,7 @@ mod tests {
             5,
             "a long line still goes alone"
         );
+        assert_eq!(chunk_end("é\néé\n", 4, 10), 3, "a limit inside a character");
     }
 
     #[test]

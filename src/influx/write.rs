@@ -14,6 +14,7 @@ use url::Url;
 use crate::config::{InfluxApi, InfluxSettings};
 use crate::host::{HttpClient, Timeouts};
 use crate::influx::line_protocol::gzip;
+use crate::remote::{mask_userinfo, sanitize};
 
 /// How InfluxDB answered one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,12 @@ pub enum BatchOutcome {
     Unauthorized { status: u16, message: String },
     /// 404: no such database, bucket or organisation.
     NotFound { message: String },
+    /// Another 4xx whose message says a setting is wrong, not a line (no org, unknown bucket or
+    /// database, an authorisation problem): retrying cannot help until someone fixes it.
+    Misconfigured { status: u16, message: String },
+    /// Accepted, but InfluxDB dropped `dropped` points as older than its retention policy
+    /// (`partial write: points beyond retention policy dropped=N`): the others are stored.
+    Dropped { dropped: u64, message: String },
     /// 429/503: the server asks us to come back later.
     Throttled {
         status: u16,
@@ -48,6 +55,8 @@ impl BatchOutcome {
             Self::Rejected { status, message } => format!("HTTP {status}: {message}"),
             Self::Unauthorized { status, message } => format!("HTTP {status}: {message}"),
             Self::NotFound { message } => format!("HTTP 404: {message}"),
+            Self::Misconfigured { status, message } => format!("HTTP {status}: {message}"),
+            Self::Dropped { message, .. } => format!("HTTP 400: {message}"),
             Self::Throttled {
                 status, message, ..
             } => format!("HTTP {status}: {message}"),
@@ -82,7 +91,7 @@ pub async fn send_batch<H: HttpClient>(
     };
     let outcome = match http.send(request, timeouts).await {
         Err(error) => BatchOutcome::Transient {
-            detail: error.to_string(),
+            detail: sanitize(&mask_userinfo(&error.to_string())),
         },
         Ok(response) => classify(
             response.status().as_u16(),
@@ -109,13 +118,94 @@ pub fn classify(status: u16, headers: &http::HeaderMap, body: &[u8]) -> BatchOut
             retry_after: crate::remote::retry_after(headers),
             message: message(),
         },
-        400..=499 => BatchOutcome::Rejected {
-            status,
-            message: message(),
-        },
+        400..=499 => {
+            let message = message();
+            if let Some(dropped) = retention_dropped(&message) {
+                BatchOutcome::Dropped { dropped, message }
+            } else if names_a_setting(&message) {
+                BatchOutcome::Misconfigured { status, message }
+            } else {
+                BatchOutcome::Rejected { status, message }
+            }
+        }
         _ => BatchOutcome::Transient {
             detail: format!("HTTP {status}: {}", message()),
         },
+    }
+}
+
+/// `N` of InfluxDB 1.x's `partial write: points beyond retention policy dropped=N`.
+fn retention_dropped(message: &str) -> Option<u64> {
+    if !message.contains("beyond retention policy") {
+        return None;
+    }
+    let after = &message[message.rfind("dropped=")? + "dropped=".len()..];
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// True when a refusal's message is about where or as whom we write, not about a line: the
+/// answers InfluxDB 1.x, 2.x and 3 give for a missing organisation, bucket or database, or a
+/// credential that does not allow the write.
+fn names_a_setting(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    if m.contains("partial write") || m.contains("unable to parse") || m.contains("conflict") {
+        return false;
+    }
+    [
+        "orgid or org",
+        "organization",
+        "bucket",
+        "database not found",
+        "db not found",
+        "not found",
+        "unauthorized",
+        "unauthorised",
+        "authorization",
+        "authentication",
+        "permission",
+        "forbidden",
+        "token",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+/// `CREATE DATABASE` on v1, as Telegraf does when the database is missing. The name is an
+/// InfluxQL identifier in double quotes (a quote or backslash in it escaped).
+pub async fn create_database<H: HttpClient>(
+    http: &H,
+    settings: &InfluxSettings,
+    timeouts: Timeouts,
+) -> Result<(), String> {
+    let name = settings.database.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut url = endpoint(settings, "/query");
+    url.query_pairs_mut()
+        .clear()
+        .append_pair("q", &format!("CREATE DATABASE \"{name}\""));
+    let mut builder = http::Request::post(url.as_str())
+        .header(http::header::USER_AGENT, crate::remote::USER_AGENT)
+        .header(http::header::CONTENT_LENGTH, 0);
+    if let Some(value) = authorization(settings) {
+        builder = builder.header(http::header::AUTHORIZATION, value);
+    }
+    let request = builder
+        .body(Vec::new())
+        .map_err(|_| "invalid influx_url".to_owned())?;
+    let response = http
+        .send(request, timeouts)
+        .await
+        .map_err(|e| sanitize(&mask_userinfo(&e.to_string())))?;
+    let status = response.status().as_u16();
+    let message = server_message(response.body());
+    // 1.x answers 200 with `{"results":[{"error":…}]}` when the statement itself failed.
+    let failed = serde_json::from_slice::<serde_json::Value>(response.body())
+        .ok()
+        .and_then(|v| v["results"][0]["error"].as_str().map(sanitize));
+    match failed {
+        None if (200..300).contains(&status) => Ok(()),
+        Some(error) => Err(format!("CREATE DATABASE: {error}")),
+        None => Err(format!("CREATE DATABASE: HTTP {status}: {message}")),
     }
 }
 
@@ -186,7 +276,7 @@ pub async fn health<H: HttpClient>(
     let response = http
         .send(request, timeouts)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| sanitize(&mask_userinfo(&e.to_string())))?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         Ok(())
@@ -256,18 +346,16 @@ fn server_message(body: &[u8]) -> String {
             .and_then(|m| m.as_str());
         for key in ["error", "message"] {
             if let Some(serde_json::Value::String(text)) = map.get(key) {
-                return match first_line_error {
+                // Untrusted: bounded, one line, before it reaches a log, a record or a route.
+                return sanitize(&match first_line_error {
                     Some(detail) => format!("{text}: {detail}"),
                     None => text.clone(),
-                };
+                });
             }
         }
     }
-    let text: String = String::from_utf8_lossy(body)
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(300)
-        .collect();
+    let head = &body[..body.len().min(4 * crate::remote::TEXT_LIMIT)];
+    let text = sanitize(&String::from_utf8_lossy(head));
     if text.is_empty() {
         "no message".into()
     } else {
@@ -281,9 +369,19 @@ mod tests {
     use crate::config::Settings;
 
     fn settings(pairs: &[(&str, &str)]) -> InfluxSettings {
-        Settings::from_pairs(&[&[("lcw_api_key", "k")], pairs].concat())
-            .unwrap()
-            .influx
+        Settings::from_pairs(
+            &[
+                &[
+                    ("lcw_api_key", "k"),
+                    ("influx_org", "o"),
+                    ("influx_token", "t"),
+                ],
+                pairs,
+            ]
+            .concat(),
+        )
+        .unwrap()
+        .influx
     }
 
     #[test]
@@ -316,9 +414,13 @@ mod tests {
             ("influx_api", "v1"),
             ("influx_username", "bob"),
             ("influx_password", "pw"),
+            ("influx_token", ""),
         ]);
         assert_eq!(authorization(&v1).as_deref(), Some("Basic Ym9iOnB3"));
-        assert_eq!(authorization(&settings(&[])), None);
+        assert_eq!(
+            authorization(&settings(&[("influx_api", "v1"), ("influx_token", "")])),
+            None
+        );
     }
 
     #[test]
@@ -345,6 +447,29 @@ mod tests {
         assert!(matches!(
             classify(404, &none, b""),
             BatchOutcome::NotFound { .. }
+        ));
+        assert!(matches!(
+            classify(
+                400,
+                &none,
+                br#"{"code":"invalid","message":"Please provide either orgID or org"}"#
+            ),
+            BatchOutcome::Misconfigured { status: 400, .. }
+        ));
+        assert_eq!(
+            classify(
+                400,
+                &none,
+                br#"{"error":"partial write: points beyond retention policy dropped=12"}"#
+            ),
+            BatchOutcome::Dropped {
+                dropped: 12,
+                message: "partial write: points beyond retention policy dropped=12".into()
+            }
+        );
+        assert!(matches!(
+            classify(400, &none, br#"{"error":"partial write: field type conflict: input field \"rate\" on measurement \"m\" is type integer, already exists as type float dropped=1"}"#),
+            BatchOutcome::Rejected { status: 400, .. }
         ));
         assert!(matches!(
             classify(500, &none, b""),
@@ -388,6 +513,6 @@ mod tests {
             server_message(br#"{"error":"partial write of line protocol occurred","data":[{"original_line":"x","line_number":2,"error_message":"No fields were provided"}]}"#),
             "partial write of line protocol occurred: No fields were provided"
         );
-        assert_eq!(server_message(b"plain\ntext"), "plaintext");
+        assert_eq!(server_message(b"plain\ntext"), "plain text");
     }
 }

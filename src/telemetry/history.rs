@@ -81,7 +81,17 @@ pub struct CycleRecord {
     pub lcw: GuardReport,
     /// The circuit breaker's state at the end of the tick.
     pub breaker: String,
+    /// Errors beyond the [`ERRORS_KEPT`] kept in `errors`.
+    #[serde(default)]
+    pub errors_omitted: u64,
+    /// LCW list elements skipped as unreadable, by endpoint then reason.
+    #[serde(default)]
+    pub records_skipped: BTreeMap<String, BTreeMap<String, u64>>,
 }
+
+/// Errors a cycle record keeps: enough to say what went wrong, never enough to bloat the state
+/// document that holds 60 records.
+pub const ERRORS_KEPT: usize = 5;
 
 impl CycleRecord {
     /// A record with nothing written yet; the cycle fills in times and counts.
@@ -100,6 +110,19 @@ impl CycleRecord {
             cache_hits: 0,
             lcw: GuardReport::default(),
             breaker: String::new(),
+            errors_omitted: 0,
+            records_skipped: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps the first [`ERRORS_KEPT`] errors, each one bounded line of text, and counts the
+    /// rest. Errors quote remote text: this is the last gate before a log or the store.
+    pub fn bound_errors(&mut self) {
+        let kept = self.errors.len().min(ERRORS_KEPT);
+        self.errors_omitted += (self.errors.len() - kept) as u64;
+        self.errors.truncate(kept);
+        for error in &mut self.errors {
+            *error = crate::remote::sanitize_to(error, 2 * crate::remote::TEXT_LIMIT);
         }
     }
 
@@ -153,11 +176,24 @@ pub struct CycleHistory {
     pub last_success_at_ms: Option<i64>,
     pub recent: VecDeque<CycleRecord>,
     pub summaries: VecDeque<CycleSummary>,
+    /// LCW list elements skipped since the store began, by endpoint then reason.
+    pub records_skipped: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl CycleHistory {
     /// Adds a finished cycle to the totals and the recent windows.
-    pub fn record(&mut self, cycle: CycleRecord) {
+    pub fn record(&mut self, mut cycle: CycleRecord) {
+        cycle.bound_errors();
+        for (endpoint, reasons) in &cycle.records_skipped {
+            for (reason, count) in reasons {
+                *self
+                    .records_skipped
+                    .entry(endpoint.clone())
+                    .or_default()
+                    .entry(reason.clone())
+                    .or_default() += count;
+            }
+        }
         *self.cycles_by_outcome.entry(cycle.outcome).or_default() += 1;
         for (data_type, count) in &cycle.points_written {
             *self
@@ -216,6 +252,8 @@ mod tests {
             cache_hits: 0,
             lcw: GuardReport::default(),
             breaker: String::new(),
+            errors_omitted: 0,
+            records_skipped: BTreeMap::new(),
         }
     }
 

@@ -326,6 +326,10 @@ pub struct SinkSnapshot {
     pub paused_until_ms: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_at_ms: Option<i64>,
+    /// InfluxDB said a setting is wrong (cleared by the next write it takes).
+    pub config_error: Option<String>,
+    /// How the last write request ended.
+    pub last_write: Option<crate::influx::sink::LastWrite>,
 }
 
 /// This instance's linear memory, when running as wasm.

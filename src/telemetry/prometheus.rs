@@ -317,6 +317,34 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "Points InfluxDB refused for good (see GET /quarantine).",
         vec![(vec![], sink.counters.quarantined as f64)],
     );
+    f.counters(
+        "lcw_points_dropped_total",
+        "Points InfluxDB accepted the request of but did not keep, by reason (retention: older than the retention policy).",
+        vec![(
+            vec![("reason", "retention")],
+            sink.counters.dropped_retention as f64,
+        )],
+    );
+    let skipped: Vec<(Vec<(&str, &str)>, f64)> = snapshot
+        .history
+        .records_skipped
+        .iter()
+        .flat_map(|(endpoint, reasons)| {
+            reasons.iter().map(move |(reason, count)| {
+                (
+                    vec![("endpoint", endpoint.as_str()), ("reason", reason.as_str())],
+                    *count as f64,
+                )
+            })
+        })
+        .collect();
+    if !skipped.is_empty() {
+        f.counters(
+            "lcw_records_skipped_total",
+            "LCW list elements skipped as unreadable (the rest of the answer was written).",
+            skipped,
+        );
+    }
     if let Some(last) = snapshot.history.last() {
         f.gauges(
             "lcw_fetch_cycle_last_duration_seconds",

@@ -68,6 +68,7 @@ pub fn stats_json(
         "operations": operations,
         "cycles_by_outcome": history.cycles_by_outcome,
         "points_written_by_type": history.points_written_by_type,
+        "records_skipped": history.records_skipped,
         "last_success_at_ms": history.last_success_at_ms,
         "recent_cycles": history.recent,
         "cycle_summaries": history.summaries.iter().map(summary_json).collect::<Vec<_>>(),

@@ -671,5 +671,6 @@ pub fn our_variables() -> Vec<(&'static str, &'static str)> {
         ("lcw_base_url", "http://lcw.sim"),
         ("influx_url", "http://influx.sim"),
         ("influx_token", "simulated-token"),
+        ("influx_org", "simulated-org"),
     ]
 }
