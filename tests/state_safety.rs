@@ -512,3 +512,23 @@ fn the_state_document_stays_small_at_steady_state() {
     );
     assert!(largest <= 16 * 1024, "{largest} bytes");
 }
+
+/// 300 ticks of the most hostile answers LCW and InfluxDB can give: the state document stays
+/// under 64 KB and no value written comes near the store's 1 MB limit.
+#[test]
+fn the_state_document_stays_bounded_under_hostile_answers() {
+    let world = World::new(Profile::CALM, 19);
+    world.hostile.set(true);
+    let variables = support::sim::our_variables();
+    let mut largest = 0;
+    for n in 0..300 {
+        support::sim::our_tick(&world, &variables, n);
+        largest = largest.max(state_bytes(&world));
+    }
+    println!(
+        "hostile answers: state document at most {largest} bytes over 300 ticks; largest value written {} bytes",
+        world.largest_value.get()
+    );
+    assert!(largest <= 64 * 1024, "{largest} bytes");
+    assert!(world.largest_value.get() < support::sim::VALUE_LIMIT);
+}

@@ -250,6 +250,10 @@ pub struct World {
     pub influx_down: Cell<bool>,
     /// Lines InfluxDB accepted.
     pub influx_lines: Cell<u64>,
+    /// LCW and InfluxDB answer with hostile bodies and statuses (see [`hostile_answer`]).
+    pub hostile: Cell<bool>,
+    /// The largest value written to the store.
+    pub largest_value: Cell<usize>,
     bodies: HashMap<&'static str, Vec<u8>>,
 }
 
@@ -281,6 +285,8 @@ impl World {
             atomics: Cell::new(true),
             influx_down: Cell::new(false),
             influx_lines: Cell::new(0),
+            hostile: Cell::new(false),
+            largest_value: Cell::new(0),
             bodies,
         }
     }
@@ -328,6 +334,9 @@ impl HttpClient for SimHost<'_> {
                 return Err(TransportError::Timeout);
             }
             world.clock.sleep_until(start + latency).await;
+            if world.hostile.get() && world.rng.borrow_mut().unit() < 0.5 {
+                return Ok(hostile_answer(&mut world.rng.borrow_mut(), &path));
+            }
             if world.influx_down.get() {
                 return Ok(http::Response::builder()
                     .status(503)
@@ -360,6 +369,9 @@ impl HttpClient for SimHost<'_> {
             return Err(TransportError::Timeout);
         }
         world.clock.sleep_until(start + latency).await;
+        if world.hostile.get() && world.rng.borrow_mut().unit() < 0.7 {
+            return Ok(hostile_answer(&mut world.rng.borrow_mut(), &path));
+        }
         let body = if status == 200 {
             world
                 .bodies
@@ -372,6 +384,50 @@ impl HttpClient for SimHost<'_> {
         };
         Ok(http::Response::builder().status(status).body(body).unwrap())
     }
+}
+
+/// An answer as hostile as a server can make it: any status, 64 KB error texts full of
+/// newlines and control characters under ever new names, absurd `Retry-After`s, broken JSON,
+/// lists of elements of every wrong type.
+pub fn hostile_answer(rng: &mut Rng, path: &str) -> HttpResponse {
+    let status =
+        [200, 200, 400, 401, 404, 413, 422, 429, 500, 503, 599][rng.next_u64() as usize % 11];
+    let noise: String = (0..64 * 1024)
+        .map(|i| match (rng.next_u64() % 7, i % 97) {
+            (_, 0) => '\n',
+            (0, _) => '\u{7}',
+            (1, _) => 'é',
+            _ => char::from(b'a' + (rng.next_u64() % 26) as u8),
+        })
+        .collect();
+    let body = match (status, rng.next_u64() % 4) {
+        (200, 0) => format!(
+            r#"[{{"code":"{noise}","rate":1e400}},{{"code":null}},{{"code":"X","rate":"1.5"}}]"#
+        ),
+        (200, 1) => "[{\"code\":".to_owned(),
+        (200, _) => format!(
+            r#"[{{"code":"C{}","name":"{noise}","rate":1.0}}]"#,
+            rng.next_u64()
+        ),
+        (_, 0) => {
+            format!(r#"{{"error":{{"code":{status},"status":"x","description":"{noise}"}}}}"#)
+        }
+        (_, 1) => format!(r#"{{"error":"{noise}","message":"{noise}","code":"{noise}"}}"#),
+        _ => noise,
+    };
+    let retry_after = [
+        "18446744073709551615",
+        "-1",
+        "Thu, 01 Jan 2099 00:00:00 GMT",
+        "nan",
+        "1",
+    ][rng.next_u64() as usize % 5];
+    let _ = path;
+    http::Response::builder()
+        .status(status)
+        .header("Retry-After", retry_after)
+        .body(body.into_bytes())
+        .unwrap()
 }
 
 /// Lines of a write request's body (gzip or plain).
@@ -429,6 +485,9 @@ impl KeyValue for SimHost<'_> {
         self.world
             .kv_bytes_written
             .set(self.world.kv_bytes_written.get() + value.len() as u64);
+        self.world
+            .largest_value
+            .set(self.world.largest_value.get().max(value.len()));
         self.world
             .kv
             .borrow_mut()
