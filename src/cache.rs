@@ -35,7 +35,7 @@ pub fn ttl_s(ttls: &Ttls, endpoint: Endpoint) -> u64 {
         Endpoint::Credits => ttls.credits_s,
         Endpoint::CoinsSingle | Endpoint::CoinsSingleHistory => ttls.coins_single_s,
         Endpoint::CoinsList | Endpoint::CoinsMap => ttls.coins_list_s,
-        Endpoint::Overview => ttls.overview_s,
+        Endpoint::Overview | Endpoint::OverviewHistory => ttls.overview_s,
         Endpoint::ExchangesList | Endpoint::ExchangesSingle => ttls.exchanges_list_s,
     }
 }

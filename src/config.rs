@@ -72,6 +72,10 @@ pub const VARIABLES: &[VariableSpec] = &[
     var("cache_ttl_exchanges_s", "600", "cache TTL of /exchanges/list answers: exchanges refresh every 10 minutes"),
     var("cache_max_entries", "256", "cached answers kept at most (least recently used evicted)"),
     var("max_concurrent_requests", "4", "LCW calls of a tick in flight at once"),
+    var("backfill_min_gap_s", "0", "a series without points for longer than this is backfilled from LCW's history (0: three intervals)"),
+    var("backfill_calls_per_tick", "5", "history calls a tick may make for backfill, after its live calls (0: no backfill)"),
+    var("backfill_top_coins", "0", "top coins whose gaps are backfilled too (one call per coin per range), besides tracked_coins"),
+    var("initial_history_hours", "24", "hours of history fetched for tracked_coins on the very first tick"),
     var("influx_url", "http://127.0.0.1:8086", "InfluxDB base URL"),
     var("influx_api", "v2", "InfluxDB write API: v1, v2 or v3"),
     secret("influx_token", Some(""), "InfluxDB token (required with v2; v3 and v1 when set)"),
@@ -154,12 +158,23 @@ pub struct Settings {
     pub cache_ttls: Ttls,
     pub cache_max_entries: u32,
     pub max_concurrent_requests: u32,
+    pub backfill: BackfillSettings,
     pub influx: InfluxSettings,
     pub enable_metrics: bool,
     pub alert_warning_s: u64,
     pub alert_critical_s: u64,
     pub alert_cooldown_s: u64,
     pub admin_token: Secret,
+}
+
+/// How gaps in the data are found and filled from LCW's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackfillSettings {
+    /// A series silent for longer than this has a gap (already resolved: never 0).
+    pub min_gap_s: u64,
+    pub calls_per_tick: u32,
+    pub top_coins: u32,
+    pub initial_history_hours: u64,
 }
 
 /// Seconds an answer stays fresh, per kind of LCW answer (`cache::ttl_s` maps endpoints here).
@@ -295,7 +310,7 @@ impl Settings {
             problems: Vec::new(),
         };
         let r = &mut reader;
-        let settings = Settings {
+        let mut settings = Settings {
             lcw_api_key: r.secret_required("lcw_api_key"),
             lcw_base_url: r.url("lcw_base_url"),
             currency: r.code("currency"),
@@ -324,6 +339,12 @@ impl Settings {
             },
             cache_max_entries: r.number("cache_max_entries", 1, 10_000),
             max_concurrent_requests: r.number("max_concurrent_requests", 1, 32),
+            backfill: BackfillSettings {
+                min_gap_s: r.number("backfill_min_gap_s", 0, 30 * 86_400),
+                calls_per_tick: r.number("backfill_calls_per_tick", 0, 100),
+                top_coins: r.number("backfill_top_coins", 0, 1_000),
+                initial_history_hours: r.number("initial_history_hours", 0, 24 * 30),
+            },
             influx: InfluxSettings {
                 url: r.url("influx_url"),
                 api: r.influx_api("influx_api"),
@@ -346,6 +367,9 @@ impl Settings {
             alert_cooldown_s: r.number("alert_cooldown_s", 0, 86_400),
             admin_token: r.secret_optional("admin_token"),
         };
+        if settings.backfill.min_gap_s == 0 {
+            settings.backfill.min_gap_s = 3 * settings.cycle_interval_s;
+        }
         reader.check_targets(&settings);
         if reader.problems.is_empty() {
             Ok(settings)

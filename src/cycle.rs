@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
+use crate::backfill::{self, BackfillState};
 use crate::cache::{self, TickCache};
 use crate::config::{self, Settings};
 use crate::guard::{Guard, ResilienceState, StatusCheck};
@@ -45,6 +46,9 @@ use crate::telemetry::{self, SinkSnapshot, Snapshot, TelemetryState, Timing, op}
 pub struct CollectorState {
     /// [`STATE_SCHEMA`] of the release that wrote it (absent: the first release).
     pub schema: u32,
+    /// Kept in its own document ([`state::BACKFILL_KEY`]), read and saved with this one.
+    #[serde(skip)]
+    pub backfill: BackfillState,
     pub history: CycleHistory,
     pub resilience: ResilienceState,
     pub cache: cache::Index,
@@ -63,6 +67,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
     let overlaps: Overlaps = state::load(store, state::OVERLAPS_KEY).await?;
     let CollectorState {
         schema: _,
+        backfill: _,
         mut history,
         resilience,
         cache,
@@ -280,8 +285,37 @@ async fn open_state<H: Host>(host: &H, now_ms: i64) -> Option<CollectorState> {
             return None;
         }
     };
+    doc.backfill = open_backfill(host, now_ms).await?;
     sweep(host, &mut doc, now_ms).await;
     Some(doc)
+}
+
+/// The backfill document; an unreadable one is set aside like the state document.
+async fn open_backfill<H: Host>(host: &H, now_ms: i64) -> Option<BackfillState> {
+    match state::load_checked::<BackfillState, _>(host, state::BACKFILL_KEY).await {
+        Ok(state::Loaded::Read(backfill)) => Some(backfill),
+        Ok(state::Loaded::Absent) => Some(BackfillState::default()),
+        Ok(state::Loaded::Unreadable { bytes, error }) => {
+            let kept = state::set_aside(host, state::BACKFILL_KEY, &bytes, now_ms).await;
+            host.log(
+                Level::Error,
+                &format!(
+                    "backfill document unreadable ({error}): kept as {kept:?}; starting it afresh"
+                ),
+            );
+            kept.ok().map(|_| BackfillState {
+                initialized: true,
+                ..BackfillState::default()
+            })
+        }
+        Err(error) => {
+            host.log(
+                Level::Error,
+                &format!("backfill not read ({error}): this tick saves no state"),
+            );
+            None
+        }
+    }
 }
 
 /// Deletes again what could not be deleted; every [`ADOPT_EVERY`], checks the spool index and
@@ -327,6 +361,9 @@ async fn save_state<H: Host>(host: &H, held: &lease::Held, doc: &mut CollectorSt
     doc.schema = STATE_SCHEMA;
     if let Err(error) = state::save(host, state::STATE_KEY, doc).await {
         host.log(Level::Error, &format!("state not saved: {error}"));
+    }
+    if let Err(error) = state::save(host, state::BACKFILL_KEY, &doc.backfill).await {
+        host.log(Level::Error, &format!("backfill not saved: {error}"));
     }
 }
 
@@ -451,8 +488,12 @@ async fn collect<H: Host>(
                 &format!("{error}; cached answers of this tick are lost"),
             );
         }
-        let mut lines = String::with_capacity(fetched.points.len() * 320);
-        let encoded = line_protocol::encode_points(&fetched.points, &mut lines);
+        let mut points = fetched.points;
+        backfill::observe(&mut doc.backfill, settings, &points, host.unix_millis());
+        let backfilled = backfill::fill(host, settings, &guard, &mut doc.backfill).await;
+        points.extend(backfilled.points);
+        let mut lines = String::with_capacity(points.len() * 320);
+        let encoded = line_protocol::encode_points(&points, &mut lines);
         if encoded.dropped_fields > 0 || encoded.dropped_points > 0 {
             host.log(
                 Level::Warn,
@@ -474,7 +515,9 @@ async fn collect<H: Host>(
             host.monotonic() - replay_started,
             replayed,
         );
-        let mut record = CycleRecord::new(Outcome::Success, fetched.errors);
+        let mut errors = fetched.errors;
+        errors.extend(backfilled.errors);
+        let mut record = CycleRecord::new(Outcome::Success, errors);
         record.cache_hits = fetched.cache_hits;
         record.records_skipped = fetched.records_skipped;
         record.points_dropped = encoded.dropped_points as u64;

@@ -24,6 +24,7 @@ pub enum Endpoint {
     Status,
     Credits,
     Overview,
+    OverviewHistory,
     CoinsList,
     CoinsMap,
     CoinsSingle,
@@ -38,6 +39,7 @@ impl Endpoint {
             Self::Status => "/status",
             Self::Credits => "/credits",
             Self::Overview => "/overview",
+            Self::OverviewHistory => "/overview/history",
             Self::CoinsList => "/coins/list",
             Self::CoinsMap => "/coins/map",
             Self::CoinsSingle => "/coins/single",
@@ -270,6 +272,24 @@ pub struct CreditsAnswer {
     pub daily_credits_remaining: Option<f64>,
     #[serde(default, deserialize_with = "number")]
     pub daily_credits_limit: Option<f64>,
+}
+
+/// One sample of `/overview/history`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OverviewSample {
+    #[serde(default, deserialize_with = "number")]
+    pub date: Option<f64>,
+    #[serde(flatten)]
+    pub overview: Overview,
+}
+
+/// Body of `/overview/history`; `start` and `end` in Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OverviewHistoryRequest<'a> {
+    pub currency: &'a str,
+    pub start: i64,
+    pub end: i64,
 }
 
 /// One sample of `/coins/single/history`.
@@ -617,6 +637,15 @@ impl<'a, H: HttpClient> Client<'a, H> {
             request.code.clone_into(&mut history.coin.code);
         }
         Ok(history)
+    }
+
+    pub async fn overview_history(
+        &self,
+        request: &OverviewHistoryRequest<'_>,
+        timeouts: Timeouts,
+    ) -> Result<Vec<OverviewSample>, LcwError> {
+        self.call(Endpoint::OverviewHistory, request, timeouts)
+            .await
     }
 
     pub async fn exchanges_list(

@@ -26,6 +26,7 @@
 //! - [`cycle`] — one fetch cycle, start to finish, and the state document it carries over;
 //! - [`routes`] — the HTTP API.
 
+pub mod backfill;
 pub mod cache;
 pub mod config;
 pub mod cycle;

@@ -7,7 +7,7 @@
 //! fetch, encode or write anything.
 
 use crate::influx::line_protocol::{FieldValue, Point};
-use crate::lcw::{Coin, Exchange, Overview};
+use crate::lcw::{Coin, Exchange, HistorySample, Overview, OverviewSample};
 
 pub const COINS_MEASUREMENT: &str = "cryptocurrency_data";
 pub const OVERVIEW_MEASUREMENT: &str = "market_overview";
@@ -91,6 +91,47 @@ pub fn overview_point(overview: &Overview, currency: &str, fetched_at_ms: i64) -
         fields,
         timestamp_ms: fetched_at_ms,
     }
+}
+
+/// A `cryptocurrency_data` point from a `/coins/single/history` sample: the same series as the
+/// live points (tags `code`, `currency` and, when known, `name`) and the fields history has
+/// (`rate`, `volume`, `market_cap`), at the sample's own time. `None` without a time.
+pub fn coin_history_point(
+    code: &str,
+    name: Option<&str>,
+    currency: &str,
+    sample: &HistorySample,
+) -> Option<Point> {
+    let mut tags = vec![("code", code.to_owned()), ("currency", currency.to_owned())];
+    if let Some(name) = name {
+        tags.push(("name", name.to_owned()));
+    }
+    let fields = [
+        ("rate", sample.rate),
+        ("volume", sample.volume),
+        ("market_cap", sample.cap),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.map(|v| (key, FieldValue::Float(v))))
+    .collect();
+    Some(Point {
+        measurement: COINS_MEASUREMENT,
+        tags,
+        fields,
+        timestamp_ms: sample_time(sample.date)?,
+    })
+}
+
+/// A `market_overview` point from an `/overview/history` sample, at the sample's own time.
+pub fn overview_history_point(sample: &OverviewSample, currency: &str) -> Option<Point> {
+    let time = sample_time(sample.date)?;
+    Some(overview_point(&sample.overview, currency, time))
+}
+
+/// A sample's `date` as Unix milliseconds, if it is one.
+fn sample_time(date: Option<f64>) -> Option<i64> {
+    date.filter(|d| d.is_finite() && *d >= 0.0 && *d < 1e15)
+        .map(|d| d as i64)
 }
 
 /// `exchange_data`: tags `code` (upper-case), `name`, `currency`; volume, depth and the order

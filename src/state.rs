@@ -20,6 +20,9 @@ pub const STATE_KEY: &str = "lcw/v1/state";
 pub const OVERLAPS_KEY: &str = "lcw/v1/overlaps";
 /// The lease a running tick holds (`lease::Lease`).
 pub const LEASE_KEY: &str = "lcw/v1/lease";
+/// The backfill queue and the last point of each watched series (`backfill::BackfillState`),
+/// apart from the state document so that an unreadable state does not lose it.
+pub const BACKFILL_KEY: &str = "lcw/v1/backfill";
 /// Lines InfluxDB refused for good (`influx::sink::Quarantine`).
 pub const QUARANTINE_KEY: &str = "lcw/v1/quarantine";
 /// A counter of documents found unreadable and set aside (kept apart from the documents, so

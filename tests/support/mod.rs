@@ -46,6 +46,9 @@ pub fn variables_for(fake: &LcwFake, influx: &Influx) -> Vec<(&'static str, Stri
         ("influx_api", "v1".to_owned()),
         ("influx_database", influx.database.clone()),
         ("cycle_deadline_ms", "20000".to_owned()),
+        // Backfill adds history calls to ticks; its own tests turn it on.
+        ("initial_history_hours", "0".to_owned()),
+        ("backfill_calls_per_tick", "0".to_owned()),
     ]
 }
 
