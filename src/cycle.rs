@@ -120,6 +120,32 @@ pub const STATE_SCHEMA: u32 = 2;
 pub const WRITE_RESERVE: Duration = Duration::from_secs(5);
 pub const MIN_WRITE_RESERVE: Duration = Duration::from_millis(1_500);
 
+/// Runs the cycle of a scheduled tick (the cron trigger's, `scheduled_s` its Unix time), unless
+/// another host already ran that slot ([`lease::claim_slot`]).
+pub async fn run_scheduled<H: Host>(host: &H, scheduled_s: u64) -> CycleRecord {
+    let started = host.monotonic();
+    let started_at_ms = host.unix_millis();
+    let interval_s = Settings::load(host).await.map_or_else(
+        |_| config::default_number("cycle_interval_s"),
+        |s| s.cycle_interval_s,
+    );
+    match lease::claim_slot(host, scheduled_s, interval_s).await {
+        Ok(false) => {
+            let owner = format!("another host, for the tick scheduled at {scheduled_s}");
+            skip_overlap(host, started, started_at_ms, &owner, started_at_ms).await
+        }
+        Ok(true) => run(host).await,
+        // The lease still keeps ticks apart.
+        Err(error) => {
+            host.log(
+                Level::Warn,
+                &format!("slot not claimed ({error}): running under the lease alone"),
+            );
+            run(host).await
+        }
+    }
+}
+
 /// Runs one cycle and records it in the key-value store. Never fails: every problem ends up in
 /// the returned record (and the store), so the caller only logs.
 ///
@@ -215,12 +241,14 @@ async fn skip_overlap<H: Host>(
     owner: &str,
     expires_at_ms: i64,
 ) -> CycleRecord {
+    let left_ms = expires_at_ms.saturating_sub(started_at_ms);
     host.log(
         Level::Info,
-        &format!(
-            "another tick ({owner}) holds the lease for {} ms more: skipping",
-            expires_at_ms.saturating_sub(started_at_ms)
-        ),
+        &if left_ms > 0 {
+            format!("another tick ({owner}) holds the lease for {left_ms} ms more: skipping")
+        } else {
+            format!("this tick was run by {owner}: skipping")
+        },
     );
     let mut record = CycleRecord::new(Outcome::SkippedOverlap, Vec::new());
     record.started_at_ms = started_at_ms;

@@ -334,6 +334,37 @@ pub async fn release<S: KeyValue + Clock + Log>(store: &S, held: &Held) -> Resul
     Ok(())
 }
 
+/// Prefix of the per-slot tickets of scheduled ticks.
+pub const SLOTS_PREFIX: &str = "lcw/v1/lease/slots/";
+/// Slot tickets kept: older ones are deleted as new slots are claimed.
+const SLOTS_KEPT: i64 = 10;
+
+/// Claims the scheduled slot `scheduled_s` (the cron trigger's tick time, Unix seconds) for
+/// this host: of several hosts whose crons fire for the same slot, exactly one gets it, even
+/// when their ticks are too short to overlap (the lease alone would let them run one after the
+/// other). True when claimed, or when the store has no atomics (then the lease decides alone).
+pub async fn claim_slot<S: KeyValue + Log>(
+    store: &S,
+    scheduled_s: u64,
+    interval_s: u64,
+) -> Result<bool, KvError> {
+    let key = format!("{SLOTS_PREFIX}{scheduled_s}");
+    let claimed = match increment_counter(store, &key, 1).await? {
+        None => return Ok(true),
+        Some(n) => n == 1,
+    };
+    if claimed {
+        let old = scheduled_s.saturating_sub(interval_s.max(1).saturating_mul(SLOTS_KEPT as u64));
+        if let Err(error) = store.kv_delete(&format!("{SLOTS_PREFIX}{old}")).await {
+            store.log(
+                Level::Warn,
+                &format!("old slot ticket not deleted: {error}"),
+            );
+        }
+    }
+    Ok(claimed)
+}
+
 /// Which exclusion the store gives, asked without side effect (an increment by zero).
 pub async fn guarantee<S: KeyValue>(store: &S) -> Result<Guarantee, KvError> {
     Ok(match store.kv_increment(&holders_key(0), 0).await? {

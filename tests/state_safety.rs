@@ -532,3 +532,43 @@ fn the_state_document_stays_bounded_under_hostile_answers() {
     assert!(largest <= 64 * 1024, "{largest} bytes");
     assert!(world.largest_value.get() < support::sim::VALUE_LIMIT);
 }
+
+/// Two hosts whose crons fire for the same minute: one runs, even when the first tick is over
+/// before the second starts (the lease alone would let both run, one after the other).
+#[test]
+fn of_two_hosts_firing_for_one_slot_one_runs() {
+    let fake = LcwFake::start();
+    FakeInflux::up(&fake);
+    let kv = SharedKv::default();
+    let variables = variables(&fake);
+    let slot = 1_800_000_000;
+    let first = block_on(cycle::run_scheduled(
+        &NativeHost::with_kv(&variables, kv.clone()),
+        slot,
+    ));
+    let second = block_on(cycle::run_scheduled(
+        &NativeHost::with_kv(&variables, kv.clone()),
+        slot,
+    ));
+    let next = block_on(cycle::run_scheduled(
+        &NativeHost::with_kv(&variables, kv.clone()),
+        slot + 60,
+    ));
+    assert_eq!(first.outcome, Outcome::Success, "{:?}", first.errors);
+    assert_eq!(second.outcome, Outcome::SkippedOverlap);
+    assert_eq!(next.outcome, Outcome::Success, "the next slot runs");
+    // Only the last few slots' tickets are kept.
+    for n in 2..30 {
+        block_on(cycle::run_scheduled(
+            &NativeHost::with_kv(&variables, kv.clone()),
+            slot + 60 * n,
+        ));
+    }
+    let tickets = kv
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with(lcw_fetcher::lease::SLOTS_PREFIX))
+        .count();
+    assert!(tickets <= 11, "{tickets} slot tickets kept");
+}

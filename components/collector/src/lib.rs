@@ -13,11 +13,12 @@ use lcw_fetcher::spin_host::SpinHost;
 struct Collector;
 
 impl Guest for Collector {
-    async fn handle_cron_event(_metadata: Metadata) -> Result<(), Error> {
+    async fn handle_cron_event(metadata: Metadata) -> Result<(), Error> {
         let host = SpinHost::open("collector").await;
         // The cycle records and logs its own outcome; a failed tick is not a trigger error
-        // (the plugin would only log it again).
-        lcw_fetcher::cycle::run(&host).await;
+        // (the plugin would only log it again). The tick's time names its slot, so that of
+        // several hosts firing for it one runs.
+        lcw_fetcher::cycle::run_scheduled(&host, metadata.timestamp).await;
         Ok(())
     }
 }
