@@ -90,6 +90,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
 
 fn sink_snapshot(sink: &SinkState) -> SinkSnapshot {
     SinkSnapshot {
+        kind: sink.kind.clone(),
         counters: sink.counters,
         spool_points: sink.spool.points(),
         spool_segments: sink.spool.segments.len(),
@@ -378,6 +379,7 @@ async fn collect<H: Host>(
     let spool_max = settings.influx.spool_max_points;
     let mut sink = Sink::new(
         host,
+        settings.sink,
         &settings.influx,
         spool_max,
         deadline,

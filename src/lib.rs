@@ -34,11 +34,14 @@ pub mod host;
 pub mod influx;
 pub mod lcw;
 pub mod lease;
+pub mod page;
 pub mod plan;
+pub mod query;
 pub mod remote;
 pub mod resilience;
 pub mod routes;
 pub mod schema;
+pub mod sqlite;
 pub mod state;
 pub mod telemetry;
 

@@ -10,7 +10,9 @@
 //! | `GET /status` | health: 200 when healthy, 503 when not |
 //! | `POST /collect` | admin: runs one cycle now, under the lease |
 //! | `POST /cache/clear` | admin: empties the response cache, under the lease |
-//! | `GET /quarantine` | admin: the lines InfluxDB refused, with its reasons |
+//! | `GET /quarantine` | admin: the lines the sink refused, with its reasons |
+//! | `GET /` | the page: collector health, latest prices, a price chart (HTML, no external resource) |
+//! | `GET /api/v1/…` | the query API over the embedded store (`query`): no token, read-only |
 //!
 //! Admin routes want `Authorization: Bearer <admin_token>` and do not exist while `admin_token`
 //! is empty. It must not hold state between requests (a Spin instance may be fresh for each) and
@@ -21,19 +23,22 @@ use std::time::Duration;
 use http::{Method, StatusCode, header};
 use serde_json::json;
 
+use crate::config::SinkKind;
 use crate::config::{self, Settings};
 use crate::host::{Host, Level, Timeouts};
 use crate::influx::sink::Quarantine;
 use crate::influx::write;
 use crate::lease::{self, Taken};
 use crate::resilience::BreakerState;
+use crate::sqlite::Db;
 use crate::telemetry::{self, Snapshot};
-use crate::{cache, cycle, lcw, plan, state};
+use crate::{cache, cycle, lcw, page, plan, query, state};
 
 type Response = http::Response<Vec<u8>>;
 
 /// Every route: path, method, admin only.
-const ROUTES: [(&str, Method, bool); 7] = [
+const ROUTES: [(&str, Method, bool); 8] = [
+    ("/", Method::GET, false),
     ("/metrics", Method::GET, false),
     ("/stats", Method::GET, false),
     ("/stats/cache", Method::GET, false),
@@ -52,6 +57,19 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn handle<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
     let path = request.uri().path();
     let method = request.method();
+    if path.starts_with("/api/v1/") {
+        if method != Method::GET {
+            let mut response = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{method} is not allowed on {path}; use GET"),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+            return response;
+        }
+        return api_v1(host, request).await;
+    }
     let Some((_, _, admin)) = ROUTES.iter().find(|(p, m, _)| *p == path && m == method) else {
         let allowed: Vec<&str> = ROUTES
             .iter()
@@ -80,6 +98,7 @@ pub async fn handle<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Resp
         return response;
     }
     match path {
+        "/" => home(host, request).await,
         "/metrics" => metrics(host).await,
         "/stats" => stats(host, request).await,
         "/stats/cache" => {
@@ -150,6 +169,54 @@ async fn with_snapshot<H: Host>(host: &H, render: impl FnOnce(&Snapshot) -> Resp
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
     }
+}
+
+/// The query API: read-only market data from the embedded store.
+async fn api_v1<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
+    let settings = match Settings::load(host).await {
+        Ok(settings) => settings,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let answer = query::answer(
+        host,
+        &settings,
+        request.uri().path(),
+        request.uri().query(),
+        accept,
+    )
+    .await;
+    respond(
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        answer.content_type,
+        answer.body,
+    )
+}
+
+/// The page. It renders even when the state or the settings cannot be read: it says so.
+async fn home<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
+    let snapshot = match cycle::load_snapshot(host).await {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            host.log(Level::Error, &e.to_string());
+            Snapshot::default()
+        }
+    };
+    let settings = Settings::load(host).await.ok();
+    let html = page::render(host, settings.as_ref(), &snapshot, request.uri().query()).await;
+    let mut response = respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        html.into_bytes(),
+    );
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(page::CSP),
+    );
+    response
 }
 
 async fn metrics<H: Host>(host: &H) -> Response {
@@ -279,14 +346,35 @@ async fn status<H: Host>(host: &H) -> Response {
         ));
     }
     let influx = match &settings {
-        Some(s) => match write::health(host, &s.influx, checks).await {
-            Ok(()) => json!({ "healthy": true }),
+        Some(s) if s.sink == SinkKind::Influxdb => {
+            match write::health(host, &s.influx, checks).await {
+                Ok(()) => json!({ "healthy": true }),
+                Err(e) => {
+                    problems.push(format!("InfluxDB not healthy: {e}"));
+                    json!({ "healthy": false, "error": e })
+                }
+            }
+        }
+        Some(_) => json!({ "healthy": null, "error": "not used: sink = sqlite" }),
+        None => json!({ "healthy": null, "error": "configuration invalid" }),
+    };
+    let sink = match &settings {
+        Some(s) if s.sink == SinkKind::Sqlite => match sqlite_health(host).await {
+            Ok(sqlite) => json!({ "kind": "sqlite", "healthy": true, "sqlite": sqlite }),
             Err(e) => {
-                problems.push(format!("InfluxDB not healthy: {e}"));
-                json!({ "healthy": false, "error": e })
+                problems.push(format!("SQLite store not healthy: {e}"));
+                json!({ "kind": "sqlite", "healthy": false, "error": e.to_string() })
             }
         },
-        None => json!({ "healthy": null, "error": "configuration invalid" }),
+        Some(_) => json!({ "kind": "influxdb", "healthy": influx["healthy"] }),
+        None => json!({ "kind": null, "healthy": null }),
+    };
+    let sink = {
+        let mut sink = sink;
+        sink["spool_points"] = json!(snapshot.sink.spool_points);
+        sink["last_error"] = json!(snapshot.sink.last_error);
+        sink["last_error_at_ms"] = json!(snapshot.sink.last_error_at_ms);
+        sink
     };
     if matches!(snapshot.resilience.breaker, BreakerState::Open { .. }) {
         problems.push("LCW circuit breaker open".into());
@@ -312,6 +400,7 @@ async fn status<H: Host>(host: &H) -> Response {
         "lease": lease,
         "problems": problems,
         "lcw": lcw,
+        "sink": sink,
         "influx": influx,
         "breaker": snapshot.resilience.breaker,
         "credits": snapshot.resilience.credits,
@@ -329,6 +418,19 @@ async fn status<H: Host>(host: &H) -> Response {
             StatusCode::SERVICE_UNAVAILABLE
         },
         &body,
+    )
+}
+
+/// The embedded store answers, with the newest row's time per table and its size.
+async fn sqlite_health<H: Host>(host: &H) -> Result<serde_json::Value, crate::host::SqlError> {
+    let db = Db::open(host).await?;
+    let (tables, bytes) = db.summary().await?;
+    let newest: serde_json::Map<String, serde_json::Value> = tables
+        .into_iter()
+        .map(|(table, time)| (table.to_owned(), json!(time)))
+        .collect();
+    Ok(
+        json!({ "schema_version": crate::sqlite::latest_version(), "newest_ms": newest, "bytes": bytes }),
     )
 }
 

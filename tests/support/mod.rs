@@ -6,6 +6,7 @@ pub mod influxd;
 pub mod lcw_fake;
 pub mod native_host;
 pub mod sim;
+pub mod sql;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
