@@ -196,7 +196,10 @@ fn runtime_config_shares_one_file_store() {
     let database = &runtime["sqlite_database"]["default"];
     assert_eq!(database["type"].as_str(), Some("spin"));
     let data = database["path"].as_str().unwrap();
-    assert!(data.starts_with(".spin/") && data.ends_with(".db"), "{data}");
+    assert!(
+        data.starts_with(".spin/") && data.ends_with(".db"),
+        "{data}"
+    );
     assert_ne!(data, path);
 }
 

@@ -80,7 +80,14 @@ fn the_page_shows_prices_a_chart_and_health_in_a_real_browser() {
             now - i * 300_000
         ));
     }
-    block_on(async { Db::open(&host).await.unwrap().write_lines(&lines).await.unwrap() });
+    block_on(async {
+        Db::open(&host)
+            .await
+            .unwrap()
+            .write_lines(&lines)
+            .await
+            .unwrap()
+    });
 
     let server = TestServer::start(Arc::new(host));
     let dom = dump_dom(&format!("{}/", server.base_url));
@@ -98,12 +105,22 @@ fn the_page_shows_prices_a_chart_and_health_in_a_real_browser() {
     assert!(dom.contains("<tr data-code=\"GRIN\">"), "{dom}");
     assert!(dom.contains(" %</td>"), "a 24 h change: {dom}");
     // The chart of the first coin: an SVG path through its 36 prices.
-    let at = dom.find("id=\"price-line\" d=\"M").expect("the chart's path");
+    let at = dom
+        .find("id=\"price-line\" d=\"M")
+        .expect("the chart's path");
     let path = &dom[at..dom[at..].find("\" fill").unwrap() + at];
     assert!(path.matches(" L").count() >= 30, "{path}");
     // The hostile name is text: no element was made of it, no script of it ran.
-    assert!(dom.contains("&lt;script&gt;document.title='owned'&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"), "{dom}");
-    assert!(dom.contains("<title>lcw-fetcher</title>"), "the title is untouched");
+    assert!(
+        dom.contains(
+            "&lt;script&gt;document.title='owned'&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
+        ),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<title>lcw-fetcher</title>"),
+        "the title is untouched"
+    );
     assert!(!dom.contains("<img"), "{dom}");
     // Nothing is loaded from elsewhere.
     for external in ["src=\"http", "href=\"http", "@import", "url("] {
@@ -112,7 +129,16 @@ fn the_page_shows_prices_a_chart_and_health_in_a_real_browser() {
 
     // Another coin and range through the form's parameters.
     let dom = dump_dom(&format!("{}/?coin=eth&range=7d", server.base_url));
-    assert!(dom.contains("<option value=\"ETH\" selected=\"\">ETH</option>"), "{dom}");
-    assert!(dom.contains("<option value=\"7d\" selected=\"\">7d</option>"), "{dom}");
-    assert!(dom.contains("id=\"price-line\" d=\"M"), "one point is a path too: {dom}");
+    assert!(
+        dom.contains("<option value=\"ETH\" selected=\"\">ETH</option>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<option value=\"7d\" selected=\"\">7d</option>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("id=\"price-line\" d=\"M"),
+        "one point is a path too: {dom}"
+    );
 }

@@ -46,7 +46,14 @@ fn seeded() -> NativeHost {
          exchange_data,code=KRAKEN,currency=USD,name=Kraken volume=1e9 {last}\n",
         last - 2 * HOUR
     ));
-    block_on(async { Db::open(&host).await.unwrap().write_lines(&lines).await.unwrap() });
+    block_on(async {
+        Db::open(&host)
+            .await
+            .unwrap()
+            .write_lines(&lines)
+            .await
+            .unwrap()
+    });
     host
 }
 
@@ -99,7 +106,11 @@ fn the_latest_value_of_every_coin_by_rank() {
     assert_eq!(body["currency"], "USD");
     let rows = body["rows"].as_array().unwrap();
     let codes: Vec<&str> = rows.iter().map(|r| r["code"].as_str().unwrap()).collect();
-    assert_eq!(codes, ["BTC", "ETH", "EVIL"], "OLD is 2 h behind the newest row");
+    assert_eq!(
+        codes,
+        ["BTC", "ETH", "EVIL"],
+        "OLD is 2 h behind the newest row"
+    );
     assert_eq!(rows[0]["rate"], 64000.5);
     assert_eq!(rows[0]["name"], "Bitcoin");
     assert_eq!(rows[0]["time"], "2025-01-02T23:59:00Z");
@@ -146,8 +157,14 @@ fn a_series_is_downsampled_exactly() {
         let values: Vec<f64> = minutes.iter().map(|&i| rate(i)).collect();
         let bucket = from + h as i64 * HOUR;
         assert_eq!(row["time_ms"], bucket);
-        assert_eq!(row["first"].as_f64().unwrap().to_bits(), values[0].to_bits());
-        assert_eq!(row["last"].as_f64().unwrap().to_bits(), values[58].to_bits());
+        assert_eq!(
+            row["first"].as_f64().unwrap().to_bits(),
+            values[0].to_bits()
+        );
+        assert_eq!(
+            row["last"].as_f64().unwrap().to_bits(),
+            values[58].to_bits()
+        );
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         assert_eq!(row["min"].as_f64().unwrap().to_bits(), min.to_bits());
@@ -180,11 +197,23 @@ fn csv_by_parameter_or_accept_header() {
         assert_eq!(reply.status, 200);
         assert_eq!(reply.content_type, "text/csv; charset=utf-8");
         let lines: Vec<&str> = reply.body.split("\r\n").collect();
-        assert!(lines[0].starts_with("currency,code,time_ms,name,rate,"), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with("currency,code,time_ms,name,rate,"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[0].ends_with(",time,change_24h"), "{}", lines[0]);
         assert!(lines[1].starts_with("USD,BTC,1735862340000,Bitcoin,64000.5,"));
-        assert!(lines[2].contains(",\"Ether, \"\"classic\"\"\",3000.25,"), "{}", lines[2]);
-        assert!(lines[3].contains(",\"'=HYPERLINK(\"\"x\"\")\","), "formula guarded: {}", lines[3]);
+        assert!(
+            lines[2].contains(",\"Ether, \"\"classic\"\"\",3000.25,"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains(",\"'=HYPERLINK(\"\"x\"\")\","),
+            "formula guarded: {}",
+            lines[3]
+        );
         assert_eq!(lines.len(), 5, "header, 3 rows, and the final CRLF");
     }
     let reply = get(
@@ -197,8 +226,16 @@ fn csv_by_parameter_or_accept_header() {
     );
     let lines: Vec<&str> = reply.body.lines().collect();
     assert_eq!(lines[0], "time_ms,first,last,min,max,avg,count,time");
-    assert!(lines[1].starts_with(&format!("{T0},{},", rate(0))), "{}", lines[1]);
-    assert!(lines[1].ends_with(",59,2025-01-01T00:00:00Z"), "{}", lines[1]);
+    assert!(
+        lines[1].starts_with(&format!("{T0},{},", rate(0))),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].ends_with(",59,2025-01-01T00:00:00Z"),
+        "{}",
+        lines[1]
+    );
 }
 
 #[test]
@@ -206,14 +243,29 @@ fn bad_requests_say_what_was_wrong() {
     let host = seeded();
     for (uri, says) in [
         ("/api/v1/coins/B$C", "coin code \"B$C\""),
-        ("/api/v1/coins/ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "coin code"),
+        (
+            "/api/v1/coins/ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+            "coin code",
+        ),
         ("/api/v1/coins/BTC?from=tomorrow", "`from` = \"tomorrow\""),
-        ("/api/v1/coins/BTC?from=1735689600000&to=1735689600000", "`from` (2025-01-01T00:00:00Z) must be before `to`"),
+        (
+            "/api/v1/coins/BTC?from=1735689600000&to=1735689600000",
+            "`from` (2025-01-01T00:00:00Z) must be before `to`",
+        ),
         ("/api/v1/coins/BTC?from=-200d", "at most 92 days"),
-        ("/api/v1/coins/BTC?from=-7d&step=1m", "too many rows: 10080 steps"),
-        ("/api/v1/coins/BTC?step=10s", "`step` = \"10s\": at least 60 s"),
+        (
+            "/api/v1/coins/BTC?from=-7d&step=1m",
+            "too many rows: 10080 steps",
+        ),
+        (
+            "/api/v1/coins/BTC?step=10s",
+            "`step` = \"10s\": at least 60 s",
+        ),
         ("/api/v1/coins/BTC?step=soon", "`step` = \"soon\""),
-        ("/api/v1/coins/BTC?field=rate;DROP", "`field` = \"rate;DROP\": one of rate,"),
+        (
+            "/api/v1/coins/BTC?field=rate;DROP",
+            "`field` = \"rate;DROP\": one of rate,",
+        ),
         ("/api/v1/coins?format=xml", "`format` = \"xml\""),
         ("/api/v1/coins?currency=U$D", "`currency`"),
     ] {
@@ -226,7 +278,9 @@ fn bad_requests_say_what_was_wrong() {
     assert_eq!(reply.status, 404);
     let response = block_on(lcw_fetcher::routes::handle(
         &host,
-        &http::Request::post("/api/v1/coins").body(Vec::new()).unwrap(),
+        &http::Request::post("/api/v1/coins")
+            .body(Vec::new())
+            .unwrap(),
     ));
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "GET");
@@ -236,18 +290,23 @@ fn bad_requests_say_what_was_wrong() {
 
 #[test]
 fn with_the_influxdb_sink_the_api_points_to_influxdb() {
-    let host = NativeHost::new(&[
-        ("lcw_api_key", "k"),
-        ("influx_url", "http://127.0.0.1:9"),
-    ]);
-    for uri in ["/api/v1/coins", "/api/v1/coins/BTC", "/api/v1/overview", "/api/v1/exchanges"] {
+    let host = NativeHost::new(&[("lcw_api_key", "k"), ("influx_url", "http://127.0.0.1:9")]);
+    for uri in [
+        "/api/v1/coins",
+        "/api/v1/coins/BTC",
+        "/api/v1/overview",
+        "/api/v1/exchanges",
+    ] {
         let reply = get(&host, uri);
         assert_eq!(reply.status, 404, "{uri}");
         assert!(reply.message().contains("InfluxDB"), "{}", reply.message());
     }
     let page = get(&host, "/");
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("sink = influxdb: the data is in InfluxDB"));
+    assert!(
+        page.body
+            .contains("sink = influxdb: the data is in InfluxDB")
+    );
 }
 
 #[test]
@@ -256,7 +315,11 @@ fn the_store_unavailable_is_a_503_and_the_page_still_renders() {
     host.set_sql_down(true);
     let reply = get(&host, "/api/v1/coins");
     assert_eq!(reply.status, 503);
-    assert!(reply.message().contains("embedded store cannot answer"), "{}", reply.message());
+    assert!(
+        reply.message().contains("embedded store cannot answer"),
+        "{}",
+        reply.message()
+    );
     let page = get(&host, "/");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("id=\"prices-error\""), "{}", page.body);

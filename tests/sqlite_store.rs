@@ -36,8 +36,8 @@ fn variables(fake: &LcwFake) -> Vec<(&'static str, String)> {
 /// Every row of `table`, NULL columns left out (as InfluxDB leaves out absent fields).
 fn rows(sql: &SharedSql, table: &str) -> Vec<Map<String, Value>> {
     let connection = sql.lock().unwrap();
-    let answer = support::sql::execute(&connection, &format!("SELECT * FROM {table}"), &[])
-        .expect("query");
+    let answer =
+        support::sql::execute(&connection, &format!("SELECT * FROM {table}"), &[]).expect("query");
     answer
         .rows
         .iter()
@@ -170,7 +170,10 @@ fn a_tick_lands_the_fixture_values_in_sqlite_bit_for_bit_and_once() {
     let record = block_on(cycle::run(&again));
     assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
     assert_eq!(record.total_written(), 5, "written again");
-    assert_eq!(record.cache_hits, 6, "every answer from the cache: {record:?}");
+    assert_eq!(
+        record.cache_hits, 6,
+        "every answer from the cache: {record:?}"
+    );
     assert_eq!(rows(&sql, "cryptocurrency_data"), coin_rows, "no duplicate");
     assert_eq!(rows(&sql, "market_overview").len(), 1);
     assert_eq!(rows(&sql, "exchange_data").len(), 1);
@@ -294,10 +297,9 @@ fn a_line_the_tables_cannot_take_is_quarantined() {
     assert_eq!(delivery.written["market_overview"], 2);
     assert_eq!(delivery.quarantined, 1);
     assert_eq!(state.counters.quarantined, 1);
-    let quarantine: lcw_fetcher::influx::sink::Quarantine = serde_json::from_slice(
-        &host.kv.lock().unwrap()[lcw_fetcher::state::QUARANTINE_KEY],
-    )
-    .unwrap();
+    let quarantine: lcw_fetcher::influx::sink::Quarantine =
+        serde_json::from_slice(&host.kv.lock().unwrap()[lcw_fetcher::state::QUARANTINE_KEY])
+            .unwrap();
     assert!(quarantine.recent[0].line.contains("total_market_cap=2i"));
     assert!(
         quarantine.recent[0].message.contains("`total_market_cap`"),
@@ -331,7 +333,12 @@ fn retention_deletes_old_rows_in_small_batches() {
         ));
     }
     block_on(async {
-        Db::open(&host).await.unwrap().write_lines(&lines).await.unwrap();
+        Db::open(&host)
+            .await
+            .unwrap()
+            .write_lines(&lines)
+            .await
+            .unwrap();
     });
     assert_eq!(rows(&sql, "cryptocurrency_data").len(), 2_510);
 
@@ -350,7 +357,12 @@ fn retention_deletes_old_rows_in_small_batches() {
 
     // With no time left, nothing is deleted (and nothing fails).
     block_on(async {
-        Db::open(&host).await.unwrap().write_lines(&lines).await.unwrap();
+        Db::open(&host)
+            .await
+            .unwrap()
+            .write_lines(&lines)
+            .await
+            .unwrap();
         let deleted = Db::open(&host)
             .await
             .unwrap()
@@ -462,7 +474,12 @@ fn a_writer_and_a_reader_on_one_file_never_see_a_locked_database() {
             let mut answers = 0;
             let mut failures = Vec::new();
             while !done.load(Ordering::SeqCst) {
-                for path in ["/api/v1/coins", "/api/v1/coins/BTC?from=-1d", "/api/v1/exchanges", "/"] {
+                for path in [
+                    "/api/v1/coins",
+                    "/api/v1/coins/BTC?from=-1d",
+                    "/api/v1/exchanges",
+                    "/",
+                ] {
                     let request = http::Request::get(path).body(Vec::new()).unwrap();
                     let response = block_on(lcw_fetcher::routes::handle(&*reader, &request));
                     answers += 1;
@@ -498,8 +515,17 @@ fn a_writer_and_a_reader_on_one_file_never_see_a_locked_database() {
     done.store(true, Ordering::SeqCst);
     let (answers, failures) = reading.join().unwrap();
     assert!(failures.is_empty(), "{failures:#?}");
-    assert!(!writer.log_text().contains("locked"), "{}", writer.log_text());
-    println!("{ticks} ticks with 1 000-row batches while the API answered {answers} requests: none failed");
-    assert!(ticks > 3 && answers > 10, "{ticks} ticks, {answers} answers");
+    assert!(
+        !writer.log_text().contains("locked"),
+        "{}",
+        writer.log_text()
+    );
+    println!(
+        "{ticks} ticks with 1 000-row batches while the API answered {answers} requests: none failed"
+    );
+    assert!(
+        ticks > 3 && answers > 10,
+        "{ticks} ticks, {answers} answers"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -270,10 +270,13 @@ impl<'a, H: Host> Sink<'a, H> {
                     if self.delivery.quarantined >= QUARANTINE_LIMIT_PER_TICK =>
                 {
                     all[start..end].iter().for_each(|l| kept.push_str(l));
+                    let check = match self.kind {
+                        SinkKind::Influxdb => "check the influx_* settings",
+                        SinkKind::Sqlite => "check the SQLite store's schema",
+                    };
                     let message = format!(
-                        "{}; over {QUARANTINE_LIMIT_PER_TICK} lines refused this tick, the rest are kept for a later one (check the settings of sink {})",
+                        "{}; over {QUARANTINE_LIMIT_PER_TICK} lines refused this tick, the rest are kept for a later one ({check})",
                         self.said(&outcome),
-                        self.kind.as_str()
                     );
                     self.note_error(message.clone());
                     self.down = Some(message);
