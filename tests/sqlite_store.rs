@@ -529,3 +529,43 @@ fn a_writer_and_a_reader_on_one_file_never_see_a_locked_database() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Secrets reach neither the rows, nor the page, nor the query API, nor the logs.
+#[test]
+fn no_secret_lands_in_the_database_or_its_answers() {
+    let fake = LcwFake::start();
+    let mut vars = variables(&fake);
+    vars.push(("admin_token", "admin-secret-91ab".to_owned()));
+    vars.push(("influx_token", "influx-secret-4f2e".to_owned()));
+    let sql = memory_sql();
+    let host = NativeHost::new(&vars).with_sql(sql.clone());
+    let record = block_on(cycle::run(&host));
+    assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
+    let mut seen = String::new();
+    for table in [
+        "cryptocurrency_data",
+        "exchange_data",
+        "market_overview",
+        "schema_version",
+    ] {
+        seen.push_str(&format!("{:?}", rows(&sql, table)));
+    }
+    for path in [
+        "/",
+        "/api/v1/coins",
+        "/api/v1/coins/BTC",
+        "/api/v1/overview",
+        "/api/v1/exchanges",
+        "/status",
+        "/stats",
+    ] {
+        let request = http::Request::get(path).body(Vec::new()).unwrap();
+        let response = block_on(lcw_fetcher::routes::handle(&host, &request));
+        seen.push_str(&String::from_utf8_lossy(response.body()));
+    }
+    seen.push_str(&host.log_text());
+    assert!(seen.contains("BTC"), "the data is there");
+    for secret in [API_KEY, "admin-secret-91ab", "influx-secret-4f2e"] {
+        assert!(!seen.contains(secret), "{secret} leaked");
+    }
+}
