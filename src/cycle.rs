@@ -1,5 +1,5 @@
 //! One fetch cycle, start to finish: settings, lease, plan, cache, guarded LCW calls, points,
-//! InfluxDB writes, the record.
+//! writes to the sink (and the SQLite store's retention), the record.
 //!
 //! Owns the order of a tick, its time budget, and the collector's state document
 //! ([`CollectorState`]): it reads it once, hands each part (resilience, cache index, sink, history,
