@@ -3,7 +3,7 @@
 //! Owns the SQL: the tables (one per measurement, with InfluxDB's field names), their versioned
 //! migrations (`schema_version`), how a batch of line protocol becomes upserts, retention, and
 //! the few read queries the API makes. It reaches the database only through the
-//! [`Sql`](crate::host::Sql) port. It must not decide what happens to a batch that fails (that
+//! `host::Sql` port. It must not decide what happens to a batch that fails (that
 //! is `influx::sink`, which spools it exactly as for InfluxDB), nor shape HTTP answers (`query`).
 //!
 //! Every identifier in a statement comes from the static [`TABLES`]; values from the data or a
