@@ -313,7 +313,7 @@ fn price(value: f64) -> String {
 const HEAD: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>lcw-fetcher</title><style>\
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222;background:#fff}main{max-width:820px;margin:0 auto;padding:1em}\
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}dl{display:flex;flex-wrap:wrap;gap:.5em 2em}dl div{min-width:10em}dt{color:#666;font-size:.85em}dd{margin:0;font-weight:600}\
-table{border-collapse:collapse;width:100%}th,td{padding:.25em .5em;border-bottom:1px solid #eee;text-align:left}.num{text-align:right;font-variant-numeric:tabular-nums}\
+table{border-collapse:collapse;width:100%}th,td{padding:.25em .5em;border-bottom:1px solid #eee;text-align:left}.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\
 .up{color:#1a7f37}.down{color:#cf222e}figure{margin:0}figcaption{color:#666;font-size:.85em}\
 </style></head><body>";
 

@@ -19,6 +19,11 @@ use support::{LcwFake, NativeHost, Reply, block_on};
 
 /// The DOM of `url` after the page loaded, as headless Chromium prints it.
 fn dump_dom(url: &str) -> String {
+    chromium(url, "--dump-dom")
+}
+
+/// Runs headless Chromium on `url` with `action` (`--dump-dom`, `--screenshot=…`); its stdout.
+fn chromium(url: &str, action: &str) -> String {
     let chromium = support::influxd::which("chromium").unwrap_or_else(|| {
         panic!("`chromium` not found: install Debian's `chromium` package (scripts/test-all does it when run as root)")
     });
@@ -39,8 +44,9 @@ fn dump_dom(url: &str) -> String {
             "--disable-component-update",
             "--disable-sync",
             "--no-first-run",
+            "--window-size=900,1300",
             &format!("--user-data-dir={}", profile.display()),
-            "--dump-dom",
+            action,
             url,
         ])
         .output()
@@ -91,6 +97,13 @@ fn the_page_shows_prices_a_chart_and_health_in_a_real_browser() {
 
     let server = TestServer::start(Arc::new(host));
     let dom = dump_dom(&format!("{}/", server.base_url));
+    // For a person to look at: LCW_PAGE_SCREENSHOT=/tmp/page.png cargo test --test page_browser
+    if let Some(path) = std::env::var_os("LCW_PAGE_SCREENSHOT") {
+        chromium(
+            &format!("{}/", server.base_url),
+            &format!("--screenshot={}", std::path::Path::new(&path).display()),
+        );
+    }
 
     // Health, rendered on the server.
     assert!(dom.contains("id=\"outcome\">success<"), "{dom}");
