@@ -77,6 +77,10 @@ impl SpinUp {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--log-dir")
             .arg(dir.join("logs"))
+            // Spin resolves a relative SQLite `path` against its working directory (and the
+            // key-value store's against the runtime config's): run where the config is, so
+            // both files land beside it.
+            .current_dir(runtime_config.parent().unwrap())
             .stdout(std::fs::File::create(dir.join("spin.stdout")).unwrap())
             .stderr(std::fs::File::create(dir.join("spin.stderr")).unwrap());
         for (name, value) in variables {
