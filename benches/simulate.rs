@@ -10,6 +10,8 @@
 mod lcw_fake;
 #[path = "../tests/support/sim.rs"]
 mod sim;
+#[path = "../tests/support/sql.rs"]
+mod sql;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};

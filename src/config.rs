@@ -76,7 +76,9 @@ pub const VARIABLES: &[VariableSpec] = &[
     var("backfill_calls_per_tick", "5", "history calls a tick may make for backfill, after its live calls (0: no backfill)"),
     var("backfill_top_coins", "0", "top coins whose gaps are backfilled too (one call per coin per range), besides tracked_coins"),
     var("initial_history_hours", "24", "hours of history fetched for tracked_coins on the very first tick"),
-    var("influx_url", "http://127.0.0.1:8086", "InfluxDB base URL"),
+    var("sink", "auto", "where points go: auto (influxdb when influx_url is set, else sqlite), sqlite (Spin's embedded database) or influxdb"),
+    var("sqlite_retention_days", "30", "days of data the SQLite store keeps (older rows are deleted by the collector)"),
+    var("influx_url", "", "InfluxDB base URL (empty: no InfluxDB)"),
     var("influx_api", "v2", "InfluxDB write API: v1, v2 or v3"),
     secret("influx_token", Some(""), "InfluxDB token (required with v2; v3 and v1 when set)"),
     var("influx_org", "", "InfluxDB v2 organisation, by name or ID (required with v2)"),
@@ -89,7 +91,7 @@ pub const VARIABLES: &[VariableSpec] = &[
     var("influx_gzip", "true", "gzip-compress write bodies"),
     var("influx_timeout_ms", "30000", "timeout of one InfluxDB write"),
     var("influx_create_database", "true", "InfluxDB v1: create a missing database (as Telegraf does)"),
-    var("spool_max_points", "500000", "points kept in the store while InfluxDB cannot take them (oldest evicted beyond)"),
+    var("spool_max_points", "500000", "points kept in the key-value store while the sink cannot take them (oldest evicted beyond)"),
     var("enable_metrics", "true", "serve /metrics"),
     var("alert_warning_s", "30", "an operation slower than this logs a warning alert"),
     var("alert_critical_s", "60", "an operation slower than this logs a critical alert"),
@@ -134,6 +136,32 @@ pub enum InfluxApi {
     V3,
 }
 
+/// Where points are written. `auto` is resolved when the settings are read, so the rest of the
+/// code only ever sees one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    /// Spin's embedded SQLite database (`sqlite_databases = ["default"]`).
+    Sqlite,
+    /// InfluxDB through its write API (`influx_*`).
+    Influxdb,
+}
+
+impl SinkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Influxdb => "influxdb",
+        }
+    }
+}
+
+/// The embedded SQLite store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteSettings {
+    /// Rows older than this many days are deleted.
+    pub retention_days: u32,
+}
+
 /// Everything an invocation needs to know, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -159,6 +187,8 @@ pub struct Settings {
     pub cache_max_entries: u32,
     pub max_concurrent_requests: u32,
     pub backfill: BackfillSettings,
+    pub sink: SinkKind,
+    pub sqlite: SqliteSettings,
     pub influx: InfluxSettings,
     pub enable_metrics: bool,
     pub alert_warning_s: u64,
@@ -196,10 +226,15 @@ pub struct Thresholds {
     pub cool_down: std::time::Duration,
 }
 
-/// Where and how points are written.
+/// Where and how points are written to InfluxDB; the batch size, timeout and spool limit apply
+/// to every sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InfluxSettings {
+    /// With `sink = sqlite` and no `influx_url`, a placeholder that is never called: validation
+    /// makes `influxdb` require a real URL.
     pub url: Url,
+    /// `influx_url` was set.
+    pub configured: bool,
     pub api: InfluxApi,
     pub token: Secret,
     pub org: String,
@@ -345,8 +380,13 @@ impl Settings {
                 top_coins: r.number("backfill_top_coins", 0, 1_000),
                 initial_history_hours: r.number("initial_history_hours", 0, 24 * 30),
             },
+            sink: r.sink("sink"),
+            sqlite: SqliteSettings {
+                retention_days: r.number("sqlite_retention_days", 1, 3_650),
+            },
             influx: InfluxSettings {
-                url: r.url("influx_url"),
+                url: r.optional_url("influx_url"),
+                configured: !r.text("influx_url").is_empty(),
                 api: r.influx_api("influx_api"),
                 token: r.secret_optional("influx_token"),
                 org: r.text("influx_org"),
@@ -481,6 +521,29 @@ impl Reader<'_> {
         }
     }
 
+    /// An empty value is allowed (a placeholder stands for it); a set one must be a URL.
+    fn optional_url(&mut self, name: &str) -> Url {
+        if self.text(name).is_empty() {
+            placeholder_url()
+        } else {
+            self.url(name)
+        }
+    }
+
+    /// `auto` becomes `influxdb` when `influx_url` is set, `sqlite` otherwise.
+    fn sink(&mut self, name: &str) -> SinkKind {
+        let value = self.text(name);
+        match value.to_ascii_lowercase().as_str() {
+            "auto" if self.text("influx_url").is_empty() => SinkKind::Sqlite,
+            "auto" | "influxdb" => SinkKind::Influxdb,
+            "sqlite" => SinkKind::Sqlite,
+            _ => {
+                self.problem(name, &value, "must be auto, sqlite or influxdb");
+                SinkKind::Sqlite
+            }
+        }
+    }
+
     fn number<T>(&mut self, name: &str, min: T, max: T) -> T
     where
         T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
@@ -575,7 +638,16 @@ impl Reader<'_> {
                 "must not be below retry_base_ms",
             );
         }
-        let influx = &settings.influx;
+        if settings.sink == SinkKind::Influxdb {
+            self.check_influx(&settings.influx);
+        }
+    }
+
+    /// What each InfluxDB API needs, checked only when InfluxDB is the sink.
+    fn check_influx(&mut self, influx: &InfluxSettings) {
+        if !influx.configured {
+            self.problem("influx_url", "", "is required with sink = influxdb");
+        }
         match influx.api {
             // InfluxDB 2 answers a write without these 400/401, which would look like bad data.
             InfluxApi::V2 => {
@@ -709,12 +781,48 @@ mod tests {
         // The fallback for invalid settings is the same table, not a second copy of it.
         assert_eq!(Settings::default_thresholds(), s.alert_thresholds());
         assert_eq!(default_number("cycle_deadline_ms"), s.cycle_deadline_ms);
+        assert_eq!(
+            s.sink,
+            SinkKind::Sqlite,
+            "no influx_url: the embedded store"
+        );
+        assert_eq!(s.sqlite.retention_days, 30);
+        assert!(!s.influx.configured);
         assert_eq!(s.influx.api, InfluxApi::V2);
         assert_eq!(s.influx.bucket, "cryptocurrency_data");
         assert_eq!(s.influx.batch_size, 1000);
         assert!(s.influx.gzip);
         assert!(s.enable_metrics);
         assert!(s.admin_token.is_empty());
+    }
+
+    #[test]
+    fn the_sink_follows_influx_url_unless_named() {
+        let sink = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("lcw_api_key", "k")];
+            all.extend_from_slice(pairs);
+            with(&all).map(|s| s.sink)
+        };
+        assert_eq!(sink(&[]), Ok(SinkKind::Sqlite));
+        assert_eq!(
+            sink(&[("influx_url", "http://127.0.0.1:8086")]),
+            Ok(SinkKind::Influxdb)
+        );
+        assert_eq!(
+            sink(&[("influx_url", "http://127.0.0.1:8086"), ("sink", "sqlite")]),
+            Ok(SinkKind::Sqlite)
+        );
+        let err = sink(&[("sink", "influxdb")]).unwrap_err().to_string();
+        assert!(
+            err.contains("`influx_url`") && err.contains("sink = influxdb"),
+            "{err}"
+        );
+        let err = sink(&[("sink", "postgres")]).unwrap_err().to_string();
+        assert!(err.contains("`sink` = \"postgres\""), "{err}");
+        let err = sink(&[("influx_url", "not a url")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`influx_url`"), "{err}");
     }
 
     #[test]
@@ -779,6 +887,7 @@ mod tests {
         );
         let err = with(&[
             ("lcw_api_key", "super-secret-key"),
+            ("influx_url", "http://127.0.0.1:8086"),
             ("influx_username", "bob"),
             ("currency", "???"),
         ])

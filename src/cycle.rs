@@ -1,5 +1,5 @@
 //! One fetch cycle, start to finish: settings, lease, plan, cache, guarded LCW calls, points,
-//! InfluxDB writes, the record.
+//! writes to the sink (and the SQLite store's retention), the record.
 //!
 //! Owns the order of a tick, its time budget, and the collector's state document
 //! ([`CollectorState`]): it reads it once, hands each part (resilience, cache index, sink, history,
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backfill::{self, BackfillState};
 use crate::cache::{self, TickCache};
-use crate::config::{self, Settings};
+use crate::config::{self, Settings, SinkKind};
 use crate::guard::{Guard, ResilienceState, StatusCheck};
 use crate::host::{Host, KeyValue, KvError, Level, Log};
 use crate::influx::line_protocol::{self, Point};
@@ -34,6 +34,7 @@ use crate::lease::{self, Taken};
 use crate::plan::{self, Want};
 use crate::resilience::Credits;
 use crate::schema;
+use crate::sqlite::Db;
 use crate::state;
 use crate::telemetry::history::{CycleHistory, CycleRecord, Outcome, Overlaps};
 use crate::telemetry::{self, SinkSnapshot, Snapshot, TelemetryState, Timing, op};
@@ -95,6 +96,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
 
 fn sink_snapshot(sink: &SinkState) -> SinkSnapshot {
     SinkSnapshot {
+        kind: sink.kind.clone(),
         counters: sink.counters,
         spool_points: sink.spool.points(),
         spool_segments: sink.spool.segments.len(),
@@ -469,6 +471,7 @@ async fn collect<H: Host>(
     let spool_max = settings.influx.spool_max_points;
     let mut sink = Sink::new(
         host,
+        settings.sink,
         &settings.influx,
         spool_max,
         deadline,
@@ -559,6 +562,9 @@ async fn collect<H: Host>(
 
     let (delivery, sink_state) = sink.finish().await;
     doc.sink = sink_state;
+    if settings.sink == SinkKind::Sqlite {
+        prune(host, settings, deadline).await;
+    }
     tick.database.extend(delivery.requests.iter().cloned());
     for (measurement, count) in &delivery.written {
         *record
@@ -588,6 +594,35 @@ async fn collect<H: Host>(
     record.breaker = resilience.breaker.name().to_owned();
     doc.resilience = resilience;
     record
+}
+
+/// The least time left before the deadline for which another retention batch is started.
+pub const MIN_PRUNE_TIME: Duration = Duration::from_millis(500);
+
+/// Deletes rows past `sqlite_retention_days`, in small batches, while the tick has time: what is
+/// left is deleted by the next ticks. A failure is logged, never a failed tick (the data is safe).
+async fn prune<H: Host>(host: &H, settings: &Settings, deadline: Duration) {
+    let cutoff_ms = host
+        .unix_millis()
+        .saturating_sub(i64::from(settings.sqlite.retention_days) * 86_400_000);
+    let result = async {
+        Db::open(host)
+            .await?
+            .prune(cutoff_ms, || host.monotonic() + MIN_PRUNE_TIME < deadline)
+            .await
+    }
+    .await;
+    match result {
+        Ok(0) => {}
+        Ok(n) => host.log(
+            Level::Info,
+            &format!(
+                "{n} rows older than {} days deleted from the SQLite store",
+                settings.sqlite.retention_days
+            ),
+        ),
+        Err(error) => host.log(Level::Warn, &format!("retention not applied: {error}")),
+    }
 }
 
 /// A wanted call, ready to send or to look up in the cache.

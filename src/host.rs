@@ -1,7 +1,8 @@
 //! Ports: the only doors from the core to the world.
 //!
 //! Owns the small traits the core is written against — outbound HTTP with timeouts, key-value
-//! storage, application variables, clocks and sleep, randomness, and logging — plus the plain types they
+//! storage, SQL statements on the embedded database, application variables, clocks and sleep,
+//! randomness, and logging — plus the plain types they
 //! exchange. It must not contain any implementation: the Spin adapter lives in `spin_host`
 //! (feature `spin`), the test adapters live with the tests.
 //!
@@ -101,6 +102,44 @@ pub trait KeyValue {
     async fn kv_keys(&self, prefix: &str) -> Result<Vec<String>, KvError>;
 }
 
+/// A value bound to, or read from, a SQL statement: SQLite's five storage classes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// What a statement returned: its column names and every row (statements of the core return few
+/// rows: they aggregate in SQL).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SqlRows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<SqlValue>>,
+}
+
+/// A SQL failure as the host reports it: the database could not be opened, was busy, or refused
+/// the statement. Carries SQLite's message, never a bound value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlError(pub String);
+
+impl fmt::Display for SqlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SQLite: {}", self.0)
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+/// The embedded SQL database (Spin's `default` SQLite database), one connection per invocation.
+/// Statements run one at a time on that connection, so `BEGIN` … `COMMIT` spans calls.
+pub trait Sql {
+    /// Runs one statement with `?` parameters bound in order, and reads all its rows.
+    async fn sql_execute(&self, statement: &str, params: &[SqlValue]) -> Result<SqlRows, SqlError>;
+}
+
 /// Application variables. `Ok(None)` means the host has no value for the name.
 pub trait Variables {
     async fn variable(&self, name: &str) -> Result<Option<String>, String>;
@@ -155,6 +194,6 @@ pub trait Log {
 }
 
 /// Everything the core needs from its host.
-pub trait Host: HttpClient + KeyValue + Variables + Clock + Random + Log {}
+pub trait Host: HttpClient + KeyValue + Sql + Variables + Clock + Random + Log {}
 
-impl<T: HttpClient + KeyValue + Variables + Clock + Random + Log> Host for T {}
+impl<T: HttpClient + KeyValue + Sql + Variables + Clock + Random + Log> Host for T {}

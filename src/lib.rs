@@ -1,4 +1,4 @@
-//! # lcw_fetcher — Live Coin Watch market data into InfluxDB, serverless
+//! # lcw_fetcher — Live Coin Watch market data into SQLite or InfluxDB, serverless
 //!
 //! The core library of lcw-fetcher: all logic, no runtime. It reaches the world only through the
 //! ports in [`host`]; the Spin components (`components/collector`, `components/api`) are thin glue
@@ -7,23 +7,27 @@
 //!
 //! Where each concern lives, lowest layer first (`docs/layers.toml`: a module imports only from
 //! lower layers, which `tests/architecture.rs` enforces):
-//! - [`host`] — the ports (HTTP, key-value, variables, clocks, log);
+//! - [`host`] — the ports (HTTP, key-value, SQL, variables, clocks, log);
 //! - [`remote`] — what LCW and InfluxDB share: error classes, `Retry-After`, `User-Agent`;
 //! - [`config`] — application variables into validated [`config::Settings`], and every settings
 //!   type (TTLs, alert thresholds, InfluxDB);
 //! - [`resilience`] — pure rules: retry backoff, circuit breaker, rate limiter, credit reserve;
-//! - [`influx::line_protocol`] — points into line protocol, and its gzip;
+//! - [`influx::line_protocol`] — points into line protocol and back, and its gzip;
 //! - [`state`] — key names of the stored documents and their JSON codec;
 //! - [`lcw`] — the Live Coin Watch API: requests, typed responses, the client;
 //! - [`influx::write`], [`influx::spool`] — one batch to InfluxDB; lines waiting in the store;
+//! - [`sqlite`] — the embedded store: tables, migrations, upserts, retention, read queries;
 //! - [`lease`] — one tick at a time across processes sharing the store;
 //! - [`guard`] — one LCW call through the resilience rules, with the tick's shared state;
 //! - [`cache`] — answers kept in the store with their fetch time: TTL, LRU, statistics;
 //! - [`schema`] — LCW answers into InfluxDB points (measurement, tag and field names);
-//! - [`influx::sink`] — delivery that loses nothing: retries, splitting, quarantine, spool;
+//! - [`influx::sink`] — delivery to either sink that loses nothing: retries, splitting,
+//!   quarantine, spool;
+//! - [`query`] — the query API over the embedded store: parameters, limits, JSON and CSV;
 //! - [`plan`] — what a tick fetches, and the credits the settings cost a day;
 //! - [`telemetry`] — tick history, timings and alerts; Prometheus text and JSON statistics;
 //! - [`cycle`] — one fetch cycle, start to finish, and the state document it carries over;
+//! - [`page`] — the page at `/`: health, latest prices, the SVG chart;
 //! - [`routes`] — the HTTP API.
 
 pub mod backfill;
@@ -35,11 +39,14 @@ pub mod host;
 pub mod influx;
 pub mod lcw;
 pub mod lease;
+pub mod page;
 pub mod plan;
+pub mod query;
 pub mod remote;
 pub mod resilience;
 pub mod routes;
 pub mod schema;
+pub mod sqlite;
 pub mod state;
 pub mod telemetry;
 

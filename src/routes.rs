@@ -13,6 +13,8 @@
 //! | `GET /quarantine` | admin: the lines InfluxDB refused, with its reasons |
 //! | `POST /quarantine/retry` | admin: sends the quarantined lines again; those InfluxDB takes leave it |
 //! | `POST /quarantine/clear` | admin: empties the quarantine |
+//! | `GET /` | the page: collector health, latest prices, a price chart (HTML, no external resource) |
+//! | `GET /api/v1/…` | the query API over the embedded store (`query`): no token, read-only |
 //!
 //! Admin routes want `Authorization: Bearer <admin_token>` and do not exist while `admin_token`
 //! is empty. Public routes do bounded work: `/status` makes at most one live check of each
@@ -25,6 +27,7 @@ use http::{Method, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::config::SinkKind;
 use crate::config::{self, Settings};
 use crate::host::{Host, KvError, Level, Timeouts};
 use crate::influx::sink::{Quarantine, Sink};
@@ -32,13 +35,15 @@ use crate::influx::write;
 use crate::lease::{self, Taken};
 use crate::remote::mask_userinfo;
 use crate::resilience::BreakerState;
+use crate::sqlite::Db;
 use crate::telemetry::{self, Snapshot};
-use crate::{cache, cycle, lcw, plan, state};
+use crate::{cache, cycle, lcw, page, plan, query, state};
 
 type Response = http::Response<Vec<u8>>;
 
 /// Every route: path, method, admin only.
-const ROUTES: [(&str, Method, bool); 9] = [
+const ROUTES: [(&str, Method, bool); 10] = [
+    ("/", Method::GET, false),
     ("/metrics", Method::GET, false),
     ("/stats", Method::GET, false),
     ("/stats/cache", Method::GET, false),
@@ -59,6 +64,19 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn handle<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
     let path = request.uri().path();
     let method = request.method();
+    if path.starts_with("/api/v1/") {
+        if method != Method::GET {
+            let mut response = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{method} is not allowed on {path}; use GET"),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+            return response;
+        }
+        return api_v1(host, request).await;
+    }
     let Some((_, _, admin)) = ROUTES.iter().find(|(p, m, _)| *p == path && m == method) else {
         let allowed: Vec<&str> = ROUTES
             .iter()
@@ -87,6 +105,7 @@ pub async fn handle<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Resp
         return response;
     }
     match path {
+        "/" => home(host, request).await,
         "/metrics" => metrics(host).await,
         "/stats" => stats(host, request).await,
         "/stats/cache" => {
@@ -159,6 +178,54 @@ async fn with_snapshot<H: Host>(host: &H, render: impl FnOnce(&Snapshot) -> Resp
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
     }
+}
+
+/// The query API: read-only market data from the embedded store.
+async fn api_v1<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
+    let settings = match Settings::load(host).await {
+        Ok(settings) => settings,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let answer = query::answer(
+        host,
+        &settings,
+        request.uri().path(),
+        request.uri().query(),
+        accept,
+    )
+    .await;
+    respond(
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        answer.content_type,
+        answer.body,
+    )
+}
+
+/// The page. It renders even when the state or the settings cannot be read: it says so.
+async fn home<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
+    let snapshot = match cycle::load_snapshot(host).await {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            host.log(Level::Error, &e.to_string());
+            Snapshot::default()
+        }
+    };
+    let settings = Settings::load(host).await.ok();
+    let html = page::render(host, settings.as_ref(), &snapshot, request.uri().query()).await;
+    let mut response = respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        html.into_bytes(),
+    );
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(page::CSP),
+    );
+    response
 }
 
 async fn metrics<H: Host>(host: &H) -> Response {
@@ -326,7 +393,8 @@ async fn status<H: Host>(host: &H) -> Response {
         let attempted_recently = doc
             .attempted_at_ms
             .is_some_and(|t| now_ms - t < ttl_ms && now_ms >= t);
-        if (stale(&doc.lcw) || stale(&doc.influx)) && !attempted_recently {
+        let uses_influx = s.sink == SinkKind::Influxdb;
+        if (stale(&doc.lcw) || (uses_influx && stale(&doc.influx))) && !attempted_recently {
             // Recorded before the calls: whoever comes meanwhile is served what there is.
             doc.attempted_at_ms = Some(now_ms);
             if let Err(e) = state::save(host, state::STATUS_CHECKS_KEY, &doc).await {
@@ -342,7 +410,7 @@ async fn status<H: Host>(host: &H) -> Response {
                 });
                 lcw_live = true;
             }
-            if stale(&doc.influx) {
+            if uses_influx && stale(&doc.influx) {
                 let result = write::health(host, &s.influx, checks).await;
                 doc.influx = Some(LiveCheck {
                     checked_at_ms: now_ms,
@@ -372,40 +440,68 @@ async fn status<H: Host>(host: &H) -> Response {
             check.error.as_deref().unwrap_or("unknown")
         ));
     }
-    // InfluxDB's health is what the writes met, and the ping.
-    let sink = &snapshot.sink;
-    let ping = shown(doc.influx.as_ref(), now_ms, influx_live);
-    if let Some(check) = &doc.influx
-        && !check.ok
+    // InfluxDB's health (when it is the sink) is what the writes met, and the ping.
+    let influx = if settings
+        .as_ref()
+        .is_some_and(|s| s.sink == SinkKind::Influxdb)
     {
-        problems.push(format!(
-            "InfluxDB not healthy: {}",
-            check.error.as_deref().unwrap_or("unknown")
-        ));
-    }
-    if let Some(reason) = &sink.config_error {
-        problems.push(format!("InfluxDB refuses a setting: {reason}"));
-    } else if let Some(last) = sink.last_write.as_ref().filter(|w| !w.ok) {
-        problems.push(format!(
-            "last InfluxDB write failed: {}",
-            last.error.as_deref().unwrap_or("unknown")
-        ));
-    }
-    let influx_healthy = settings.is_some()
-        && doc.influx.as_ref().is_none_or(|c| c.ok)
-        && sink.config_error.is_none()
-        && sink.last_write.as_ref().is_none_or(|w| w.ok);
-    let influx = json!({
-        "healthy": influx_healthy,
-        "ping": ping,
-        "last_write": sink.last_write.as_ref().map(|w| json!({
-            "ok": w.ok,
-            "error": w.error,
-            "at_ms": w.at_ms,
-            "age_s": (now_ms - w.at_ms).max(0) / 1000,
-        })),
-        "config_error": sink.config_error,
-    });
+        // InfluxDB's health is what the writes met, and the ping.
+        let delivery = &snapshot.sink;
+        let ping = shown(doc.influx.as_ref(), now_ms, influx_live);
+        if let Some(check) = &doc.influx
+            && !check.ok
+        {
+            problems.push(format!(
+                "InfluxDB not healthy: {}",
+                check.error.as_deref().unwrap_or("unknown")
+            ));
+        }
+        if let Some(reason) = &delivery.config_error {
+            problems.push(format!("InfluxDB refuses a setting: {reason}"));
+        } else if let Some(last) = delivery.last_write.as_ref().filter(|w| !w.ok) {
+            problems.push(format!(
+                "last InfluxDB write failed: {}",
+                last.error.as_deref().unwrap_or("unknown")
+            ));
+        }
+        let influx_healthy = settings.is_some()
+            && doc.influx.as_ref().is_none_or(|c| c.ok)
+            && delivery.config_error.is_none()
+            && delivery.last_write.as_ref().is_none_or(|w| w.ok);
+        json!({
+            "healthy": influx_healthy,
+            "ping": ping,
+            "last_write": delivery.last_write.as_ref().map(|w| json!({
+                "ok": w.ok,
+                "error": w.error,
+                "at_ms": w.at_ms,
+                "age_s": (now_ms - w.at_ms).max(0) / 1000,
+            })),
+            "config_error": delivery.config_error,
+        })
+    } else if settings.is_some() {
+        json!({ "healthy": null, "error": "not used: sink = sqlite" })
+    } else {
+        json!({ "healthy": null, "error": "configuration invalid" })
+    };
+    let sink = match &settings {
+        Some(s) if s.sink == SinkKind::Sqlite => match sqlite_health(host).await {
+            Ok(sqlite) => json!({ "kind": "sqlite", "healthy": true, "sqlite": sqlite }),
+            Err(e) => {
+                problems.push(format!("SQLite store not healthy: {e}"));
+                json!({ "kind": "sqlite", "healthy": false, "error": e.to_string() })
+            }
+        },
+        Some(_) => json!({ "kind": "influxdb", "healthy": influx["healthy"] }),
+        None => json!({ "kind": null, "healthy": null }),
+    };
+    let sink = {
+        let mut sink = sink;
+        sink["spool_points"] = json!(snapshot.sink.spool_points);
+        sink["last_error"] = json!(snapshot.sink.last_error);
+        sink["last_error_at_ms"] = json!(snapshot.sink.last_error_at_ms);
+        sink
+    };
     if matches!(snapshot.resilience.breaker, BreakerState::Open { .. }) {
         problems.push("LCW circuit breaker open".into());
     }
@@ -435,6 +531,7 @@ async fn status<H: Host>(host: &H) -> Response {
         "lease": lease,
         "problems": problems,
         "lcw": lcw,
+        "sink": sink,
         "influx": influx,
         "breaker": snapshot.resilience.breaker,
         "credits": snapshot.resilience.credits,
@@ -452,6 +549,19 @@ async fn status<H: Host>(host: &H) -> Response {
             StatusCode::SERVICE_UNAVAILABLE
         },
         &body,
+    )
+}
+
+/// The embedded store answers, with the newest row's time per table and its size.
+async fn sqlite_health<H: Host>(host: &H) -> Result<serde_json::Value, crate::host::SqlError> {
+    let db = Db::open(host).await?;
+    let (tables, bytes) = db.summary().await?;
+    let newest: serde_json::Map<String, serde_json::Value> = tables
+        .into_iter()
+        .map(|(table, time)| (table.to_owned(), json!(time)))
+        .collect();
+    Ok(
+        json!({ "schema_version": crate::sqlite::latest_version(), "newest_ms": newest, "bytes": bytes }),
     )
 }
 
@@ -580,6 +690,7 @@ async fn retry_quarantine<H: Host>(host: &H) -> Response {
         let deadline = host.monotonic() + Duration::from_millis(settings.influx.timeout_ms);
         let mut sink = Sink::new(
             host,
+            settings.sink,
             &settings.influx,
             settings.influx.spool_max_points,
             deadline,

@@ -1,9 +1,11 @@
 //! The Spin adapter: the [`host`](crate::host) ports implemented with the Spin SDK.
 //!
 //! Owns every call into `spin_sdk` — outbound HTTP with WASI request options, the `default`
-//! key-value store, application variables, clocks and sleep — and nothing else: no decision is
+//! key-value store, the `default` SQLite database, application variables, clocks and sleep — and
+//! nothing else: no decision is
 //! made here. Only the components compile it (feature `spin`).
 
+use std::cell::OnceCell;
 use std::pin::pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,17 +15,21 @@ use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_store};
 use spin_sdk::http::body::IncomingBodyExt as _;
 use spin_sdk::http::{FullBody, send};
 use spin_sdk::key_value::Store;
+use spin_sdk::sqlite::{Connection, Value};
 use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 
 use crate::host::{
     Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log,
-    MAX_RESPONSE_BYTES, Random, Timeouts, TransportError, Variables,
+    MAX_RESPONSE_BYTES, Random, Sql, SqlError, SqlRows, SqlValue, Timeouts, TransportError,
+    Variables,
 };
 
 /// The host of one component invocation.
 pub struct SpinHost {
     store: Result<Store, String>,
+    /// Opened on the first statement: most API requests never need it.
+    database: OnceCell<Result<Connection, String>>,
     origin: Instant,
     component: &'static str,
 }
@@ -34,6 +40,7 @@ impl SpinHost {
     pub async fn open(component: &'static str) -> Self {
         Self {
             store: Store::open_default().await.map_err(|e| e.to_string()),
+            database: OnceCell::new(),
             origin: Instant::now(),
             component,
         }
@@ -172,6 +179,61 @@ fn unsupported(detail: &str) -> bool {
     ["unsupported", "not supported", "not implemented"]
         .iter()
         .any(|phrase| detail.contains(phrase))
+}
+
+impl Sql for SpinHost {
+    async fn sql_execute(&self, statement: &str, params: &[SqlValue]) -> Result<SqlRows, SqlError> {
+        if self.database.get().is_none() {
+            let opened = Connection::open_default().await.map_err(|e| e.to_string());
+            // Two statements racing to open: the first connection is kept, the other dropped.
+            let _ = self.database.set(opened);
+        }
+        let connection = match self.database.get() {
+            Some(Ok(connection)) => connection,
+            Some(Err(error)) => {
+                return Err(SqlError(format!("cannot open database `default`: {error}")));
+            }
+            None => return Err(SqlError("database `default` not opened".into())),
+        };
+        let bound = params.iter().map(|p| match p {
+            SqlValue::Null => Value::Null,
+            SqlValue::Integer(i) => Value::Integer(*i),
+            SqlValue::Real(f) => Value::Real(*f),
+            SqlValue::Text(t) => Value::Text(t.clone()),
+            SqlValue::Blob(b) => Value::Blob(b.clone()),
+        });
+        let result = connection
+            .execute(statement, bound)
+            .await
+            .map_err(sql_error)?;
+        let columns = result.columns().to_vec();
+        let rows = result.collect().await.map_err(sql_error)?;
+        Ok(SqlRows {
+            columns,
+            rows: rows
+                .into_iter()
+                .map(|row| {
+                    row.values
+                        .into_iter()
+                        .map(|v| match v {
+                            Value::Null => SqlValue::Null,
+                            Value::Integer(i) => SqlValue::Integer(i),
+                            Value::Real(f) => SqlValue::Real(f),
+                            Value::Text(t) => SqlValue::Text(t),
+                            Value::Blob(b) => SqlValue::Blob(b),
+                        })
+                        .collect()
+                })
+                .collect(),
+        })
+    }
+}
+
+fn sql_error(error: spin_sdk::sqlite::Error) -> SqlError {
+    SqlError(match error {
+        spin_sdk::sqlite::Error::Io(detail) => detail,
+        other => format!("{other:?}"),
+    })
 }
 
 impl Variables for SpinHost {

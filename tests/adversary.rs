@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use lcw_fetcher::cycle::{self, CollectorState};
 use lcw_fetcher::host::{
-    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Random, Timeouts,
-    TransportError, Variables,
+    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Random, Sql,
+    SqlError, SqlRows, SqlValue, Timeouts, TransportError, Variables,
 };
 use lcw_fetcher::influx::spool::{self, SEGMENT_PREFIX, SpoolIndex};
 use lcw_fetcher::lease::{self, Lease, Taken, holders_key};
@@ -127,6 +127,12 @@ impl<H: HttpClient> HttpClient for Faulty<H> {
         timeouts: Timeouts,
     ) -> Result<HttpResponse, TransportError> {
         self.inner.send(request, timeouts).await
+    }
+}
+
+impl<H: Sql> Sql for Faulty<H> {
+    async fn sql_execute(&self, statement: &str, params: &[SqlValue]) -> Result<SqlRows, SqlError> {
+        self.inner.sql_execute(statement, params).await
     }
 }
 

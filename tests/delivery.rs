@@ -52,6 +52,7 @@ fn with_sink(
     let (delivery, state) = block_on(async {
         let mut sink = Sink::new(
             host,
+            lcw_fetcher::config::SinkKind::Influxdb,
             settings,
             settings.spool_max_points,
             deadline,
@@ -293,16 +294,19 @@ fn a_missing_v1_database_is_created_unless_switched_off() {
     assert!(answer["results"][0]["series"].is_array(), "{answer}");
 }
 
-/// Item 2: each API names what it needs; defaults alone are no longer a valid v2 target.
+/// Item 2: each API names what it needs; defaults alone are no longer a valid v2 target. Only
+/// checked when InfluxDB is the sink (`influx_url` set); without it the embedded store is.
 #[test]
 fn validation_requires_what_each_api_needs() {
-    let err = Settings::from_pairs(&[("lcw_api_key", "k"), ("influx_api", "v2")])
+    const URL: (&str, &str) = ("influx_url", "http://127.0.0.1:8086");
+    let err = Settings::from_pairs(&[("lcw_api_key", "k"), URL, ("influx_api", "v2")])
         .unwrap_err()
         .to_string();
     assert!(err.contains("`influx_org`"), "{err}");
     assert!(err.contains("`influx_token`"), "{err}");
     let err = Settings::from_pairs(&[
         ("lcw_api_key", "k"),
+        URL,
         ("influx_api", "v3"),
         ("influx_database", ""),
     ])
@@ -311,11 +315,14 @@ fn validation_requires_what_each_api_needs() {
     assert!(err.contains("`influx_database`"), "{err}");
     Settings::from_pairs(&[
         ("lcw_api_key", "k"),
+        URL,
         ("influx_org", "o"),
         ("influx_token", "t"),
     ])
     .unwrap();
-    Settings::from_pairs(&[("lcw_api_key", "k"), ("influx_api", "v1")]).unwrap();
+    Settings::from_pairs(&[("lcw_api_key", "k"), URL, ("influx_api", "v1")]).unwrap();
+    Settings::from_pairs(&[("lcw_api_key", "k"), ("influx_api", "v2")])
+        .expect("without influx_url the embedded store needs no InfluxDB setting");
 }
 
 /// Item 4: quarantined lines can be sent again (those accepted leave it) and cleared.

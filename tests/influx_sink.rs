@@ -7,7 +7,7 @@ mod support;
 use std::io::Read as _;
 use std::time::Duration;
 
-use lcw_fetcher::config::{InfluxSettings, Settings};
+use lcw_fetcher::config::{InfluxSettings, Settings, SinkKind};
 use lcw_fetcher::cycle;
 use lcw_fetcher::host::Timeouts;
 use lcw_fetcher::influx::sink::{Delivery, Sink};
@@ -64,6 +64,7 @@ fn with_sink(
     let (delivery, state) = block_on(async {
         let mut sink = Sink::new(
             host,
+            SinkKind::Influxdb,
             settings,
             settings.spool_max_points,
             deadline,

@@ -86,6 +86,12 @@ fn every_component_maps_every_variable_and_shares_the_default_store() {
         }
         let stores = component["key_value_stores"].as_array().unwrap();
         assert_eq!(stores, &[Value::from("default")], "component {id}");
+        let databases = component["sqlite_databases"].as_array();
+        assert_eq!(
+            databases.map(Vec::as_slice),
+            Some(&[Value::from("default")][..]),
+            "component {id} must share the default SQLite database"
+        );
     }
 }
 
@@ -186,6 +192,15 @@ fn runtime_config_shares_one_file_store() {
         path.starts_with(".spin/") && path.ends_with(".db"),
         "{path}"
     );
+    // Both processes must open the same database file, and not the key-value store's.
+    let database = &runtime["sqlite_database"]["default"];
+    assert_eq!(database["type"].as_str(), Some("spin"));
+    let data = database["path"].as_str().unwrap();
+    assert!(
+        data.starts_with(".spin/") && data.ends_with(".db"),
+        "{data}"
+    );
+    assert_ne!(data, path);
 }
 
 #[test]

@@ -458,6 +458,9 @@ fn no_route_log_line_or_stored_document_holds_a_secret() {
         (Method::GET, "/quarantine", true),
         (Method::POST, "/cache/clear", true),
         (Method::GET, "/nope", false),
+        (Method::GET, "/", false),
+        (Method::GET, "/api/v1/coins", false),
+        (Method::GET, "/api/v1/coins/BTC?from=-1d", false),
     ] {
         let headers: Vec<(&str, &str)> = if auth {
             vec![("authorization", bearer.as_str())]

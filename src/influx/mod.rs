@@ -1,7 +1,7 @@
 //! InfluxDB: points, line protocol, the write APIs, and delivery that loses nothing.
 //!
-//! Owns how data becomes line protocol (`line_protocol`), how a batch goes over the wire
-//! (`write`), what happens to lines InfluxDB does not take (`sink`), and where they wait
+//! Owns how data becomes line protocol and is read back (`line_protocol`), how a batch goes over the wire
+//! (`write`), what happens to lines the sink — InfluxDB or the embedded store — does not take (`sink`), and where they wait
 //! meanwhile (`spool`). It must not know where the data came from (that is `schema`) nor decide
 //! when to write (that is `cycle`).
 //!

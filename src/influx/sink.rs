@@ -1,5 +1,11 @@
-//! Delivery to InfluxDB that loses nothing: batching, status-aware retries, splitting, the
-//! quarantine for lines InfluxDB will never take, and the spool for lines it cannot take yet.
+//! Delivery to the sink that loses nothing: batching, status-aware retries, splitting, the
+//! quarantine for lines the sink will never take, and the spool for lines it cannot take yet.
+//!
+//! Two sinks share this path ([`SinkKind`]): InfluxDB over HTTP (`write`), and Spin's embedded
+//! SQLite (`sqlite`). Only the step that writes one batch differs; the SQLite store's answers
+//! map onto the same outcomes (a line it cannot take is refused like a 400, a database that
+//! fails is transient like a 5xx), so retries, the spool, the quarantine and the counters behave
+//! alike.
 //!
 //! Owns what happens to every line after it is encoded, and the sink's persisted state
 //! (counters, health, spool index) and quarantine. Per answer:
@@ -26,9 +32,10 @@ use serde::{Deserialize, Serialize};
 
 use super::spool::{self, SpoolIndex};
 use super::write::{self, BatchOutcome};
-use crate::config::InfluxSettings;
+use crate::config::{InfluxSettings, SinkKind};
 use crate::host::{Host, KvError, Level, Timeouts};
 use crate::resilience::{RetryDecision, RetryPolicy};
+use crate::sqlite::{self, Db};
 use crate::state;
 
 /// Quarantined lines kept for inspection (the count goes on).
@@ -81,6 +88,8 @@ pub struct SinkState {
     pub not_before_ms: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_at_ms: Option<i64>,
+    /// The sink the last tick wrote to (`sqlite` or `influxdb`; absent before this release).
+    pub kind: Option<String>,
     /// Set while InfluxDB's last answer said a setting is wrong (no organisation, unknown bucket
     /// or database, a refused credential); cleared by the next write it takes. `/status` is
     /// unhealthy meanwhile.
@@ -152,6 +161,9 @@ impl Delivery {
 /// The sink for one tick: loaded once, saved once.
 pub struct Sink<'a, H> {
     host: &'a H,
+    kind: SinkKind,
+    /// The SQLite connection of this invocation is set up and its schema current.
+    sqlite_ready: bool,
     settings: &'a InfluxSettings,
     spool_max_points: u64,
     deadline: Duration,
@@ -170,13 +182,17 @@ impl<'a, H: Host> Sink<'a, H> {
     /// monotonic clock.
     pub fn new(
         host: &'a H,
+        kind: SinkKind,
         settings: &'a InfluxSettings,
         spool_max_points: u64,
         deadline: Duration,
-        state: SinkState,
+        mut state: SinkState,
     ) -> Self {
+        state.kind = Some(kind.as_str().to_owned());
         Self {
             host,
+            kind,
+            sqlite_ready: false,
             settings,
             spool_max_points,
             deadline,
@@ -316,8 +332,13 @@ impl<'a, H: Host> Sink<'a, H> {
                     if refused[batch_index] >= QUARANTINE_LIMIT_PER_BATCH =>
                 {
                     all[start..end].iter().for_each(|l| kept.push_str(l));
+                    let check = match self.kind {
+                        SinkKind::Influxdb => "check the influx_* settings",
+                        SinkKind::Sqlite => "check the SQLite store's schema",
+                    };
                     self.note_error(format!(
-                        "{outcome}; over {QUARANTINE_LIMIT_PER_BATCH} lines of one batch refused, the rest are kept for a later tick (check the influx_* settings)"
+                        "{}; over {QUARANTINE_LIMIT_PER_BATCH} lines of one batch refused, the rest are kept for a later tick ({check})",
+                        self.said(&outcome),
                     ));
                 }
                 BatchOutcome::TooLarge | BatchOutcome::Rejected { .. } if end - start > 1 => {
@@ -364,7 +385,7 @@ impl<'a, H: Host> Sink<'a, H> {
                 }
                 outcome => {
                     all[start..end].iter().for_each(|l| kept.push_str(l));
-                    let message = outcome.to_string();
+                    let message = self.said(&outcome);
                     match &outcome {
                         BatchOutcome::Throttled { retry_after, .. } => {
                             let pause = retry_after
@@ -424,7 +445,12 @@ impl<'a, H: Host> Sink<'a, H> {
                 total: own.min(left),
             };
             let started = self.host.monotonic();
-            let (outcome, sent) = write::send_batch(self.host, self.settings, body, timeouts).await;
+            let (outcome, sent) = match self.kind {
+                SinkKind::Influxdb => {
+                    write::send_batch(self.host, self.settings, body, timeouts).await
+                }
+                SinkKind::Sqlite => self.write_sqlite(body).await,
+            };
             let counters = &mut self.state.counters;
             counters.requests += 1;
             counters.bytes_raw += sent.raw_bytes as u64;
@@ -456,7 +482,12 @@ impl<'a, H: Host> Sink<'a, H> {
                 RetryDecision::RetryAfter(wait) => {
                     self.host.log(
                         Level::Info,
-                        &format!("{outcome}; retry {} in {} ms", retry + 1, wait.as_millis()),
+                        &format!(
+                            "{}; retry {} in {} ms",
+                            self.said(&outcome),
+                            retry + 1,
+                            wait.as_millis()
+                        ),
                     );
                     self.host.sleep(wait).await;
                     self.state.counters.retries += 1;
@@ -464,6 +495,39 @@ impl<'a, H: Host> Sink<'a, H> {
                 }
                 _ => return outcome,
             }
+        }
+    }
+
+    /// One batch into the embedded store, as the outcome an InfluxDB answer would have been.
+    async fn write_sqlite(&mut self, body: &str) -> (BatchOutcome, write::Sent) {
+        let sent = write::Sent {
+            raw_bytes: body.len(),
+            wire_bytes: body.len(),
+        };
+        if !self.sqlite_ready {
+            if let Err(error) = Db::open(self.host).await {
+                let detail = error.to_string();
+                return (BatchOutcome::Transient { detail }, sent);
+            }
+            self.sqlite_ready = true;
+        }
+        let outcome = match Db::opened(self.host).write_lines(body).await {
+            Ok(_) => BatchOutcome::Written,
+            Err(sqlite::WriteError::Rejected(message)) => {
+                BatchOutcome::Rejected { status: 0, message }
+            }
+            Err(sqlite::WriteError::Unavailable(detail)) => BatchOutcome::Transient {
+                detail: format!("SQLite: {detail}"),
+            },
+        };
+        (outcome, sent)
+    }
+
+    /// An outcome as one line naming the sink.
+    fn said(&self, outcome: &BatchOutcome) -> String {
+        match self.kind {
+            SinkKind::Influxdb => outcome.to_string(),
+            SinkKind::Sqlite => format!("SQLite write: {}", outcome.describe()),
         }
     }
 
@@ -480,9 +544,13 @@ impl<'a, H: Host> Sink<'a, H> {
     }
 
     fn quarantine(&mut self, line: &str, message: String) {
+        let store = match self.kind {
+            SinkKind::Influxdb => "InfluxDB",
+            SinkKind::Sqlite => "SQLite",
+        };
         self.host.log(
             Level::Error,
-            &format!("InfluxDB refused a line for good, quarantined: {message}"),
+            &format!("{store} refused a line for good, quarantined: {message}"),
         );
         self.quarantined.push(QuarantinedLine {
             at_ms: self.host.unix_millis(),

@@ -25,6 +25,7 @@ pub enum BatchOutcome {
     TooLarge,
     /// 400, 422 and other 4xx but auth, 404 and 429: some line is bad (a parse error, a field
     /// type conflict). Lines the server accepted are stored; the bad ones never will be.
+    /// Status 0: refused by the embedded store, which answers without HTTP.
     Rejected { status: u16, message: String },
     /// 401/403: the credential is wrong; retrying cannot help until someone fixes it.
     Unauthorized { status: u16, message: String },
@@ -52,6 +53,7 @@ impl BatchOutcome {
         match self {
             Self::Written => "written".into(),
             Self::TooLarge => "HTTP 413: request too large".into(),
+            Self::Rejected { status: 0, message } => message.clone(),
             Self::Rejected { status, message } => format!("HTTP {status}: {message}"),
             Self::Unauthorized { status, message } => format!("HTTP {status}: {message}"),
             Self::NotFound { message } => format!("HTTP 404: {message}"),
@@ -392,7 +394,11 @@ mod tests {
             "http://db:8086/api/v2/write?org=my+org&bucket=cryptocurrency_data&precision=ms"
         );
         assert_eq!(health_url(&v2).as_str(), "http://db:8086/health");
-        let v1 = settings(&[("influx_api", "v1"), ("influx_retention_policy", "week")]);
+        let v1 = settings(&[
+            ("influx_api", "v1"),
+            ("influx_url", "http://127.0.0.1:8086"),
+            ("influx_retention_policy", "week"),
+        ]);
         assert_eq!(
             write_url(&v1).as_str(),
             "http://127.0.0.1:8086/write?db=cryptocurrency_data&precision=ms&rp=week"

@@ -316,9 +316,11 @@ pub struct Snapshot {
     pub linear_memory_bytes: Option<u64>,
 }
 
-/// What the API shows of the InfluxDB sink: its counters and the spool's size, not its state.
+/// What the API shows of the sink: its counters and the spool's size, not its state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SinkSnapshot {
+    /// `sqlite` or `influxdb`: the sink the last tick wrote to.
+    pub kind: Option<String>,
     pub counters: SinkCounters,
     pub spool_points: u64,
     pub spool_segments: usize,

@@ -62,6 +62,16 @@ pub fn stats_json(
         .collect();
     let history = &snapshot.history;
     let sink = &snapshot.sink;
+    // The sink's counters, under `sink` and (for dashboards of earlier releases) `influx`.
+    let sink_json = json!({
+        "kind": sink.kind,
+        "counters": sink.counters,
+        "spool_points": sink.spool_points,
+        "spool_segments": sink.spool_segments,
+        "paused_until_ms": sink.paused_until_ms,
+        "last_error": sink.last_error,
+        "last_error_at_ms": sink.last_error_at_ms,
+    });
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "percentiles": "from fixed-bucket histograms (bounds 0.1 s to 60 s), interpolated inside a bucket",
@@ -79,14 +89,8 @@ pub fn stats_json(
         "planned_calls_per_day": planned_calls_per_day,
         "lcw_status": snapshot.resilience.status,
         "cache": cache_json(snapshot),
-        "influx": {
-            "counters": sink.counters,
-            "spool_points": sink.spool_points,
-            "spool_segments": sink.spool_segments,
-            "paused_until_ms": sink.paused_until_ms,
-            "last_error": sink.last_error,
-            "last_error_at_ms": sink.last_error_at_ms,
-        },
+        "sink": sink_json,
+        "influx": sink_json,
         "state_bytes": snapshot.state_bytes,
         "unreadable_documents": snapshot.unreadable_documents,
     })
@@ -194,7 +198,8 @@ pub fn stats_text(snapshot: &Snapshot, operation: Option<&str>) -> String {
     let c = &snapshot.sink.counters;
     let _ = writeln!(
         out,
-        "influx: {} points written in {} batches, {} spooled ({} waiting), {} replayed, {} quarantined, {} evicted",
+        "sink ({}): {} points written in {} batches, {} spooled ({} waiting), {} replayed, {} quarantined, {} evicted",
+        snapshot.sink.kind.as_deref().unwrap_or("none yet"),
         c.points_written,
         c.batches_written,
         c.spooled,

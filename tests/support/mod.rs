@@ -2,10 +2,12 @@
 //! a real InfluxDB, promtool. Network traffic goes to 127.0.0.1 only.
 #![allow(dead_code, unused_imports)] // each test binary uses its own part of the support code.
 
+pub mod http_server;
 pub mod influxd;
 pub mod lcw_fake;
 pub mod native_host;
 pub mod sim;
+pub mod sql;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};

@@ -1,6 +1,7 @@
 //! The native host: real loopback HTTP (each call on its own thread, so concurrent calls of a
 //! cycle really overlap), an in-memory key-value store that several hosts can share (like two
-//! Spin processes sharing one store file), variables from a map, captured logs, a seeded random
+//! Spin processes sharing one store file), a real SQLite database (in memory and shared like the
+//! store, or a file each host opens its own connection to; it fails on demand), variables from a map, captured logs, a seeded random
 //! generator, and clocks that run in real time but jump forward on `sleep` instead of sleeping
 //! (so retry and rate-limit waits are asserted, not waited for; [`NativeHost::real_sleep`]
 //! makes sleeps real).
@@ -16,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use lcw_fetcher::host::{
-    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Random, Timeouts,
-    TransportError, Variables,
+    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Random, Sql,
+    SqlError, SqlRows, SqlValue, Timeouts, TransportError, Variables,
 };
 
 /// Hosts made so far in this process, to seed each one's generator differently.
@@ -25,6 +26,13 @@ static HOSTS: AtomicU64 = AtomicU64::new(0);
 
 /// A key-value store shared between hosts.
 pub type SharedKv = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+/// A SQLite connection shared between hosts (an in-memory database, or one file connection).
+pub type SharedSql = Arc<Mutex<rusqlite::Connection>>;
+
+/// A fresh in-memory database to share between hosts.
+pub fn memory_sql() -> SharedSql {
+    Arc::new(Mutex::new(super::sql::open(None)))
+}
 
 /// Counts of what a host was asked to do.
 #[derive(Debug, Default)]
@@ -40,6 +48,9 @@ pub const VALUE_LIMIT: usize = 1024 * 1024;
 
 pub struct NativeHost {
     pub kv: SharedKv,
+    pub sql: SharedSql,
+    /// Every SQL statement fails (the database is unavailable) while set.
+    pub sql_down: AtomicBool,
     /// Values larger than this are refused, like a hosted store.
     pub value_limit: usize,
     /// A store without atomic increment (the lease falls back to write-then-read-back).
@@ -67,6 +78,8 @@ impl NativeHost {
     pub fn with_kv<K: AsRef<str>, V: AsRef<str>>(variables: &[(K, V)], kv: SharedKv) -> Self {
         Self {
             kv,
+            sql: memory_sql(),
+            sql_down: AtomicBool::new(false),
             value_limit: VALUE_LIMIT,
             no_atomics: false,
             kv_jitter: None,
@@ -180,6 +193,23 @@ fn blocking_send(request: HttpRequest, timeouts: Timeouts) -> Result<HttpRespons
 }
 
 impl NativeHost {
+    /// Shares `sql` (another host's database).
+    pub fn with_sql(mut self, sql: SharedSql) -> Self {
+        self.sql = sql;
+        self
+    }
+
+    /// Its own connection to the SQLite file at `path`, as each Spin process has.
+    pub fn with_sqlite_file(mut self, path: &std::path::Path) -> Self {
+        self.sql = Arc::new(Mutex::new(super::sql::open(Some(path))));
+        self
+    }
+
+    /// Makes every SQL statement fail (true) or work again (false).
+    pub fn set_sql_down(&self, down: bool) {
+        self.sql_down.store(down, Ordering::SeqCst);
+    }
+
     /// A store that refuses values over `limit` bytes.
     pub fn with_value_limit(mut self, limit: usize) -> Self {
         self.value_limit = limit;
@@ -278,6 +308,18 @@ impl KeyValue for NativeHost {
             .collect();
         self.jitter();
         Ok(keys)
+    }
+}
+
+impl Sql for NativeHost {
+    async fn sql_execute(&self, statement: &str, params: &[SqlValue]) -> Result<SqlRows, SqlError> {
+        if self.sql_down.load(Ordering::SeqCst) {
+            return Err(SqlError(
+                "unable to open database file (made to fail by the test)".into(),
+            ));
+        }
+        let connection = self.sql.lock().unwrap();
+        super::sql::execute(&connection, statement, params)
     }
 }
 

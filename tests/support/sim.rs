@@ -19,8 +19,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use lcw_fetcher::host::{
-    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Random, Timeouts,
-    TransportError, Variables,
+    Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Random, Sql,
+    SqlError, SqlRows, SqlValue, Timeouts, TransportError, Variables,
 };
 
 /// The largest value the simulated store takes, like a hosted one (1 MB).
@@ -233,6 +233,8 @@ impl Future for Timer {
 pub struct World {
     pub clock: Rc<Clockwork>,
     pub kv: RefCell<HashMap<String, Vec<u8>>>,
+    /// The embedded database, in memory (SQL statements take no virtual time).
+    pub sql: rusqlite::Connection,
     pub rng: RefCell<Rng>,
     pub profile: Profile,
     pub lcw_outage: Cell<bool>,
@@ -274,6 +276,7 @@ impl World {
         Self {
             clock: Rc::new(Clockwork::default()),
             kv: RefCell::new(HashMap::new()),
+            sql: super::sql::open(None),
             rng: RefCell::new(Rng::new(seed)),
             profile,
             lcw_outage: Cell::new(false),
@@ -534,6 +537,12 @@ impl KeyValue for SimHost<'_> {
             .collect();
         self.kv_trip_back().await;
         Ok(keys)
+    }
+}
+
+impl Sql for SimHost<'_> {
+    async fn sql_execute(&self, statement: &str, params: &[SqlValue]) -> Result<SqlRows, SqlError> {
+        super::sql::execute(&self.world.sql, statement, params)
     }
 }
 

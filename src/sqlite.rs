@@ -1,0 +1,619 @@
+//! The embedded store: Spin's SQLite database as a second sink, and the reads of the query API.
+//!
+//! Owns the SQL: the tables (one per measurement, with InfluxDB's field names), their versioned
+//! migrations (`schema_version`), how a batch of line protocol becomes upserts, retention, and
+//! the few read queries the API makes. It reaches the database only through the
+//! `host::Sql` port. It must not decide what happens to a batch that fails (that
+//! is `influx::sink`, which spools it exactly as for InfluxDB), nor shape HTTP answers (`query`).
+//!
+//! Every identifier in a statement comes from the static [`TABLES`]; values from the data or a
+//! request are always bound parameters, never text of the statement.
+
+use std::fmt;
+
+use crate::host::{Sql, SqlError, SqlRows, SqlValue};
+use crate::influx::line_protocol::{self, FieldValue};
+
+/// How long a statement waits for the other process's write lock before failing with "database
+/// is locked": the collector's writes are short transactions, so a reader or writer never waits
+/// long, and a batch that still fails is spooled, never lost.
+pub const BUSY_TIMEOUT_MS: u32 = 5_000;
+/// Rows one upsert statement carries (19 parameters a coin row: well under SQLite's limit of
+/// 32 766 bound parameters).
+pub const ROWS_PER_STATEMENT: usize = 200;
+/// Rows one retention statement deletes: small, so the write lock is held only briefly.
+pub const PRUNE_BATCH: i64 = 1_000;
+
+/// The SQL type of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Real,
+    Integer,
+}
+
+/// One measurement's table.
+#[derive(Debug)]
+pub struct Table {
+    /// The measurement, and the table's name.
+    pub name: &'static str,
+    /// The tags that identify a series: with `time_ms`, the primary key. `name` is not one of
+    /// them: LCW may rename a coin, and its rows stay one series.
+    pub key_tags: &'static [&'static str],
+    /// Tags stored as columns beside the key.
+    pub other_tags: &'static [&'static str],
+    pub fields: &'static [(&'static str, Kind)],
+}
+
+impl Table {
+    pub fn field(&self, name: &str) -> Option<Kind> {
+        self.fields
+            .iter()
+            .find(|(f, _)| *f == name)
+            .map(|(_, k)| *k)
+    }
+
+    /// `currency = ? AND code = ?`: the key condition for one series.
+    fn key_condition(&self, alias: &str) -> String {
+        self.key_tags
+            .iter()
+            .map(|t| format!("{alias}{t} = ?"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+}
+
+pub const COINS: Table = Table {
+    name: "cryptocurrency_data",
+    key_tags: &["currency", "code"],
+    other_tags: &["name"],
+    fields: &[
+        ("rate", Kind::Real),
+        ("volume", Kind::Real),
+        ("market_cap", Kind::Real),
+        ("liquidity", Kind::Real),
+        ("circulating_supply", Kind::Real),
+        ("total_supply", Kind::Real),
+        ("max_supply", Kind::Real),
+        ("all_time_high_usd", Kind::Real),
+        ("delta_1h", Kind::Real),
+        ("delta_24h", Kind::Real),
+        ("delta_7d", Kind::Real),
+        ("delta_30d", Kind::Real),
+        ("delta_90d", Kind::Real),
+        ("delta_1y", Kind::Real),
+        ("rank", Kind::Integer),
+    ],
+};
+
+pub const EXCHANGES: Table = Table {
+    name: "exchange_data",
+    key_tags: &["currency", "code"],
+    other_tags: &["name"],
+    fields: &[
+        ("volume", Kind::Real),
+        ("volume_per_visitor", Kind::Real),
+        ("bid_total", Kind::Real),
+        ("ask_total", Kind::Real),
+        ("depth", Kind::Real),
+        ("visitors", Kind::Integer),
+        ("markets", Kind::Integer),
+    ],
+};
+
+pub const OVERVIEW: Table = Table {
+    name: "market_overview",
+    key_tags: &["currency"],
+    other_tags: &[],
+    fields: &[
+        ("total_market_cap", Kind::Real),
+        ("total_volume", Kind::Real),
+        ("total_liquidity", Kind::Real),
+        ("btc_dominance", Kind::Real),
+    ],
+};
+
+pub const TABLES: [&Table; 3] = [&COINS, &EXCHANGES, &OVERVIEW];
+
+/// The table of a measurement.
+pub fn table(measurement: &str) -> Option<&'static Table> {
+    TABLES.into_iter().find(|t| t.name == measurement)
+}
+
+/// The migrations, in order. A release that changes the tables adds one (never edits one that
+/// shipped): a database is brought up to the last version the first time a release uses it.
+/// `WITHOUT ROWID`: the rows live in the primary key's b-tree, so the key is stored once.
+pub const MIGRATIONS: &[(u32, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE cryptocurrency_data (
+            currency TEXT NOT NULL, code TEXT NOT NULL, time_ms INTEGER NOT NULL, name TEXT,
+            rate REAL, volume REAL, market_cap REAL, liquidity REAL, circulating_supply REAL,
+            total_supply REAL, max_supply REAL, all_time_high_usd REAL, delta_1h REAL,
+            delta_24h REAL, delta_7d REAL, delta_30d REAL, delta_90d REAL, delta_1y REAL,
+            rank INTEGER,
+            PRIMARY KEY (currency, code, time_ms)) WITHOUT ROWID",
+        // Retention and the latest values scan by time.
+        "CREATE INDEX cryptocurrency_data_time ON cryptocurrency_data (time_ms)",
+        "CREATE TABLE exchange_data (
+            currency TEXT NOT NULL, code TEXT NOT NULL, time_ms INTEGER NOT NULL, name TEXT,
+            volume REAL, volume_per_visitor REAL, bid_total REAL, ask_total REAL, depth REAL,
+            visitors INTEGER, markets INTEGER,
+            PRIMARY KEY (currency, code, time_ms)) WITHOUT ROWID",
+        "CREATE INDEX exchange_data_time ON exchange_data (time_ms)",
+        "CREATE TABLE market_overview (
+            currency TEXT NOT NULL, time_ms INTEGER NOT NULL, total_market_cap REAL,
+            total_volume REAL, total_liquidity REAL, btc_dominance REAL,
+            PRIMARY KEY (currency, time_ms)) WITHOUT ROWID",
+        "CREATE INDEX market_overview_time ON market_overview (time_ms)",
+    ],
+)];
+
+/// The schema version this release writes and reads.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
+/// Why a batch was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// A line the tables cannot take: unreadable, an unknown measurement or field, a field of
+    /// the wrong type, a missing key tag. Sending it again cannot help (the sink quarantines it).
+    Rejected(String),
+    /// The database failed (cannot be opened, locked past the busy timeout, disk full): nothing
+    /// of the batch is stored, and it may work later (the sink retries, then spools).
+    Unavailable(String),
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected(message) => write!(f, "refused: {message}"),
+            Self::Unavailable(message) => write!(f, "unavailable: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// The database of one invocation, with its connection set up and its schema current.
+pub struct Db<'a, S> {
+    sql: &'a S,
+}
+
+impl<'a, S: Sql> Db<'a, S> {
+    /// Sets the busy timeout (a property of the connection: every invocation's is new) and brings
+    /// the schema to [`latest_version`].
+    pub async fn open(sql: &'a S) -> Result<Self, SqlError> {
+        let db = Self { sql };
+        db.exec(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"), &[])
+            .await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// The database of a connection [`open`](Self::open) already set up in this invocation.
+    pub fn opened(sql: &'a S) -> Self {
+        Self { sql }
+    }
+
+    async fn exec(&self, statement: &str, params: &[SqlValue]) -> Result<SqlRows, SqlError> {
+        self.sql.sql_execute(statement, params).await
+    }
+
+    async fn version(&self) -> Result<u32, SqlError> {
+        let rows = self
+            .exec("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+            .await?;
+        Ok(match rows.rows.first().and_then(|r| r.first()) {
+            Some(SqlValue::Integer(v)) => u32::try_from(*v).unwrap_or(0),
+            _ => 0,
+        })
+    }
+
+    /// Applies the missing migrations in one transaction. Both processes may get here at once
+    /// on a new file: `BEGIN IMMEDIATE` takes the write lock first and the version is read
+    /// again under it, so one applies them and the other finds them applied.
+    async fn migrate(&self) -> Result<(), SqlError> {
+        self.exec(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+            &[],
+        )
+        .await?;
+        if self.version().await? >= latest_version() {
+            return Ok(());
+        }
+        // Readers do not block the writer nor it them: the API reads while a tick writes. A host
+        // or an in-memory database that cannot do WAL keeps its journal mode, which only costs
+        // more waiting under the busy timeout.
+        let _ = self.exec("PRAGMA journal_mode = WAL", &[]).await;
+        self.exec("BEGIN IMMEDIATE", &[]).await?;
+        let applied = async {
+            let current = self.version().await?;
+            for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+                for statement in *statements {
+                    self.exec(statement, &[]).await?;
+                }
+                self.exec(
+                    "INSERT INTO schema_version (version, applied_at_ms) VALUES (?, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
+                    &[SqlValue::Integer(i64::from(*version))],
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        .await;
+        self.finish_transaction(applied).await
+    }
+
+    async fn finish_transaction(&self, result: Result<(), SqlError>) -> Result<(), SqlError> {
+        match result {
+            Ok(()) => self.exec("COMMIT", &[]).await.map(drop),
+            Err(error) => {
+                // A failed rollback leaves nothing committed either: the connection ends with
+                // the invocation.
+                let _ = self.exec("ROLLBACK", &[]).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Stores newline-terminated lines in one transaction: all of them, or none. A point written
+    /// again replaces the fields it carries and keeps the others, as InfluxDB does.
+    pub async fn write_lines(&self, lines: &str) -> Result<usize, WriteError> {
+        let rows = to_rows(lines)?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let unavailable = |e: SqlError| WriteError::Unavailable(e.0);
+        self.exec("BEGIN IMMEDIATE", &[])
+            .await
+            .map_err(unavailable)?;
+        let written = async {
+            // Consecutive rows of one table with the same columns share a statement.
+            let mut start = 0;
+            while start < rows.len() {
+                let mut end = start + 1;
+                while end < rows.len()
+                    && end - start < ROWS_PER_STATEMENT
+                    && std::ptr::eq(rows[end].table, rows[start].table)
+                    && rows[end].columns == rows[start].columns
+                {
+                    end += 1;
+                }
+                let (statement, params) = upsert(&rows[start..end]);
+                self.exec(&statement, &params).await?;
+                start = end;
+            }
+            Ok(())
+        }
+        .await;
+        self.finish_transaction(written)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.len())
+    }
+
+    /// Deletes rows older than `cutoff_ms`, at most [`PRUNE_BATCH`] a statement (each its own
+    /// short transaction), while `more()` says there is time. Returns the rows deleted.
+    pub async fn prune(
+        &self,
+        cutoff_ms: i64,
+        mut more: impl FnMut() -> bool,
+    ) -> Result<u64, SqlError> {
+        let mut deleted = 0;
+        for table in TABLES {
+            let key: Vec<&str> = table.key_tags.iter().copied().chain(["time_ms"]).collect();
+            let key = key.join(", ");
+            let statement = format!(
+                "DELETE FROM {name} WHERE ({key}) IN (SELECT {key} FROM {name} WHERE time_ms < ? ORDER BY time_ms LIMIT ?)",
+                name = table.name
+            );
+            while more() {
+                self.exec(
+                    &statement,
+                    &[SqlValue::Integer(cutoff_ms), SqlValue::Integer(PRUNE_BATCH)],
+                )
+                .await?;
+                let changed = self.exec("SELECT changes()", &[]).await?;
+                let n = match changed.rows.first().and_then(|r| r.first()) {
+                    Some(SqlValue::Integer(n)) => *n,
+                    _ => 0,
+                };
+                deleted += n as u64;
+                if n < PRUNE_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The newest row of every series of `table` in `currency` among the rows of the last
+    /// `window_ms` before the newest one, with every column.
+    pub async fn latest(
+        &self,
+        table: &Table,
+        currency: &str,
+        window_ms: i64,
+        limit: usize,
+    ) -> Result<SqlRows, SqlError> {
+        let others: Vec<&str> = table
+            .key_tags
+            .iter()
+            .copied()
+            .filter(|t| *t != "currency")
+            .collect();
+        let group = if others.is_empty() {
+            "currency".to_owned()
+        } else {
+            others.join(", ")
+        };
+        let join: Vec<String> = others
+            .iter()
+            .chain(["time_ms"].iter())
+            .map(|c| format!("t.{c} = l.{c}"))
+            .collect();
+        let order = match table.field("rank") {
+            Some(_) => "t.rank IS NULL, t.rank, t.code".to_owned(),
+            None if others.is_empty() => "t.time_ms".to_owned(),
+            None => format!(
+                "t.{} IS NULL, t.{} DESC",
+                table.fields[0].0, table.fields[0].0
+            ),
+        };
+        let statement = format!(
+            "SELECT t.* FROM {name} AS t JOIN (
+                SELECT {group}, MAX(time_ms) AS time_ms FROM {name}
+                WHERE currency = ? AND time_ms >= (SELECT MAX(time_ms) FROM {name}) - ?
+                GROUP BY {group}) AS l ON {join}
+             WHERE t.currency = ? ORDER BY {order} LIMIT ?",
+            name = table.name,
+            join = join.join(" AND ")
+        );
+        self.exec(
+            &statement,
+            &[
+                SqlValue::Text(currency.to_owned()),
+                SqlValue::Integer(window_ms),
+                SqlValue::Text(currency.to_owned()),
+                SqlValue::Integer(limit as i64),
+            ],
+        )
+        .await
+    }
+
+    /// One series of `field` downsampled into buckets of `step_ms` (aligned on the epoch) over
+    /// `[from_ms, to_ms)`: columns `bucket_ms, first, last, min, max, avg, count`, oldest first.
+    /// `key` holds the values of `table.key_tags`, in order. `field` must be one of the table's.
+    pub async fn series(
+        &self,
+        table: &Table,
+        key: &[&str],
+        field: &str,
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+    ) -> Result<SqlRows, SqlError> {
+        // The one identifier from a request is checked against the static table first.
+        let Some(_) = table.field(field) else {
+            return Err(SqlError(format!("no field `{field}` in {}", table.name)));
+        };
+        let statement = format!(
+            "WITH b AS (
+                SELECT time_ms / ?1 AS bucket, MIN(time_ms) AS t0, MAX(time_ms) AS t1,
+                       MIN({field}) AS lo, MAX({field}) AS hi, AVG({field}) AS mean, COUNT({field}) AS n
+                FROM {name} WHERE {cond} AND time_ms >= ?2 AND time_ms < ?3 AND {field} IS NOT NULL
+                GROUP BY bucket)
+             SELECT b.bucket * ?1 AS bucket_ms, f.{field} AS first, l.{field} AS last,
+                    b.lo AS min, b.hi AS max, b.mean AS avg, b.n AS count
+             FROM b JOIN {name} AS f ON {fcond} AND f.time_ms = b.t0
+                    JOIN {name} AS l ON {lcond} AND l.time_ms = b.t1
+             ORDER BY b.bucket",
+            name = table.name,
+            cond = numbered(&table.key_condition(""), 4),
+            fcond = numbered(&table.key_condition("f."), 4),
+            lcond = numbered(&table.key_condition("l."), 4),
+        );
+        let mut params = vec![
+            SqlValue::Integer(step_ms),
+            SqlValue::Integer(from_ms),
+            SqlValue::Integer(to_ms),
+        ];
+        params.extend(key.iter().map(|k| SqlValue::Text((*k).to_owned())));
+        self.exec(&statement, &params).await
+    }
+
+    /// The newest row's time of each table (cheap: the time index) and the bytes of the
+    /// database's pages.
+    pub async fn summary(&self) -> Result<(Vec<(&'static str, Option<i64>)>, i64), SqlError> {
+        let mut newest = Vec::new();
+        for table in TABLES {
+            let rows = self
+                .exec(&format!("SELECT MAX(time_ms) FROM {}", table.name), &[])
+                .await?;
+            let time = match rows.rows.first().and_then(|r| r.first()) {
+                Some(SqlValue::Integer(t)) => Some(*t),
+                _ => None,
+            };
+            newest.push((table.name, time));
+        }
+        let pages = integer(&self.exec("PRAGMA page_count", &[]).await?);
+        let page_size = integer(&self.exec("PRAGMA page_size", &[]).await?);
+        Ok((newest, pages * page_size))
+    }
+}
+
+fn integer(rows: &SqlRows) -> i64 {
+    match rows.rows.first().and_then(|r| r.first()) {
+        Some(SqlValue::Integer(n)) => *n,
+        _ => 0,
+    }
+}
+
+/// Numbers the `?` of a key condition from `first` on (the statement numbers its others).
+fn numbered(condition: &str, first: usize) -> String {
+    let mut out = String::new();
+    let mut n = first;
+    for c in condition.chars() {
+        out.push(c);
+        if c == '?' {
+            out.push_str(&n.to_string());
+            n += 1;
+        }
+    }
+    out
+}
+
+/// A line as a row of its table.
+struct Row {
+    table: &'static Table,
+    /// Column names, key tags first then `time_ms`, other tags and fields in line order.
+    columns: Vec<&'static str>,
+    values: Vec<SqlValue>,
+}
+
+fn to_rows(lines: &str) -> Result<Vec<Row>, WriteError> {
+    let mut rows = Vec::new();
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed =
+            line_protocol::parse_line(line).map_err(|e| WriteError::Rejected(e.to_string()))?;
+        let reject = |what: String| {
+            WriteError::Rejected(format!("{what} (measurement `{}`)", parsed.measurement))
+        };
+        let table = table(&parsed.measurement)
+            .ok_or_else(|| reject("no table for this measurement".into()))?;
+        let mut columns = Vec::with_capacity(table.key_tags.len() + parsed.fields.len() + 2);
+        let mut values = Vec::with_capacity(columns.capacity());
+        for tag in table.key_tags {
+            let value = parsed
+                .tags
+                .iter()
+                .find(|(k, _)| k == tag)
+                .ok_or_else(|| reject(format!("the key tag `{tag}` is missing")))?;
+            columns.push(*tag);
+            values.push(SqlValue::Text(value.1.clone()));
+        }
+        columns.push("time_ms");
+        values.push(SqlValue::Integer(parsed.timestamp_ms));
+        for (key, value) in &parsed.tags {
+            if table.key_tags.contains(&key.as_str()) {
+                continue;
+            }
+            let column = table
+                .other_tags
+                .iter()
+                .find(|t| **t == key)
+                .ok_or_else(|| reject(format!("no column for the tag `{key}`")))?;
+            columns.push(column);
+            values.push(SqlValue::Text(value.clone()));
+        }
+        for (key, value) in &parsed.fields {
+            let (column, kind) = table
+                .fields
+                .iter()
+                .find(|(f, _)| f == key)
+                .ok_or_else(|| reject(format!("no column for the field `{key}`")))?;
+            // A field keeps one type, as in InfluxDB: a conflict is refused, never converted.
+            let value = match (kind, value) {
+                (Kind::Real, FieldValue::Float(f)) => SqlValue::Real(*f),
+                (Kind::Integer, FieldValue::Integer(i)) => SqlValue::Integer(*i),
+                (kind, value) => {
+                    return Err(reject(format!(
+                        "the field `{key}` is {kind:?} here, the line has {value:?}"
+                    )));
+                }
+            };
+            columns.push(column);
+            values.push(value);
+        }
+        rows.push(Row {
+            table,
+            columns,
+            values,
+        });
+    }
+    Ok(rows)
+}
+
+/// One multi-row upsert. On a conflict the fields the new row carries replace the old ones and
+/// the others are kept (`COALESCE`), so a point written again is the same row.
+fn upsert(rows: &[Row]) -> (String, Vec<SqlValue>) {
+    let first = &rows[0];
+    let table = first.table;
+    let placeholders = format!("({})", vec!["?"; first.columns.len()].join(", "));
+    let updates: Vec<String> = first
+        .columns
+        .iter()
+        .filter(|c| !table.key_tags.contains(c) && **c != "time_ms")
+        .map(|c| format!("{c} = COALESCE(excluded.{c}, {c})"))
+        .collect();
+    let mut key: Vec<&str> = table.key_tags.to_vec();
+    key.push("time_ms");
+    let action = if updates.is_empty() {
+        "NOTHING".to_owned()
+    } else {
+        format!("UPDATE SET {}", updates.join(", "))
+    };
+    let statement = format!(
+        "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO {action}",
+        table.name,
+        first.columns.join(", "),
+        vec![placeholders; rows.len()].join(", "),
+        key.join(", "),
+    );
+    let params = rows.iter().flat_map(|r| r.values.iter().cloned()).collect();
+    (statement, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_after_the_statements_own() {
+        assert_eq!(
+            numbered(&COINS.key_condition("f."), 4),
+            "f.currency = ?4 AND f.code = ?5"
+        );
+    }
+
+    #[test]
+    fn a_bad_line_refuses_the_batch_before_any_statement() {
+        for (lines, says) in [
+            ("nope,currency=USD x=1 1\n", "no table"),
+            ("cryptocurrency_data,currency=USD rate=1 1\n", "`code`"),
+            (
+                "cryptocurrency_data,code=A,currency=USD rank=1 1\n",
+                "`rank`",
+            ),
+            (
+                "cryptocurrency_data,code=A,currency=USD bogus=1 1\n",
+                "`bogus`",
+            ),
+            (
+                "cryptocurrency_data,code=A,currency=USD,x=y rate=1 1\n",
+                "`x`",
+            ),
+        ] {
+            match to_rows(lines) {
+                Err(WriteError::Rejected(message)) => assert!(message.contains(says), "{message}"),
+                _ => panic!("{lines} was taken"),
+            }
+        }
+    }
+
+    #[test]
+    fn rows_of_one_shape_share_an_upsert() {
+        let rows = to_rows(
+            "cryptocurrency_data,code=A,currency=USD,name=a rate=1,rank=1i 5\ncryptocurrency_data,code=B,currency=USD,name=b rate=2,rank=2i 5\n",
+        )
+        .unwrap();
+        let (statement, params) = upsert(&rows);
+        assert_eq!(params.len(), 12);
+        assert!(
+            statement.contains("VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)"),
+            "{statement}"
+        );
+        assert!(statement.contains("ON CONFLICT (currency, code, time_ms) DO UPDATE SET name = COALESCE(excluded.name, name)"), "{statement}");
+    }
+}
