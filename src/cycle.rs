@@ -37,7 +37,9 @@ use crate::schema;
 use crate::sqlite::Db;
 use crate::state;
 use crate::telemetry::history::{CycleHistory, CycleRecord, Outcome, Overlaps};
-use crate::telemetry::{self, SinkSnapshot, Snapshot, TelemetryState, Timing, op};
+use crate::telemetry::{
+    self, BackfillSnapshot, SinkSnapshot, Snapshot, TelemetryState, Timing, op,
+};
 
 /// The state a tick carries over to the next: its history, the breaker, rate limit, credits and
 /// status check, the cache index, the sink (counters and spool index) and the telemetry. Only the
@@ -90,8 +92,19 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         sink: sink_snapshot(&sink),
         state_bytes,
         unreadable_documents: state::unreadable_count(store).await,
+        backfill: backfill_snapshot(&state::load(store, state::BACKFILL_KEY).await?),
         linear_memory_bytes: telemetry::linear_memory_bytes(),
     })
+}
+
+fn backfill_snapshot(backfill: &BackfillState) -> BackfillSnapshot {
+    BackfillSnapshot {
+        waiting: backfill.queue.len() as u64,
+        queued: backfill.queued_total,
+        filled: backfill.filled,
+        abandoned: backfill.abandoned,
+        points: backfill.points,
+    }
 }
 
 fn sink_snapshot(sink: &SinkState) -> SinkSnapshot {

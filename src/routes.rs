@@ -13,6 +13,7 @@
 //! | `GET /quarantine` | admin: the lines InfluxDB refused, with its reasons |
 //! | `POST /quarantine/retry` | admin: sends the quarantined lines again; those InfluxDB takes leave it |
 //! | `POST /quarantine/clear` | admin: empties the quarantine |
+//! | `POST /backfill?from=&to=&codes=` | admin: queues a range (Unix ms) of history to fill |
 //! | `GET /` | the page: collector health, latest prices, a price chart (HTML, no external resource) |
 //! | `GET /api/v1/…` | the query API over the embedded store (`query`): no token, read-only |
 //!
@@ -27,6 +28,7 @@ use http::{Method, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::backfill::{self, BackfillState, Target};
 use crate::config::SinkKind;
 use crate::config::{self, Settings};
 use crate::host::{Host, KvError, Level, Timeouts};
@@ -42,7 +44,7 @@ use crate::{cache, cycle, lcw, page, plan, query, state};
 type Response = http::Response<Vec<u8>>;
 
 /// Every route: path, method, admin only.
-const ROUTES: [(&str, Method, bool); 10] = [
+const ROUTES: [(&str, Method, bool); 11] = [
     ("/", Method::GET, false),
     ("/metrics", Method::GET, false),
     ("/stats", Method::GET, false),
@@ -53,6 +55,7 @@ const ROUTES: [(&str, Method, bool); 10] = [
     ("/quarantine", Method::GET, true),
     ("/quarantine/retry", Method::POST, true),
     ("/quarantine/clear", Method::POST, true),
+    ("/backfill", Method::POST, true),
 ];
 
 /// A tick with no success for this long makes `/status` unhealthy.
@@ -119,6 +122,7 @@ pub async fn handle<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Resp
         "/cache/clear" => clear_cache(host).await,
         "/quarantine/retry" => retry_quarantine(host).await,
         "/quarantine/clear" => clear_quarantine(host).await,
+        "/backfill" => queue_backfill(host, request).await,
         _ => quarantine(host).await,
     }
 }
@@ -667,6 +671,116 @@ async fn under_lease<H: Host, T>(
         );
     }
     Ok(result)
+}
+
+/// Queues `from..=to` (Unix milliseconds) of history for `codes` (comma-separated; default the
+/// tracked coins and the overview), for a gap the collector could not see (one from before it
+/// ran). The collector fills it with its spare calls.
+async fn queue_backfill<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
+    let settings = match Settings::load(host).await {
+        Ok(s) => s,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &mask_userinfo(&e.to_string()),
+            );
+        }
+    };
+    let (from_ms, to_ms, targets) = match backfill_request(request, &settings, host.unix_millis()) {
+        Ok(parsed) => parsed,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let outcome = under_lease(host, "backfill", async |held| {
+        let mut doc =
+            match state::load_checked::<BackfillState, _>(host, state::BACKFILL_KEY).await? {
+                state::Loaded::Read(doc) => doc,
+                state::Loaded::Absent => BackfillState::default(),
+                state::Loaded::Unreadable { .. } => return Ok(None),
+            };
+        let before = doc.queued_total;
+        for target in &targets {
+            doc.enqueue(target, from_ms, to_ms);
+        }
+        save_if_held(host, held, state::BACKFILL_KEY, &doc).await?;
+        Ok::<_, KvError>(Some((doc.queued_total - before, doc.queue.len())))
+    })
+    .await;
+    match outcome {
+        Err(response) => response,
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Ok(Ok(None)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the backfill document is unreadable: the next tick sets it aside; try again after it",
+        ),
+        Ok(Ok(Some((queued, waiting)))) => {
+            host.log(
+                Level::Info,
+                &format!(
+                    "backfill of {from_ms}..={to_ms} queued by the admin route: {queued} ranges"
+                ),
+            );
+            json_response(
+                StatusCode::OK,
+                &json!({ "queued": queued, "waiting": waiting }),
+            )
+        }
+    }
+}
+
+/// `from`, `to` and the targets of a backfill request, or what is wrong with it.
+fn backfill_request(
+    request: &http::Request<Vec<u8>>,
+    settings: &Settings,
+    now_ms: i64,
+) -> Result<(i64, i64, Vec<Target>), String> {
+    let time = |name: &str| -> Result<i64, String> {
+        let value = query_param(request, name)
+            .ok_or_else(|| format!("`{name}` is required (Unix milliseconds)"))?;
+        value
+            .parse::<i64>()
+            .ok()
+            .filter(|t| (0..=now_ms).contains(t))
+            .ok_or_else(|| {
+                format!(
+                    "`{name}` must be Unix milliseconds, not in the future: {:.40}",
+                    value
+                )
+            })
+    };
+    let (from_ms, to_ms) = (time("from")?, time("to")?);
+    if to_ms <= from_ms {
+        return Err("`to` must be after `from`".into());
+    }
+    if to_ms - from_ms > backfill::MAX_REQUEST_MS {
+        return Err(format!(
+            "the range is longer than {} days: queue it in parts",
+            backfill::MAX_REQUEST_MS / 86_400_000
+        ));
+    }
+    let targets = match query_param(request, "codes").filter(|c| !c.is_empty()) {
+        None => settings
+            .tracked_coins
+            .iter()
+            .map(|code| Target::Coin { code: code.clone() })
+            .chain([Target::Overview])
+            .collect(),
+        Some(codes) => codes
+            .split(',')
+            .map(|code| {
+                let valid = !code.is_empty()
+                    && code.len() <= 20
+                    && code
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+                valid
+                    .then(|| Target::Coin {
+                        code: code.to_ascii_uppercase(),
+                    })
+                    .ok_or_else(|| format!("`codes`: {:.40} is not a coin code", code))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok((from_ms, to_ms, targets))
 }
 
 /// Sends the quarantined lines again; those InfluxDB takes leave the quarantine (and count as

@@ -312,8 +312,19 @@ pub struct Snapshot {
     pub state_bytes: u64,
     /// State documents found unreadable and set aside so far.
     pub unreadable_documents: u64,
+    pub backfill: BackfillSnapshot,
     /// This instance's linear memory, when running as wasm.
     pub linear_memory_bytes: Option<u64>,
+}
+
+/// What the API shows of the backfill: ranges waiting, and what became of those queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackfillSnapshot {
+    pub waiting: u64,
+    pub queued: u64,
+    pub filled: u64,
+    pub abandoned: u64,
+    pub points: u64,
 }
 
 /// What the API shows of the sink: its counters and the spool's size, not its state.

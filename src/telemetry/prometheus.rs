@@ -307,6 +307,26 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "Points lost: evicted from a full spool.",
         vec![(vec![], sink.counters.evicted as f64)],
     );
+    let backfill = &snapshot.backfill;
+    f.gauges(
+        "lcw_backfill_ranges_waiting",
+        "History ranges queued to fill gaps in the data, not filled yet.",
+        vec![(vec![], backfill.waiting as f64)],
+    );
+    f.counters(
+        "lcw_backfill_ranges_total",
+        "History ranges queued, filled and abandoned since the store began.",
+        vec![
+            (vec![("outcome", "queued")], backfill.queued as f64),
+            (vec![("outcome", "filled")], backfill.filled as f64),
+            (vec![("outcome", "abandoned")], backfill.abandoned as f64),
+        ],
+    );
+    f.counters(
+        "lcw_backfill_points_total",
+        "Points written from LCW's history to fill gaps.",
+        vec![(vec![], backfill.points as f64)],
+    );
     f.counters(
         "lcw_state_unreadable_documents_total",
         "State documents found unreadable, set aside and started afresh.",

@@ -93,6 +93,7 @@ pub fn stats_json(
         "influx": sink_json,
         "state_bytes": snapshot.state_bytes,
         "unreadable_documents": snapshot.unreadable_documents,
+        "backfill": snapshot.backfill,
     })
 }
 
