@@ -410,6 +410,13 @@ async fn save_state<H: Host>(host: &H, held: &lease::Held, doc: &mut CollectorSt
     }
 }
 
+/// Replays the spool until `deadline`, timed.
+async fn replay<H: Host>(host: &H, sink: &mut Sink<'_, H>, deadline: Duration, tick: &mut Tick) {
+    let started = host.monotonic();
+    let replayed = sink.replay(deadline).await;
+    tick.time(op::SPOOL_REPLAY, host.monotonic() - started, replayed);
+}
+
 /// Counts a skipped tick in its own document: the running tick owns the state document.
 async fn count_overlap<H: Host>(host: &H, now_ms: i64) {
     let result = async {
@@ -494,13 +501,7 @@ async fn collect<H: Host>(
     // With the breaker open there is nothing fresh: the spool has the time to itself.
     let mut record = if guard.breaker_open() {
         host.log(Level::Warn, "circuit breaker open: no LCW call this tick");
-        let replay_started = host.monotonic();
-        let replayed = sink.replay(deadline).await;
-        tick.time(
-            op::SPOOL_REPLAY,
-            host.monotonic() - replay_started,
-            replayed,
-        );
+        replay(host, &mut sink, deadline, tick).await;
         CycleRecord::new(Outcome::SkippedBreaker, Vec::new())
     } else {
         if let Some(reason) = &plan.dropped {
@@ -552,13 +553,7 @@ async fn collect<H: Host>(
         tick.time(op::INFLUX_WRITE, host.monotonic() - write_started, written);
         // The spool goes after the fresh lines: old data never holds back new (a backlog
         // InfluxDB refuses, e.g. past its retention, cannot keep this tick's points out).
-        let replay_started = host.monotonic();
-        let replayed = sink.replay(deadline).await;
-        tick.time(
-            op::SPOOL_REPLAY,
-            host.monotonic() - replay_started,
-            replayed,
-        );
+        replay(host, &mut sink, deadline, tick).await;
         let mut errors = fetched.errors;
         errors.extend(backfilled.errors);
         let mut record = CycleRecord::new(Outcome::Success, errors);

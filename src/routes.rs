@@ -673,18 +673,23 @@ async fn under_lease<H: Host, T>(
     Ok(result)
 }
 
+/// The settings, or the 503 that names what is wrong with them (userinfo masked).
+async fn usable_settings<H: Host>(host: &H) -> Result<Settings, Response> {
+    Settings::load(host).await.map_err(|e| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &mask_userinfo(&e.to_string()),
+        )
+    })
+}
+
 /// Queues `from..=to` (Unix milliseconds) of history for `codes` (comma-separated; default the
 /// tracked coins and the overview), for a gap the collector could not see (one from before it
 /// ran). The collector fills it with its spare calls.
 async fn queue_backfill<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
-    let settings = match Settings::load(host).await {
+    let settings = match usable_settings(host).await {
         Ok(s) => s,
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &mask_userinfo(&e.to_string()),
-            );
-        }
+        Err(response) => return response,
     };
     let (from_ms, to_ms, targets) = match backfill_request(request, &settings, host.unix_millis()) {
         Ok(parsed) => parsed,
@@ -786,14 +791,9 @@ fn backfill_request(
 /// Sends the quarantined lines again; those InfluxDB takes leave the quarantine (and count as
 /// written), the others stay with InfluxDB's new message.
 async fn retry_quarantine<H: Host>(host: &H) -> Response {
-    let settings = match Settings::load(host).await {
+    let settings = match usable_settings(host).await {
         Ok(s) => s,
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &mask_userinfo(&e.to_string()),
-            );
-        }
+        Err(response) => return response,
     };
     let outcome = under_lease(host, "quarantine-retry", async |held| {
         let mut quarantine: Quarantine = state::load(host, state::QUARANTINE_KEY).await?;

@@ -185,19 +185,9 @@ pub async fn create_database<H: HttpClient>(
     url.query_pairs_mut()
         .clear()
         .append_pair("q", &format!("CREATE DATABASE \"{name}\""));
-    let mut builder = http::Request::post(url.as_str())
-        .header(http::header::USER_AGENT, crate::remote::USER_AGENT)
-        .header(http::header::CONTENT_LENGTH, 0);
-    if let Some(value) = authorization(settings) {
-        builder = builder.header(http::header::AUTHORIZATION, value);
-    }
-    let request = builder
-        .body(Vec::new())
-        .map_err(|_| "invalid influx_url".to_owned())?;
-    let response = http
-        .send(request, timeouts)
-        .await
-        .map_err(|e| sanitize(&mask_userinfo(&e.to_string())))?;
+    // Sized, like every body this app sends (an empty POST too).
+    let builder = http::Request::post(url.as_str()).header(http::header::CONTENT_LENGTH, 0);
+    let response = bodiless(http, settings, builder, timeouts).await?;
     let status = response.status().as_u16();
     let message = server_message(response.body());
     // 1.x answers 200 with `{"results":[{"error":…}]}` when the statement itself failed.
@@ -267,18 +257,8 @@ pub async fn health<H: HttpClient>(
     settings: &InfluxSettings,
     timeouts: Timeouts,
 ) -> Result<(), String> {
-    let mut builder = http::Request::get(health_url(settings).as_str())
-        .header(http::header::USER_AGENT, crate::remote::USER_AGENT);
-    if let Some(value) = authorization(settings) {
-        builder = builder.header(http::header::AUTHORIZATION, value);
-    }
-    let request = builder
-        .body(Vec::new())
-        .map_err(|_| "invalid influx_url".to_owned())?;
-    let response = http
-        .send(request, timeouts)
-        .await
-        .map_err(|e| sanitize(&mask_userinfo(&e.to_string())))?;
+    let builder = http::Request::get(health_url(settings).as_str());
+    let response = bodiless(http, settings, builder, timeouts).await?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         Ok(())
@@ -288,6 +268,26 @@ pub async fn health<H: HttpClient>(
             server_message(response.body())
         ))
     }
+}
+
+/// Sends a request without a body, with the user agent and the credential; a failure as text
+/// with no credential or URL userinfo in it.
+async fn bodiless<H: HttpClient>(
+    http: &H,
+    settings: &InfluxSettings,
+    mut builder: http::request::Builder,
+    timeouts: Timeouts,
+) -> Result<crate::host::HttpResponse, String> {
+    builder = builder.header(http::header::USER_AGENT, crate::remote::USER_AGENT);
+    if let Some(value) = authorization(settings) {
+        builder = builder.header(http::header::AUTHORIZATION, value);
+    }
+    let request = builder
+        .body(Vec::new())
+        .map_err(|_| "invalid influx_url".to_owned())?;
+    http.send(request, timeouts)
+        .await
+        .map_err(|e| sanitize(&mask_userinfo(&e.to_string())))
 }
 
 fn build_request(
