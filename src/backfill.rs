@@ -41,6 +41,10 @@ pub enum Target {
     },
     #[default]
     Overview,
+    /// A kind a newer release queued: dropped (and counted abandoned) instead of making the
+    /// whole document unreadable.
+    #[serde(other)]
+    Unknown,
 }
 
 impl Target {
@@ -48,6 +52,7 @@ impl Target {
         match self {
             Self::Coin { code } => format!("coin:{code}"),
             Self::Overview => "overview".into(),
+            Self::Unknown => "unknown".into(),
         }
     }
 }
@@ -82,17 +87,23 @@ pub struct BackfillState {
 
 impl BackfillState {
     /// Queues `from..=to` for `target`, in chunks one call can fill.
+    /// Only the last [`MAX_REQUEST_MS`] of a longer gap are queued (older history is rarely
+    /// worth the credits, and a clock that jumped must not fill the queue); a range already
+    /// queued is not queued again.
     pub fn enqueue(&mut self, target: &Target, from_ms: i64, to_ms: i64) {
-        let mut start = from_ms;
+        let mut start = from_ms.max(to_ms.saturating_sub(MAX_REQUEST_MS));
         while start <= to_ms {
             let end = start.saturating_add(CHUNK_MS - 1).min(to_ms);
-            self.queue.push_back(Range {
+            let range = Range {
                 target: target.clone(),
                 from_ms: start,
                 to_ms: end,
                 attempts: 0,
-            });
-            self.queued_total += 1;
+            };
+            if !self.queue.iter().any(|queued| same_range(queued, &range)) {
+                self.queue.push_back(range);
+                self.queued_total += 1;
+            }
             start = end.saturating_add(1);
         }
         while self.queue.len() > QUEUE_KEPT {
@@ -100,6 +111,10 @@ impl BackfillState {
             self.abandoned += 1;
         }
     }
+}
+
+fn same_range(a: &Range, b: &Range) -> bool {
+    a.target == b.target && a.from_ms == b.from_ms && a.to_ms == b.to_ms
 }
 
 /// Notes this tick's points: queues the first run's history, and every gap a watched family
@@ -127,14 +142,20 @@ pub fn observe(state: &mut BackfillState, settings: &Settings, points: &[Point],
         }
         let family = target.family();
         let time = point.timestamp_ms;
-        if let Some(&last) = state.last_point_ms.get(&family)
+        let last = state.last_point_ms.get(&family).copied();
+        if let Some(last) = last
             && time.saturating_sub(last) > min_gap_ms
         {
             state.enqueue(&target, last.saturating_add(1), time.saturating_sub(1));
         }
-        let last = state.last_point_ms.entry(family).or_insert(time);
-        *last = (*last).max(time);
+        // Even when older than the last one seen (a clock that had jumped ahead), the series
+        // goes on from here: otherwise one jump forward would hide every later gap.
+        state.last_point_ms.insert(family, time);
     }
+    // Ranges from the future were queued under a clock that had jumped ahead.
+    let queued = state.queue.len();
+    state.queue.retain(|range| range.from_ms <= now_ms);
+    state.abandoned += (queued - state.queue.len()) as u64;
     // Coins no longer watched are forgotten, so the document stays bounded.
     state.last_point_ms.retain(|family, _| {
         family == "overview"
@@ -206,13 +227,17 @@ pub async fn fill<H: Host>(
     settings: &Settings,
     guard: &Guard<'_, H>,
     state: &mut BackfillState,
+    live: &[Point],
 ) -> Filled {
     let mut filled = Filled::default();
     if state.queue.is_empty() || settings.backfill.calls_per_tick == 0 {
         return filled;
     }
-    let credits = guard.with_state(|s| s.credits);
-    if credits.is_some_and(|c| c.below_reserve(settings.credit_reserve_percent)) {
+    let budget = settings
+        .backfill
+        .calls_per_tick
+        .min(spare_credits(settings, guard));
+    if budget == 0 {
         host.log(
             Level::Info,
             "backfill waits: the day's credits are at the reserve",
@@ -220,12 +245,18 @@ pub async fn fill<H: Host>(
         return filled;
     }
     let client = lcw::Client::new(host, &settings.lcw_base_url, &settings.lcw_api_key);
-    while filled.calls < settings.backfill.calls_per_tick {
+    let now_ms = host.unix_millis();
+    while filled.calls < budget {
         let Some(mut range) = state.queue.pop_front() else {
             break;
         };
+        // Queued by a clock that had jumped ahead, or by a newer release: nothing to ask.
+        if range.from_ms > now_ms || range.target == Target::Unknown {
+            state.abandoned += 1;
+            continue;
+        }
         filled.calls += 1;
-        match history(&client, settings, guard, &range, state).await {
+        match history(&client, settings, guard, &range, &names(state, live)).await {
             Ok(points) => {
                 state.filled += 1;
                 state.points += points.len() as u64;
@@ -254,16 +285,61 @@ pub async fn fill<H: Host>(
     filled
 }
 
-/// One history call for `range` and its points, within the range.
+/// Coin names known this tick: the watched coins' kept names, and every live coin point's (so
+/// that a coin queued by hand joins its live series too).
+fn names(state: &BackfillState, live: &[Point]) -> BTreeMap<String, String> {
+    let mut names = state.names.clone();
+    for point in live
+        .iter()
+        .filter(|p| p.measurement == schema::COINS_MEASUREMENT)
+    {
+        if let (Some(code), Some(name)) = (tag(point, "code"), tag(point, "name")) {
+            names.insert(code.to_owned(), name.to_owned());
+        }
+    }
+    names
+}
+
+/// History calls the credits allow: those above the reserve, less this tick's live calls (the
+/// remaining count may be minutes old). Unknown credits allow the whole budget.
+fn spare_credits<H: Host>(settings: &Settings, guard: &Guard<'_, H>) -> u32 {
+    let Some(credits) = guard.with_state(|s| s.credits) else {
+        return u32::MAX;
+    };
+    let reserve = credits.limit * f64::from(settings.credit_reserve_percent) / 100.0;
+    let live_calls = guard.attempts() as f64;
+    (credits.remaining - reserve - live_calls).clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+/// One history call for `range` and its points, within the range, one a 5-minute slot (the
+/// resolution asked for, whatever the answer holds).
 async fn history<H: Host>(
     client: &lcw::Client<'_, H>,
     settings: &Settings,
     guard: &Guard<'_, H>,
     range: &Range,
-    state: &BackfillState,
+    names: &BTreeMap<String, String>,
+) -> Result<Vec<Point>, LcwError> {
+    let points = history_points(client, settings, guard, range, names).await?;
+    let mut slots = std::collections::BTreeSet::new();
+    Ok(points
+        .into_iter()
+        .filter(|p| (range.from_ms..=range.to_ms).contains(&p.timestamp_ms))
+        .filter(|p| slots.insert(p.timestamp_ms.div_euclid(SAMPLE_MS)))
+        .collect())
+}
+
+/// LCW's history resolution.
+const SAMPLE_MS: i64 = 5 * 60 * 1000;
+
+async fn history_points<H: Host>(
+    client: &lcw::Client<'_, H>,
+    settings: &Settings,
+    guard: &Guard<'_, H>,
+    range: &Range,
+    names: &BTreeMap<String, String>,
 ) -> Result<Vec<Point>, LcwError> {
     let currency = settings.currency.as_str();
-    let within = |p: &Point| (range.from_ms..=range.to_ms).contains(&p.timestamp_ms);
     match &range.target {
         Target::Coin { code } => {
             let request = CoinHistoryRequest {
@@ -271,19 +347,24 @@ async fn history<H: Host>(
                 code,
                 start: range.from_ms,
                 end: range.to_ms,
-                meta: false,
+                // The name comes with it, so the points join the live series (tag `name`) even
+                // for a coin this collector does not watch.
+                meta: true,
             };
             let answer = guard
                 .call(Endpoint::CoinsSingleHistory, |timeouts| {
                     client.coin_history(&request, timeouts)
                 })
                 .await?;
-            let name = state.names.get(code).map(String::as_str);
+            let name = answer
+                .coin
+                .name
+                .as_deref()
+                .or(names.get(code).map(String::as_str));
             Ok(answer
                 .history
                 .iter()
                 .filter_map(|s| schema::coin_history_point(code, name, currency, s))
-                .filter(within)
                 .collect())
         }
         Target::Overview => {
@@ -300,8 +381,8 @@ async fn history<H: Host>(
             Ok(answer
                 .iter()
                 .filter_map(|s| schema::overview_history_point(s, currency))
-                .filter(within)
                 .collect())
         }
+        Target::Unknown => Ok(Vec::new()),
     }
 }

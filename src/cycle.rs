@@ -535,7 +535,7 @@ async fn collect<H: Host>(
         }
         let mut points = fetched.points;
         backfill::observe(&mut doc.backfill, settings, &points, host.unix_millis());
-        let backfilled = backfill::fill(host, settings, &guard, &mut doc.backfill).await;
+        let backfilled = backfill::fill(host, settings, &guard, &mut doc.backfill, &points).await;
         points.extend(backfilled.points);
         let mut lines = String::with_capacity(points.len() * 320);
         let encoded = line_protocol::encode_points(&points, &mut lines);

@@ -128,6 +128,11 @@ impl<'a, H: Host> Guard<'a, H> {
         admission == Admission::Probe
     }
 
+    /// LCW attempts made so far this tick (each costs a credit).
+    pub fn attempts(&self) -> usize {
+        self.report.borrow().attempts.len()
+    }
+
     /// True while the breaker turns calls away.
     pub fn breaker_open(&self) -> bool {
         matches!(self.state.borrow().breaker, BreakerState::Open { until_ms, .. } if self.host.unix_millis() < until_ms)

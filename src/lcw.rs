@@ -310,7 +310,8 @@ pub struct HistorySample {
 pub struct CoinHistory {
     #[serde(flatten)]
     pub coin: Coin,
-    #[serde(default)]
+    /// Samples that do not read (a wrong type) are left out, not the whole answer.
+    #[serde(default, deserialize_with = "readable_elements")]
     pub history: Vec<HistorySample>,
 }
 
@@ -343,6 +344,26 @@ pub struct Exchange {
 
 /// A number as LCW may send it: a JSON number, a number in a string (`"1.5"`, read exactly as
 /// that number), or null. A string that is not a finite number is an error of its element.
+/// A list whose unreadable elements are left out.
+fn readable_elements<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let raw: Vec<serde_json::Value> = Deserialize::deserialize(deserializer)?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|element| serde_json::from_value(element).ok())
+        .collect())
+}
+
+/// `/overview/history`'s samples; those that do not read are left out.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct OverviewHistory(
+    #[serde(deserialize_with = "readable_elements")] pub Vec<OverviewSample>,
+);
+
 fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
     struct Number;
     impl<'de> serde::de::Visitor<'de> for Number {
@@ -644,8 +665,10 @@ impl<'a, H: HttpClient> Client<'a, H> {
         request: &OverviewHistoryRequest<'_>,
         timeouts: Timeouts,
     ) -> Result<Vec<OverviewSample>, LcwError> {
-        self.call(Endpoint::OverviewHistory, request, timeouts)
-            .await
+        let history: OverviewHistory = self
+            .call(Endpoint::OverviewHistory, request, timeouts)
+            .await?;
+        Ok(history.0)
     }
 
     pub async fn exchanges_list(

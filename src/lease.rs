@@ -339,30 +339,53 @@ pub const SLOTS_PREFIX: &str = "lcw/v1/lease/slots/";
 /// Slot tickets kept: older ones are deleted as new slots are claimed.
 const SLOTS_KEPT: i64 = 10;
 
-/// Claims the scheduled slot `scheduled_s` (the cron trigger's tick time, Unix seconds) for
-/// this host: of several hosts whose crons fire for the same slot, exactly one gets it, even
+/// Claims the scheduled slot of `scheduled_s` (the cron trigger's firing time, Unix seconds)
+/// for this host: of several hosts whose crons fire for the same slot, exactly one gets it, even
 /// when their ticks are too short to overlap (the lease alone would let them run one after the
-/// other). True when claimed, or when the store has no atomics (then the lease decides alone).
+/// other). The trigger stamps the time it fired, which drifts by a second or two between hosts,
+/// so the slot is that time rounded to the nearest multiple of the interval. True when claimed,
+/// or when the store has no atomics (then the lease decides alone).
 pub async fn claim_slot<S: KeyValue + Log>(
     store: &S,
     scheduled_s: u64,
     interval_s: u64,
 ) -> Result<bool, KvError> {
-    let key = format!("{SLOTS_PREFIX}{scheduled_s}");
-    let claimed = match increment_counter(store, &key, 1).await? {
+    let interval_s = interval_s.max(1);
+    let slot = scheduled_s.saturating_add(interval_s / 2) / interval_s * interval_s;
+    let claimed = match increment_counter(store, &slot_key(slot), 1).await? {
         None => return Ok(true),
         Some(n) => n == 1,
     };
-    if claimed {
-        let old = scheduled_s.saturating_sub(interval_s.max(1).saturating_mul(SLOTS_KEPT as u64));
-        if let Err(error) = store.kv_delete(&format!("{SLOTS_PREFIX}{old}")).await {
-            store.log(
-                Level::Warn,
-                &format!("old slot ticket not deleted: {error}"),
-            );
-        }
+    if claimed && let Err(error) = forget_old_slots(store, slot, interval_s).await {
+        store.log(
+            Level::Warn,
+            &format!("old slot tickets not deleted: {error}"),
+        );
     }
     Ok(claimed)
+}
+
+fn slot_key(slot: u64) -> String {
+    format!("{SLOTS_PREFIX}{slot:020}")
+}
+
+/// Deletes the tickets of slots older than the last [`SLOTS_KEPT`] intervals, whatever their
+/// exact times.
+async fn forget_old_slots<S: KeyValue>(
+    store: &S,
+    slot: u64,
+    interval_s: u64,
+) -> Result<(), KvError> {
+    let oldest_kept = slot.saturating_sub(interval_s.saturating_mul(SLOTS_KEPT as u64));
+    for key in store.kv_keys(SLOTS_PREFIX).await? {
+        let old = key[SLOTS_PREFIX.len()..]
+            .parse::<u64>()
+            .is_ok_and(|s| s < oldest_kept);
+        if old {
+            store.kv_delete(&key).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Which exclusion the store gives, asked without side effect (an increment by zero).

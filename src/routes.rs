@@ -762,7 +762,7 @@ fn backfill_request(
             backfill::MAX_REQUEST_MS / 86_400_000
         ));
     }
-    let targets = match query_param(request, "codes").filter(|c| !c.is_empty()) {
+    let targets: Vec<Target> = match query_param(request, "codes").filter(|c| !c.is_empty()) {
         None => settings
             .tracked_coins
             .iter()
@@ -785,7 +785,13 @@ fn backfill_request(
             })
             .collect::<Result<_, _>>()?,
     };
-    Ok((from_ms, to_ms, targets))
+    let mut unique: Vec<Target> = Vec::new();
+    for target in targets {
+        if !unique.contains(&target) {
+            unique.push(target);
+        }
+    }
+    Ok((from_ms, to_ms, unique))
 }
 
 /// Sends the quarantined lines again; those InfluxDB takes leave the quarantine (and count as
