@@ -17,7 +17,7 @@
 //! - [`lcw`] — the Live Coin Watch API: requests, typed responses, the client;
 //! - [`influx::write`], [`influx::spool`] — one batch to InfluxDB; lines waiting in the store;
 //! - [`sqlite`] — the embedded store: tables, migrations, upserts, retention, read queries;
-//! - [`lease`] — one tick at a time across processes sharing the store;
+//! - [`lease`] — one tick at a time across processes sharing the store, one host per cron slot;
 //! - [`guard`] — one LCW call through the resilience rules, with the tick's shared state;
 //! - [`cache`] — answers kept in the store with their fetch time: TTL, LRU, statistics;
 //! - [`schema`] — LCW answers into InfluxDB points (measurement, tag and field names);
@@ -25,6 +25,7 @@
 //!   quarantine, spool;
 //! - [`query`] — the query API over the embedded store: parameters, limits, JSON and CSV;
 //! - [`plan`] — what a tick fetches, and the credits the settings cost a day;
+//! - [`backfill`] — gaps in the data found and filled from LCW's history;
 //! - [`telemetry`] — tick history, timings and alerts; Prometheus text and JSON statistics;
 //! - [`cycle`] — one fetch cycle, start to finish, and the state document it carries over;
 //! - [`page`] — the page at `/`: health, latest prices, the SVG chart;
