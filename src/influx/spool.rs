@@ -5,7 +5,7 @@
 //! without any document (the writing tick's time and a random id), and its value starts with a
 //! header line (points, first and last timestamp, creation time) before the gzip-compressed
 //! lines, so the index kept in the state document is only a cache that [`adopt`]
-//! recover by listing `lcw/v1/spool/`. Metadata is never dropped before the write that replaces
+//! recovers by listing `lcw/v1/spool/`. Metadata is never dropped before the write that replaces
 //! it has succeeded. New lines go into the newest segment while it has room (when this tick
 //! writes alone), so an outage of days takes tens of keys, not thousands. The spool is bounded:
 //! past `spool_max_points` the oldest segment is evicted — the only way a point can ever be lost —
