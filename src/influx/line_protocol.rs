@@ -110,8 +110,9 @@ const fn plain_bytes(escape_equals: bool) -> [bool; 256] {
     let mut table = [false; 256];
     let mut b = 0x20;
     while b < 0x7f {
-        table[b] =
-            !matches!(b as u8, b'\\' | b',' | b' ') && !(escape_equals && b == b'=' as usize);
+        let special =
+            matches!(b as u8, b'\\' | b',' | b' ') || (escape_equals && b == b'=' as usize);
+        table[b] = !special;
         b += 1;
     }
     table
