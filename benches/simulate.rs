@@ -201,7 +201,9 @@ fn outage_table() {
         let (result, record) = our_tick(&world, &variables, n);
         if (start..end).contains(&n) {
             wasted += result.lcw_calls;
-            if stopped_at.is_none() && record.outcome == Outcome::SkippedBreaker {
+            // Open, a tick sends at most its probe (none while the cool-down runs).
+            let cut = record.outcome == Outcome::SkippedBreaker || result.lcw_calls <= 1;
+            if stopped_at.is_none() && cut {
                 stopped_at = Some(n);
             }
         } else if n >= end && recovered_at.is_none() && record.points_written.contains_key("coins")
@@ -220,7 +222,7 @@ fn outage_table() {
         }
     }
     println!(
-        "| model | first tick the breaker stopped calls | LCW calls during the 10-minute outage | first tick writing prices after it |"
+        "| model | first tick the breaker cut to its probe | LCW calls during the 10-minute outage | first tick writing prices after it |"
     );
     println!("|---|---|---:|---|");
     println!(
