@@ -201,7 +201,15 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
         None => None,
     };
     let save = opened.is_some();
-    let mut doc = opened.unwrap_or_default();
+    let mut doc = opened.unwrap_or_else(|| CollectorState {
+        // Without its documents a tick cannot know whether this is the first run: no initial
+        // history, which it would otherwise fetch again every such tick.
+        backfill: BackfillState {
+            initialized: true,
+            ..BackfillState::default()
+        },
+        ..CollectorState::default()
+    });
     doc.sink.spool.may_extend_tail = held
         .as_ref()
         .is_some_and(|h| h.guarantee == lease::Guarantee::Exclusive);

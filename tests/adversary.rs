@@ -606,3 +606,27 @@ fn a_truncated_segment_found_by_listing_is_counted_as_lost() {
         "the loss shows in the lifetime counters"
     );
 }
+
+/// A tick whose state cannot be read does not know it is not the first: it must not fetch the
+/// initial history again (24 h of calls a tick while the store fails reads).
+#[test]
+fn a_tick_without_its_state_fetches_no_initial_history() {
+    let fake = LcwFake::start();
+    influx_up(&fake);
+    let kv = SharedKv::default();
+    for n in 0..3u64 {
+        let host = Faulty::new(
+            NativeHost::with_kv(&native_variables(&fake), kv.clone()),
+            |op, key| {
+                if op == Op::Get && key == lcw_fetcher::state::STATE_KEY {
+                    Fault::Fail
+                } else {
+                    Fault::None
+                }
+            },
+        );
+        host.inner.advance(Duration::from_secs(61 * n));
+        block_on(cycle::run(&host));
+    }
+    assert_eq!(fake.seen_on("/coins/single/history").len(), 0);
+}
