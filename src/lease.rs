@@ -151,7 +151,7 @@ pub async fn take<S: KeyValue + Clock + Log>(
         expires_at_ms,
         guarantee: Guarantee::Exclusive,
     };
-    match attempt(store, &held(generation), now_ms).await? {
+    match attempt(store, &held(generation), &current, now_ms).await? {
         Attempt::Won => return Ok(Taken::Held(held(generation))),
         Attempt::NoAtomics => {
             return read_back(store, &current, owner, now_ms, expires_at_ms).await;
@@ -172,7 +172,7 @@ pub async fn take<S: KeyValue + Clock + Log>(
         &format!("lease generation {generation} is stuck: moving to the next"),
     );
     let next = next_generation(store, generation);
-    match attempt(store, &held(next), now_ms).await? {
+    match attempt(store, &held(next), &current, now_ms).await? {
         Attempt::Won => Ok(Taken::Held(held(next))),
         _ => Ok(busy(&current)),
     }
@@ -192,6 +192,7 @@ fn next_generation<S: Log>(store: &S, generation: u64) -> u64 {
 async fn attempt<S: KeyValue + Log>(
     store: &S,
     held: &Held,
+    current: &Lease,
     now_ms: i64,
 ) -> Result<Attempt, KvError> {
     let counter = holders_key(held.generation);
@@ -205,7 +206,11 @@ async fn attempt<S: KeyValue + Log>(
                 changed_at_ms: now_ms,
             };
             state::save(store, LEASE_KEY, &lease).await?;
-            forget_old_generation(store, held.generation).await;
+            // Only a new generation leaves an old counter behind (a store round trip saved on
+            // every ordinary tick).
+            if held.generation != current.generation {
+                forget_old_generation(store, held.generation).await;
+            }
             Ok(Attempt::Won)
         }
         Some(_) => {
@@ -336,7 +341,7 @@ pub async fn release<S: KeyValue + Clock + Log>(store: &S, held: &Held) -> Resul
 
 /// Prefix of the per-slot tickets of scheduled ticks.
 pub const SLOTS_PREFIX: &str = "lcw/v1/lease/slots/";
-/// Slot tickets kept: older ones are deleted as new slots are claimed.
+/// Slot tickets kept: every this many slots, older ones are listed and deleted.
 const SLOTS_KEPT: i64 = 10;
 
 /// Claims the scheduled slot of `scheduled_s` (the cron trigger's firing time, Unix seconds)
@@ -356,7 +361,12 @@ pub async fn claim_slot<S: KeyValue + Log>(
         None => return Ok(true),
         Some(n) => n == 1,
     };
-    if claimed && let Err(error) = forget_old_slots(store, slot, interval_s).await {
+    // Old tickets are listed away every SLOTS_KEPT slots, not every tick (a round trip).
+    let sweep = (slot / interval_s) % SLOTS_KEPT as u64 == 0;
+    if claimed
+        && sweep
+        && let Err(error) = forget_old_slots(store, slot, interval_s).await
+    {
         store.log(
             Level::Warn,
             &format!("old slot tickets not deleted: {error}"),

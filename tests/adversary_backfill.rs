@@ -341,7 +341,8 @@ fn slot_tickets_do_not_pile_up_when_cron_timestamps_drift_by_a_second() {
         .keys()
         .filter(|k| k.starts_with(lease::SLOTS_PREFIX))
         .count();
-    assert!(tickets <= 11, "{tickets} slot tickets kept after 100 slots");
+    // Swept every 10 slots: at most the last 20.
+    assert!(tickets <= 20, "{tickets} slot tickets kept after 100 slots");
 }
 
 /// Of two hosts whose crons fire for the same minute, one runs — also when their
