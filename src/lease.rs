@@ -362,7 +362,7 @@ pub async fn claim_slot<S: KeyValue + Log>(
         Some(n) => n == 1,
     };
     // Old tickets are listed away every SLOTS_KEPT slots, not every tick (a round trip).
-    let sweep = (slot / interval_s) % SLOTS_KEPT as u64 == 0;
+    let sweep = (slot / interval_s).is_multiple_of(SLOTS_KEPT as u64);
     if claimed
         && sweep
         && let Err(error) = forget_old_slots(store, slot, interval_s).await
