@@ -157,13 +157,11 @@ pub fn observe(state: &mut BackfillState, settings: &Settings, points: &[Point],
     state.queue.retain(|range| range.from_ms <= now_ms);
     state.abandoned += (queued - state.queue.len()) as u64;
     // Coins no longer watched are forgotten, so the document stays bounded.
+    let is_watched = |code: &str| watched.iter().any(|w| w == code);
     state.last_point_ms.retain(|family, _| {
-        family == "overview"
-            || family
-                .strip_prefix("coin:")
-                .is_some_and(|c| watched.contains(&c.to_owned()))
+        family == "overview" || family.strip_prefix("coin:").is_some_and(is_watched)
     });
-    state.names.retain(|code, _| watched.contains(code));
+    state.names.retain(|code, _| is_watched(code));
 }
 
 /// `tracked_coins`, plus the first `backfill_top_coins` coins of the top list by rank.

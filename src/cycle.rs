@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backfill::{self, BackfillState};
 use crate::cache::{self, TickCache};
-use crate::config::{self, Settings, SinkKind};
+use crate::config::{self, ConfigError, Settings, SinkKind};
 use crate::guard::{Guard, ResilienceState, StatusCheck};
 use crate::host::{Host, KeyValue, KvError, Level, Log};
 use crate::influx::line_protocol::{self, Point};
@@ -49,6 +49,8 @@ use crate::telemetry::{
 pub struct CollectorState {
     /// [`STATE_SCHEMA`] of the release that wrote it (absent: the first release).
     pub schema: u32,
+    /// The exclusion the lease of the last tick that saved this document had.
+    pub lease_guarantee: Option<lease::Guarantee>,
     /// Kept in its own document ([`state::BACKFILL_KEY`]), read and saved with this one.
     #[serde(skip)]
     pub backfill: BackfillState,
@@ -71,6 +73,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
     let CollectorState {
         schema: _,
         backfill: _,
+        lease_guarantee,
         mut history,
         resilience,
         cache,
@@ -93,6 +96,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         state_bytes,
         unreadable_documents: state::unreadable_count(store).await,
         backfill: backfill_snapshot(&state::load(store, state::BACKFILL_KEY).await?),
+        lease_guarantee,
         linear_memory_bytes: telemetry::linear_memory_bytes(),
     })
 }
@@ -140,7 +144,8 @@ pub const MIN_WRITE_RESERVE: Duration = Duration::from_millis(1_500);
 pub async fn run_scheduled<H: Host>(host: &H, scheduled_s: u64) -> CycleRecord {
     let started = host.monotonic();
     let started_at_ms = host.unix_millis();
-    let interval_s = Settings::load(host).await.map_or_else(
+    let settings = Settings::load(host).await;
+    let interval_s = settings.as_ref().map_or_else(
         |_| config::default_number("cycle_interval_s"),
         |s| s.cycle_interval_s,
     );
@@ -149,14 +154,14 @@ pub async fn run_scheduled<H: Host>(host: &H, scheduled_s: u64) -> CycleRecord {
             let owner = format!("another host, for the tick scheduled at {scheduled_s}");
             skip_overlap(host, started, started_at_ms, &owner, started_at_ms).await
         }
-        Ok(true) => run(host).await,
+        Ok(true) => run_with(host, settings, started, started_at_ms).await,
         // The lease still keeps ticks apart.
         Err(error) => {
             host.log(
                 Level::Warn,
                 &format!("slot not claimed ({error}): running under the lease alone"),
             );
-            run(host).await
+            run_with(host, settings, started, started_at_ms).await
         }
     }
 }
@@ -170,7 +175,16 @@ pub async fn run_scheduled<H: Host>(host: &H, scheduled_s: u64) -> CycleRecord {
 pub async fn run<H: Host>(host: &H) -> CycleRecord {
     let started = host.monotonic();
     let started_at_ms = host.unix_millis();
-    let settings = Settings::load(host).await;
+    run_with(host, Settings::load(host).await, started, started_at_ms).await
+}
+
+/// [`run`] with the settings already read (once a tick: they are dozens of variable reads).
+async fn run_with<H: Host>(
+    host: &H,
+    settings: Result<Settings, ConfigError>,
+    started: Duration,
+    started_at_ms: i64,
+) -> CycleRecord {
     let deadline_ms = settings.as_ref().map_or_else(
         |_| config::default_number("cycle_deadline_ms"),
         |s| s.cycle_deadline_ms,
@@ -210,9 +224,8 @@ pub async fn run<H: Host>(host: &H) -> CycleRecord {
         },
         ..CollectorState::default()
     });
-    doc.sink.spool.may_extend_tail = held
-        .as_ref()
-        .is_some_and(|h| h.guarantee == lease::Guarantee::Exclusive);
+    doc.lease_guarantee = held.as_ref().map(|h| h.guarantee);
+    doc.sink.spool.may_extend_tail = doc.lease_guarantee == Some(lease::Guarantee::Exclusive);
 
     let mut tick = Tick::default();
     let mut record = match &settings {

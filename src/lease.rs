@@ -398,14 +398,6 @@ async fn forget_old_slots<S: KeyValue>(
     Ok(())
 }
 
-/// Which exclusion the store gives, asked without side effect (an increment by zero).
-pub async fn guarantee<S: KeyValue>(store: &S) -> Result<Guarantee, KvError> {
-    Ok(match store.kv_increment(&holders_key(0), 0).await? {
-        Some(_) => Guarantee::Exclusive,
-        None => Guarantee::BestEffort,
-    })
-}
-
 pub fn holders_key(generation: u64) -> String {
     format!("{HOLDERS_PREFIX}{generation}")
 }

@@ -17,6 +17,19 @@ const TIMEOUTS: Timeouts = Timeouts {
     total: Duration::from_secs(10),
 };
 
+/// A host whose LCW and InfluxDB (v2) are both `fake`, with `extra` variables.
+fn host_for(fake: &LcwFake, extra: &[(&str, &str)]) -> NativeHost {
+    let mut variables = vec![
+        ("lcw_api_key", support::lcw_fake::API_KEY),
+        ("lcw_base_url", fake.base_url.as_str()),
+        ("influx_url", fake.base_url.as_str()),
+        ("influx_org", "lcw"),
+        ("influx_token", "influx-test-token"),
+    ];
+    variables.extend_from_slice(extra);
+    NativeHost::new(&variables)
+}
+
 /// The test host really sends a body without `Content-Length` chunked, and the fake refuses it:
 /// the check below cannot pass by accident.
 #[test]
@@ -40,14 +53,7 @@ fn every_lcw_request_of_a_tick_carries_its_content_length() {
     let fake = LcwFake::start();
     // InfluxDB is the fake too, so its write request is checked the same way.
     fake.respond("/api/v2/write", Reply::json(204, ""));
-    let host = NativeHost::new(&[
-        ("lcw_api_key", support::lcw_fake::API_KEY),
-        ("lcw_base_url", fake.base_url.as_str()),
-        ("influx_url", fake.base_url.as_str()),
-        ("influx_org", "lcw"),
-        ("influx_token", "influx-test-token"),
-        ("max_coins_per_fetch", "200"),
-    ]);
+    let host = host_for(&fake, &[("max_coins_per_fetch", "200")]);
 
     let record = block_on(cycle::run(&host));
 
@@ -68,13 +74,7 @@ fn every_lcw_request_of_a_tick_carries_its_content_length() {
 fn chunked_answers_are_read_whole() {
     let fake = LcwFake::start();
     fake.chunked_replies();
-    let host = NativeHost::new(&[
-        ("lcw_api_key", support::lcw_fake::API_KEY),
-        ("lcw_base_url", fake.base_url.as_str()),
-        ("influx_url", fake.base_url.as_str()),
-        ("influx_org", "lcw"),
-        ("influx_token", "influx-test-token"),
-    ]);
+    let host = host_for(&fake, &[]);
     fake.respond("/api/v2/write", Reply::json(204, ""));
 
     let record = block_on(cycle::run(&host));
@@ -93,14 +93,7 @@ fn an_oversized_answer_fails_its_call_only() {
         "x".repeat(lcw_fetcher::host::MAX_RESPONSE_BYTES)
     );
     fake.respond("/overview", Reply::json(200, huge));
-    let host = NativeHost::new(&[
-        ("lcw_api_key", support::lcw_fake::API_KEY),
-        ("lcw_base_url", fake.base_url.as_str()),
-        ("influx_url", fake.base_url.as_str()),
-        ("influx_org", "lcw"),
-        ("influx_token", "influx-test-token"),
-        ("retry_max", "0"),
-    ]);
+    let host = host_for(&fake, &[("retry_max", "0")]);
 
     let record = block_on(cycle::run(&host));
 

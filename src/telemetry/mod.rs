@@ -313,6 +313,8 @@ pub struct Snapshot {
     /// State documents found unreadable and set aside so far.
     pub unreadable_documents: u64,
     pub backfill: BackfillSnapshot,
+    /// The exclusion the last tick's lease had (`None` before the first tick).
+    pub lease_guarantee: Option<crate::lease::Guarantee>,
     /// This instance's linear memory, when running as wasm.
     pub linear_memory_bytes: Option<u64>,
 }

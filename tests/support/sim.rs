@@ -338,7 +338,7 @@ impl HttpClient for SimHost<'_> {
             }
             world.clock.sleep_until(start + latency).await;
             if world.hostile.get() && world.rng.borrow_mut().unit() < 0.5 {
-                return Ok(hostile_answer(&mut world.rng.borrow_mut(), &path));
+                return Ok(hostile_answer(&mut world.rng.borrow_mut()));
             }
             if world.influx_down.get() {
                 return Ok(http::Response::builder()
@@ -373,7 +373,7 @@ impl HttpClient for SimHost<'_> {
         }
         world.clock.sleep_until(start + latency).await;
         if world.hostile.get() && world.rng.borrow_mut().unit() < 0.7 {
-            return Ok(hostile_answer(&mut world.rng.borrow_mut(), &path));
+            return Ok(hostile_answer(&mut world.rng.borrow_mut()));
         }
         let body = if status == 200 {
             world
@@ -392,7 +392,7 @@ impl HttpClient for SimHost<'_> {
 /// An answer as hostile as a server can make it: any status, 64 KB error texts full of
 /// newlines and control characters under ever new names, absurd `Retry-After`s, broken JSON,
 /// lists of elements of every wrong type.
-pub fn hostile_answer(rng: &mut Rng, path: &str) -> HttpResponse {
+pub fn hostile_answer(rng: &mut Rng) -> HttpResponse {
     let status =
         [200, 200, 400, 401, 404, 413, 422, 429, 500, 503, 599][rng.next_u64() as usize % 11];
     let noise: String = (0..64 * 1024)
@@ -425,7 +425,6 @@ pub fn hostile_answer(rng: &mut Rng, path: &str) -> HttpResponse {
         "nan",
         "1",
     ][rng.next_u64() as usize % 5];
-    let _ = path;
     http::Response::builder()
         .status(status)
         .header("Retry-After", retry_after)
