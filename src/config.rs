@@ -58,6 +58,7 @@ pub const VARIABLES: &[VariableSpec] = &[
     var("lcw_connect_timeout_ms", "10000", "connect timeout of one LCW call"),
     var("lcw_first_byte_timeout_ms", "10000", "an LCW call with no answer started by then is given up (and retried)"),
     var("lcw_response_timeout_ms", "30000", "whole-response timeout of one LCW call"),
+    var("lcw_hedge_after_ms", "auto", "a second copy of an LCW request still unanswered after this: auto (the p90 of recent latencies), 0 (never) or milliseconds"),
     var("retry_base_ms", "2000", "first retry's backoff ceiling (full jitter below it)"),
     var("retry_cap_ms", "8000", "largest backoff ceiling"),
     var("retry_max", "3", "retries after the first attempt (transient and 429 only)"),
@@ -155,6 +156,17 @@ impl SinkKind {
     }
 }
 
+/// When a second copy of a slow LCW request goes out (`lcw_hedge_after_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HedgeAfter {
+    /// Never: one copy of each attempt.
+    Off,
+    /// After the p90 of recently observed latencies (`hedge::HedgePolicy`).
+    Auto,
+    /// After this many milliseconds.
+    Fixed(u64),
+}
+
 /// The embedded SQLite store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqliteSettings {
@@ -177,6 +189,7 @@ pub struct Settings {
     pub lcw_connect_timeout_ms: u64,
     pub lcw_first_byte_timeout_ms: u64,
     pub lcw_response_timeout_ms: u64,
+    pub lcw_hedge_after: HedgeAfter,
     pub retry_base_ms: u64,
     pub retry_cap_ms: u64,
     pub retry_max: u32,
@@ -358,6 +371,7 @@ impl Settings {
             lcw_connect_timeout_ms: r.number("lcw_connect_timeout_ms", 100, 600_000),
             lcw_first_byte_timeout_ms: r.number("lcw_first_byte_timeout_ms", 100, 600_000),
             lcw_response_timeout_ms: r.number("lcw_response_timeout_ms", 100, 600_000),
+            lcw_hedge_after: r.hedge_after("lcw_hedge_after_ms"),
             retry_base_ms: r.number("retry_base_ms", 1, 600_000),
             retry_cap_ms: r.number("retry_cap_ms", 1, 600_000),
             retry_max: r.number("retry_max", 0, 10),
@@ -603,6 +617,26 @@ impl Reader<'_> {
             );
         }
         codes
+    }
+
+    /// `auto`, `off` or `0` (never), or a whole number of milliseconds.
+    fn hedge_after(&mut self, name: &str) -> HedgeAfter {
+        let value = self.text(name);
+        match value.to_ascii_lowercase().as_str() {
+            "auto" => HedgeAfter::Auto,
+            "off" | "0" => HedgeAfter::Off,
+            number => match number.parse::<u64>() {
+                Ok(ms) if (1..=600_000).contains(&ms) => HedgeAfter::Fixed(ms),
+                _ => {
+                    self.problem(
+                        name,
+                        &value,
+                        "must be auto, 0 (off) or a number of milliseconds between 1 and 600000",
+                    );
+                    HedgeAfter::Auto
+                }
+            },
+        }
     }
 
     fn influx_api(&mut self, name: &str) -> InfluxApi {
@@ -936,6 +970,31 @@ mod tests {
                 VARIABLES[i + 1..].iter().all(|o| o.name != spec.name),
                 "{}",
                 spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn hedge_after_is_auto_off_or_milliseconds() {
+        let key = ("lcw_api_key", "k");
+        assert_eq!(with(&[key]).unwrap().lcw_hedge_after, HedgeAfter::Auto);
+        for (value, expected) in [
+            ("AUTO", HedgeAfter::Auto),
+            ("0", HedgeAfter::Off),
+            ("off", HedgeAfter::Off),
+            (" 1500 ", HedgeAfter::Fixed(1500)),
+            ("600000", HedgeAfter::Fixed(600_000)),
+        ] {
+            let s = with(&[key, ("lcw_hedge_after_ms", value)]).unwrap();
+            assert_eq!(s.lcw_hedge_after, expected, "{value}");
+        }
+        for bad in ["soon", "-5", "1.5", "600001", "p90"] {
+            let error = with(&[key, ("lcw_hedge_after_ms", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("`lcw_hedge_after_ms` = \"{bad}\": must be auto, 0 (off)")),
+                "{error}"
             );
         }
     }

@@ -984,7 +984,10 @@ fn record_credits<H: Host>(
     if planned as f64 > limit {
         host.log(
             Level::Warn,
-            &format!("these settings plan {planned} LCW calls a day, above the daily limit of {limit} credits"),
+            &format!(
+                "these settings plan {planned} LCW calls a day ({} of them hedges), above the daily limit of {limit} credits",
+                plan::hedges_per_day(settings)
+            ),
         );
     }
 }

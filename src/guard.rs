@@ -1,5 +1,5 @@
 //! The path of one LCW call through the resilience policies: circuit breaker, rate limiter,
-//! deadline, retries with jitter — and the record of every attempt.
+//! deadline, retries with jitter, hedged requests — and the record of every attempt.
 //!
 //! Owns the in-tick resilience state that concurrent calls share (loaded from KV by the cycle,
 //! handed back to it for saving) and applies the pure rules of `resilience` to it. It must not
@@ -9,11 +9,15 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
+use std::pin::pin;
 use std::time::Duration;
+
+use futures::future::{Either, select};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
+use crate::hedge::{Gate, HedgePolicy, HedgeState};
 use crate::host::{Host, Level, Timeouts};
 use crate::lcw::{Endpoint, LcwError, NotSentReason};
 use crate::resilience::{
@@ -34,6 +38,8 @@ pub struct ResilienceState {
     pub status: Option<StatusCheck>,
     /// Newest last.
     pub transitions: VecDeque<Transition>,
+    /// What hedged requests learnt: recent first-attempt latencies.
+    pub hedge: HedgeState,
 }
 
 /// The last `/status` check.
@@ -53,7 +59,13 @@ pub struct Attempt {
     /// The HTTP status, or `timeout`, `connect_error`, `malformed`…
     pub status: String,
     pub duration_ms: u64,
+    /// The second copy of an attempt (a hedge); its status is `200` when its answer won.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hedge: bool,
 }
+
+/// The status of a copy dropped because the other copy of its attempt answered first.
+pub const DROPPED: &str = "hedge_dropped";
 
 /// What the guard did during one tick.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -65,6 +77,13 @@ pub struct GuardReport {
     pub retries: u64,
     /// Total time spent waiting for the rate limiter and for backoff.
     pub waited_ms: u64,
+    /// Second copies sent of attempts still unanswered after the hedge delay.
+    pub hedges: u64,
+    /// Of those, the ones whose answer was used.
+    pub hedges_won: u64,
+    /// Hedges due but not sent, by reason (`breaker`, `credit_reserve`, `rate_limit`,
+    /// `deadline`).
+    pub hedges_skipped: BTreeMap<String, u64>,
 }
 
 /// Runs LCW calls for one tick under the policies of `settings`, until `deadline` (monotonic).
@@ -73,6 +92,8 @@ pub struct Guard<'a, H> {
     retry: RetryPolicy,
     breaker: BreakerPolicy,
     limit: RateLimit,
+    hedge: HedgePolicy,
+    credit_reserve_percent: u32,
     connect_timeout: Duration,
     first_byte_timeout: Duration,
     response_timeout: Duration,
@@ -100,6 +121,11 @@ impl<'a, H: Host> Guard<'a, H> {
                 cool_down: Duration::from_secs(settings.breaker_cool_down_s),
             },
             limit: RateLimit::per_minute(settings.requests_per_minute),
+            hedge: HedgePolicy::new(
+                settings.lcw_hedge_after,
+                Duration::from_millis(settings.lcw_first_byte_timeout_ms),
+            ),
+            credit_reserve_percent: settings.credit_reserve_percent,
             connect_timeout: Duration::from_millis(settings.lcw_connect_timeout_ms),
             first_byte_timeout: Duration::from_millis(settings.lcw_first_byte_timeout_ms),
             response_timeout: Duration::from_millis(settings.lcw_response_timeout_ms),
@@ -157,9 +183,7 @@ impl<'a, H: Host> Guard<'a, H> {
                 first_byte: self.first_byte_timeout.min(left),
                 total: self.response_timeout.min(left),
             };
-            let started = self.host.monotonic();
-            let result = attempt(timeouts).await;
-            self.record_attempt(endpoint, &result, started);
+            let result = self.send(endpoint, &attempt, timeouts, retry == 0).await;
             let error = match result {
                 Ok(value) => {
                     self.update_breaker(|b, s, now| b.on_success(s, now));
@@ -198,6 +222,145 @@ impl<'a, H: Host> Guard<'a, H> {
                 RetryDecision::DoNotRetry | RetryDecision::Exhausted => return Err(error),
             }
         }
+    }
+
+    /// One attempt, hedged: still unanswered after the hedge delay, it gets a second copy when
+    /// the gates allow. The first answer wins and the other copy is dropped (its future, and so
+    /// its request, cancelled); a copy that fails while the other is in flight leaves the
+    /// attempt to the other, and the attempt fails only when both have failed. The latency of a
+    /// call's first attempt (or, when its hedge won, the time it had waited: a lower bound above
+    /// the delay) is what the delay is learnt from.
+    async fn send<T, F, Fut>(
+        &self,
+        endpoint: Endpoint,
+        attempt: &F,
+        timeouts: Timeouts,
+        first: bool,
+    ) -> Result<T, LcwError>
+    where
+        F: Fn(Timeouts) -> Fut,
+        Fut: Future<Output = Result<T, LcwError>>,
+    {
+        let started = self.host.monotonic();
+        let delay = if self.probing() {
+            None
+        } else {
+            self.hedge.delay(&self.state.borrow().hedge)
+        };
+        let mut primary = pin!(attempt(timeouts));
+        let ended = |result: &Result<T, LcwError>| {
+            self.record_attempt(endpoint, result, started, false);
+            if first && !matches!(result, Err(LcwError::NotSent { .. })) {
+                self.observe_latency(started);
+            }
+        };
+        let Some(delay) = delay else {
+            let result = primary.await;
+            ended(&result);
+            return result;
+        };
+        match select(primary.as_mut(), pin!(self.host.sleep(delay))).await {
+            Either::Left((result, _)) => {
+                ended(&result);
+                return result;
+            }
+            Either::Right(((), _)) => {}
+        }
+        if !self.admit_hedge(delay) {
+            let result = primary.await;
+            ended(&result);
+            return result;
+        }
+        self.host.log(
+            Level::Info,
+            &format!(
+                "LCW {endpoint}: no answer after {} ms, hedging with a second request",
+                delay.as_millis()
+            ),
+        );
+        self.report.borrow_mut().hedges += 1;
+        let hedge_started = self.host.monotonic();
+        let left = self.time_left();
+        let hedge_timeouts = Timeouts {
+            connect: self.connect_timeout.min(left),
+            first_byte: self.first_byte_timeout.min(left),
+            total: self.response_timeout.min(left),
+        };
+        let hedge = pin!(attempt(hedge_timeouts));
+        match select(primary, hedge).await {
+            Either::Left((result, hedge)) => {
+                ended(&result);
+                if result.is_ok() {
+                    self.record_dropped(endpoint, hedge_started, true);
+                    return result;
+                }
+                let result = hedge.await;
+                self.record_attempt(endpoint, &result, hedge_started, true);
+                self.hedge_won(&result);
+                result
+            }
+            Either::Right((result, primary)) => {
+                self.record_attempt(endpoint, &result, hedge_started, true);
+                if result.is_ok() {
+                    self.hedge_won(&result);
+                    self.record_dropped(endpoint, started, false);
+                    if first {
+                        self.observe_latency(started);
+                    }
+                    return result;
+                }
+                let result = primary.await;
+                ended(&result);
+                result
+            }
+        }
+    }
+
+    fn probing(&self) -> bool {
+        !matches!(self.state.borrow().breaker, BreakerState::Closed { .. })
+    }
+
+    /// The gates of a hedge; when they open, its rate-limiter token is taken.
+    fn admit_hedge(&self, delay: Duration) -> bool {
+        let now_ms = self.host.unix_millis();
+        let mut state = self.state.borrow_mut();
+        // A zero time left grants a token only when no wait is needed.
+        let (bucket, reservation) = self.limit.reserve(state.bucket, now_ms, Duration::ZERO);
+        let gate = Gate {
+            breaker_closed: matches!(state.breaker, BreakerState::Closed { .. }),
+            below_credit_reserve: state
+                .credits
+                .is_some_and(|c| c.below_reserve(self.credit_reserve_percent)),
+            token_free: matches!(reservation, Reservation::Granted { wait } if wait.is_zero()),
+            time_left: self.time_left(),
+            min_attempt: MIN_ATTEMPT,
+        };
+        match self.hedge.admit(gate, delay) {
+            Ok(()) => {
+                state.bucket = bucket;
+                true
+            }
+            Err(skip) => {
+                *self
+                    .report
+                    .borrow_mut()
+                    .hedges_skipped
+                    .entry(skip.as_str().to_owned())
+                    .or_default() += 1;
+                false
+            }
+        }
+    }
+
+    fn hedge_won<T>(&self, result: &Result<T, LcwError>) {
+        if result.is_ok() {
+            self.report.borrow_mut().hedges_won += 1;
+        }
+    }
+
+    fn observe_latency(&self, started: Duration) {
+        let latency = self.host.monotonic().saturating_sub(started);
+        self.state.borrow_mut().hedge.observe(latency);
     }
 
     /// Breaker, then rate limiter, then the deadline: each may turn the call away.
@@ -290,17 +453,28 @@ impl<'a, H: Host> Guard<'a, H> {
         endpoint: Endpoint,
         result: &Result<T, LcwError>,
         started: Duration,
+        hedge: bool,
     ) {
         let status = match result {
             Ok(_) => "200".to_owned(),
             Err(error) => error.status_label(),
         };
+        self.push_attempt(endpoint, status, started, hedge);
+    }
+
+    /// A copy that was sent (and cost a credit) but dropped when the other answered first.
+    fn record_dropped(&self, endpoint: Endpoint, started: Duration, hedge: bool) {
+        self.push_attempt(endpoint, DROPPED.to_owned(), started, hedge);
+    }
+
+    fn push_attempt(&self, endpoint: Endpoint, status: String, started: Duration, hedge: bool) {
         let duration_ms = u64::try_from(self.host.monotonic().saturating_sub(started).as_millis())
             .unwrap_or(u64::MAX);
         self.report.borrow_mut().attempts.push(Attempt {
             endpoint: endpoint.path().to_owned(),
             status,
             duration_ms,
+            hedge,
         });
     }
 

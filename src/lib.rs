@@ -12,6 +12,7 @@
 //! - [`config`] — application variables into validated [`config::Settings`], and every settings
 //!   type (TTLs, alert thresholds, InfluxDB);
 //! - [`resilience`] — pure rules: retry backoff, circuit breaker, rate limiter, credit reserve;
+//! - [`hedge`] — pure rules of hedged requests: the learnt delay, the gates of a second copy;
 //! - [`influx::line_protocol`] — points into line protocol and back, and its gzip;
 //! - [`state`] — key names of the stored documents and their JSON codec;
 //! - [`lcw`] — the Live Coin Watch API: requests, typed responses, the client;
@@ -36,6 +37,7 @@ pub mod cache;
 pub mod config;
 pub mod cycle;
 pub mod guard;
+pub mod hedge;
 pub mod host;
 pub mod influx;
 pub mod lcw;

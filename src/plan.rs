@@ -1,5 +1,6 @@
 //! The plan of a tick: which LCW calls it wants, which optional ones the credit budget drops,
-//! and what the settings cost in credits per day.
+//! and what the settings cost in credits per day, the expected second copies of hedged requests
+//! included.
 //!
 //! Owns the "what and how often" of fetching. Whether a wanted call is made at all is then up to
 //! the cache (a fresh answer is served from it) and the guard (breaker, rate limit, deadline).
@@ -8,6 +9,7 @@
 use crate::cache;
 use crate::config::Settings;
 use crate::guard::ResilienceState;
+use crate::hedge::HedgePolicy;
 use crate::lcw::{Endpoint, PAGE_LIMIT};
 
 /// One call a tick wants.
@@ -91,8 +93,22 @@ pub fn plan(settings: &Settings, state: &ResilienceState) -> Plan {
 }
 
 /// LCW calls a day at these settings, each answer cached for its TTL and every call counted as
-/// one credit (`/status` included, since LCW does not document which are free).
+/// one credit (`/status` included, since LCW does not document which are free): the planned
+/// calls plus the second copies hedging is expected to send ([`hedges_per_day`]).
 pub fn calls_per_day(settings: &Settings) -> u64 {
+    planned_calls_per_day(settings) + hedges_per_day(settings)
+}
+
+/// The second copies a day that hedged requests are expected to add: the share of attempts
+/// slower than the hedge delay (10 % at `lcw_hedge_after_ms = auto`, the p90) of the planned
+/// calls.
+pub fn hedges_per_day(settings: &Settings) -> u64 {
+    let share = HedgePolicy::expected_share(settings.lcw_hedge_after);
+    (planned_calls_per_day(settings) as f64 * share).round() as u64
+}
+
+/// The calls of the plan a day, without hedges.
+pub fn planned_calls_per_day(settings: &Settings) -> u64 {
     let interval_s = settings.cycle_interval_s.max(1);
     let cycles = 86_400 / interval_s;
     // A cached kind is fetched again on the first tick at or after its TTL.
@@ -134,18 +150,33 @@ mod tests {
     fn default_settings_cost_5472_calls_a_day() {
         // 1440 ticks × (1 coin page + tracked coins + overview), status every 2nd tick,
         // credits every 5th, exchanges every 10th.
-        assert_eq!(calls_per_day(&settings(&[])), 1440 * 3 + 720 + 288 + 144);
+        let off = ("lcw_hedge_after_ms", "0");
+        assert_eq!(calls_per_day(&settings(&[off])), 1440 * 3 + 720 + 288 + 144);
         assert_eq!(
-            calls_per_day(&settings(&[("max_coins_per_fetch", "250")])),
+            calls_per_day(&settings(&[off, ("max_coins_per_fetch", "250")])),
             1440 * 5 + 720 + 288 + 144
         );
         assert_eq!(
             calls_per_day(&settings(&[
+                off,
                 ("tracked_coins", ""),
                 ("max_exchanges_per_fetch", "0")
             ])),
             1440 * 2 + 720 + 288
         );
+    }
+
+    #[test]
+    fn hedges_add_at_most_a_tenth_to_the_plan() {
+        let default = settings(&[]);
+        assert_eq!(planned_calls_per_day(&default), 5472);
+        assert_eq!(hedges_per_day(&default), 547);
+        assert_eq!(calls_per_day(&default), 5472 + 547);
+        assert!(hedges_per_day(&default) * 10 <= planned_calls_per_day(&default));
+        let fixed = settings(&[("lcw_hedge_after_ms", "1500")]);
+        assert_eq!(hedges_per_day(&fixed), 547);
+        let off = settings(&[("lcw_hedge_after_ms", "0")]);
+        assert_eq!(hedges_per_day(&off), 0);
     }
 
     #[test]

@@ -541,6 +541,7 @@ async fn status<H: Host>(host: &H) -> Response {
         "breaker": snapshot.resilience.breaker,
         "credits": snapshot.resilience.credits,
         "planned_calls_per_day": settings.as_ref().map(plan::calls_per_day),
+        "planned_hedges_per_day": settings.as_ref().map(plan::hedges_per_day),
         "spool_points": snapshot.sink.spool_points,
         "quarantined_points": snapshot.sink.counters.quarantined,
         "last_success_at_ms": snapshot.history.last_success_at_ms,

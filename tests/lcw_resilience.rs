@@ -692,7 +692,7 @@ fn a_plan_above_the_daily_limit_is_warned_about() {
     block_on(cycle::run(&host));
     assert!(
         host.log_text().contains(
-            "these settings plan 5472 LCW calls a day, above the daily limit of 1000 credits"
+            "these settings plan 6019 LCW calls a day (547 of them hedges), above the daily limit of 1000 credits"
         ),
         "{}",
         host.log_text()

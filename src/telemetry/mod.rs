@@ -173,6 +173,9 @@ pub struct TelemetryState {
     /// LCW requests by `endpoint` then HTTP status (or `timeout`, `connect_error`…).
     pub api_calls: BTreeMap<String, BTreeMap<String, u64>>,
     pub api_response: BTreeMap<String, Histogram>,
+    /// Second copies of hedged LCW requests sent, and those whose answer was used.
+    pub hedges: u64,
+    pub hedges_won: u64,
     pub database_operations: BTreeMap<String, u64>,
     pub database_response: Histogram,
     pub cycle_duration: Histogram,
@@ -253,6 +256,14 @@ impl TelemetryState {
             }
         }
         for attempt in attempts {
+            if attempt.hedge {
+                self.hedges += 1;
+                // The first answer wins and the other copy is dropped: a hedge that answered
+                // 200 is the one whose answer was used.
+                if attempt.status == "200" {
+                    self.hedges_won += 1;
+                }
+            }
             *self
                 .api_calls
                 .entry(attempt.endpoint.clone())

@@ -177,6 +177,16 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "LCW requests, by endpoint and HTTP status (or timeout, connect_error, malformed…).",
         calls,
     );
+    f.counters(
+        "lcw_api_hedges_total",
+        "Second copies of LCW requests still unanswered after the hedge delay (each a call).",
+        vec![(vec![], t.hedges as f64)],
+    );
+    f.counters(
+        "lcw_api_hedges_won_total",
+        "Hedges whose answer came first and was used (the other copy dropped).",
+        vec![(vec![], t.hedges_won as f64)],
+    );
     f.histograms(
         "lcw_api_response_duration_seconds",
         "Duration of single LCW requests.",

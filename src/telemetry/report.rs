@@ -83,6 +83,8 @@ pub fn stats_json(
         "recent_cycles": history.recent,
         "cycle_summaries": history.summaries.iter().map(summary_json).collect::<Vec<_>>(),
         "api_calls": snapshot.telemetry.api_calls,
+        "hedges": snapshot.telemetry.hedges,
+        "hedges_won": snapshot.telemetry.hedges_won,
         "breaker": snapshot.resilience.breaker,
         "breaker_transitions": snapshot.resilience.transitions,
         "credits": snapshot.resilience.credits,

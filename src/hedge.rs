@@ -1,0 +1,310 @@
+//! Hedged requests as pure rules: after how long an unanswered LCW attempt gets a second copy
+//! (the p90 of recently observed first-attempt latencies, learnt across ticks), and whether that
+//! copy may go out now.
+//!
+//! Owns the latency history (a bounded part of the persisted resilience state, read leniently:
+//! whatever an older release or a hostile store left there is dropped, never a panic) and the
+//! gates of a hedge. It must not perform I/O, read a clock or hold a request: the guard races the
+//! copies and passes in everything a rule needs.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::config::HedgeAfter;
+
+/// Latency samples kept (about 16 ticks of calls at the default settings).
+pub const SAMPLES_KEPT: usize = 64;
+/// Samples needed before the learnt quantile replaces [`DEFAULT_DELAY`].
+pub const MIN_SAMPLES: usize = 20;
+/// The quantile of observed latencies after which a hedge goes out: 1 − this is the share of
+/// first attempts that get a second copy, the extra calls the plan counts.
+pub const QUANTILE: f64 = 0.9;
+/// The delay until enough samples exist.
+pub const DEFAULT_DELAY: Duration = Duration::from_secs(2);
+/// The least learnt delay: below it a hedge would double fast calls for nothing.
+pub const MIN_DELAY: Duration = Duration::from_millis(100);
+/// A sample above this (ten minutes, the largest timeout) is not a latency.
+const MAX_SAMPLE_MS: u64 = 600_000;
+
+/// What the hedge rules learnt, persisted between ticks with the rest of the resilience state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HedgeState {
+    /// First-attempt latencies in milliseconds, newest last, at most [`SAMPLES_KEPT`].
+    pub latencies_ms: VecDeque<u32>,
+}
+
+impl<'de> Deserialize<'de> for HedgeState {
+    /// Keeps the plausible samples of whatever is stored: a wrong shape is an empty history, a
+    /// sample that is not a whole number of milliseconds in range is dropped, at most
+    /// [`SAMPLES_KEPT`] (the newest) are kept.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let samples = value
+            .get("latencies_ms")
+            .and_then(serde_json::Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut latencies_ms: VecDeque<u32> = samples
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .filter(|ms| (1..=MAX_SAMPLE_MS).contains(ms))
+            .map(|ms| ms as u32)
+            .collect();
+        while latencies_ms.len() > SAMPLES_KEPT {
+            latencies_ms.pop_front();
+        }
+        Ok(Self { latencies_ms })
+    }
+}
+
+impl HedgeState {
+    /// Adds one observed latency, dropping the oldest beyond [`SAMPLES_KEPT`].
+    pub fn observe(&mut self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_SAMPLE_MS);
+        self.latencies_ms.push_back(ms as u32);
+        while self.latencies_ms.len() > SAMPLES_KEPT {
+            self.latencies_ms.pop_front();
+        }
+    }
+
+    /// The [`QUANTILE`] of the samples (nearest rank), once there are [`MIN_SAMPLES`].
+    pub fn quantile(&self) -> Option<Duration> {
+        if self.latencies_ms.len() < MIN_SAMPLES {
+            return None;
+        }
+        let mut sorted: Vec<u32> = self.latencies_ms.iter().copied().collect();
+        sorted.sort_unstable();
+        let rank = ((QUANTILE * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        Some(Duration::from_millis(u64::from(sorted[rank - 1])))
+    }
+}
+
+/// When a hedge goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HedgePolicy {
+    pub after: HedgeAfter,
+    /// The largest learnt delay: a hedge later than this (half the first-byte timeout) would
+    /// come too late to save the attempt.
+    pub max_delay: Duration,
+}
+
+/// Why a due hedge did not go out (the key it is counted under).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The breaker is not closed: a probe goes alone, an open breaker sends nothing more.
+    Breaker,
+    /// The day's credits are at or below the reserve.
+    CreditReserve,
+    /// The rate limiter has no token without a wait.
+    RateLimit,
+    /// Too little time is left before the deadline for a copy to answer.
+    Deadline,
+}
+
+impl Skip {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Breaker => "breaker",
+            Self::CreditReserve => "credit_reserve",
+            Self::RateLimit => "rate_limit",
+            Self::Deadline => "deadline",
+        }
+    }
+}
+
+/// What the guard knows when a hedge is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gate {
+    pub breaker_closed: bool,
+    pub below_credit_reserve: bool,
+    pub token_free: bool,
+    pub time_left: Duration,
+    /// The least time an attempt needs (`resilience::MIN_ATTEMPT`).
+    pub min_attempt: Duration,
+}
+
+impl HedgePolicy {
+    pub fn new(after: HedgeAfter, first_byte_timeout: Duration) -> Self {
+        Self {
+            after,
+            max_delay: (first_byte_timeout / 2).max(MIN_DELAY),
+        }
+    }
+
+    /// How long an attempt waits for its answer before a second copy; `None`: never.
+    pub fn delay(&self, state: &HedgeState) -> Option<Duration> {
+        match self.after {
+            HedgeAfter::Off => None,
+            HedgeAfter::Fixed(ms) => Some(Duration::from_millis(ms)),
+            HedgeAfter::Auto => Some(
+                state
+                    .quantile()
+                    .unwrap_or(DEFAULT_DELAY)
+                    .clamp(MIN_DELAY, self.max_delay),
+            ),
+        }
+    }
+
+    /// Whether the hedge due after `delay` may go out. A copy needs the time a slow answer takes
+    /// (the delay itself), and never less than an attempt's minimum.
+    pub fn admit(&self, gate: Gate, delay: Duration) -> Result<(), Skip> {
+        if !gate.breaker_closed {
+            Err(Skip::Breaker)
+        } else if gate.below_credit_reserve {
+            Err(Skip::CreditReserve)
+        } else if gate.time_left < delay.max(gate.min_attempt) {
+            Err(Skip::Deadline)
+        } else if !gate.token_free {
+            Err(Skip::RateLimit)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The share of first attempts expected to get a second copy, for the daily plan: 1 −
+    /// [`QUANTILE`] when learnt; with a fixed delay the same estimate (the latencies it meets are
+    /// unknown in advance); none when off.
+    pub fn expected_share(after: HedgeAfter) -> f64 {
+        match after {
+            HedgeAfter::Off => 0.0,
+            HedgeAfter::Auto | HedgeAfter::Fixed(_) => 1.0 - QUANTILE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn auto() -> HedgePolicy {
+        HedgePolicy::new(HedgeAfter::Auto, 10_000 * MS)
+    }
+
+    fn learnt(samples: impl IntoIterator<Item = u64>) -> HedgeState {
+        let mut state = HedgeState::default();
+        for ms in samples {
+            state.observe(Duration::from_millis(ms));
+        }
+        state
+    }
+
+    #[test]
+    fn the_default_delay_holds_until_enough_samples() {
+        let few = learnt((1..MIN_SAMPLES as u64).map(|i| i * 10));
+        assert_eq!(auto().delay(&few), Some(DEFAULT_DELAY));
+        let enough = learnt((1..=MIN_SAMPLES as u64).map(|i| i * 10));
+        // 20 samples 10..=200: the 18th is the p90.
+        assert_eq!(auto().delay(&enough), Some(180 * MS));
+    }
+
+    #[test]
+    fn the_delay_is_the_p90_of_the_newest_samples() {
+        // 1..=100 ms, then 64 more: only the newest 64 count.
+        let state = learnt((1..=100).chain((1..=64).map(|i| i * 50)));
+        assert_eq!(state.latencies_ms.len(), SAMPLES_KEPT);
+        // nearest rank: ceil(0.9 × 64) = 58th of 50..=3200.
+        assert_eq!(auto().delay(&state), Some(2_900 * MS));
+    }
+
+    #[test]
+    fn the_learnt_delay_is_clamped() {
+        let fast = learnt(std::iter::repeat_n(5, 30));
+        assert_eq!(auto().delay(&fast), Some(MIN_DELAY));
+        let slow = learnt(std::iter::repeat_n(9_000, 30));
+        assert_eq!(auto().delay(&slow), Some(5_000 * MS));
+        let huge = learnt([u64::MAX / 1000; 30]);
+        assert_eq!(huge.latencies_ms[0], MAX_SAMPLE_MS as u32);
+    }
+
+    #[test]
+    fn off_never_hedges_and_a_fixed_delay_ignores_the_samples() {
+        let state = learnt(std::iter::repeat_n(300, 30));
+        let off = HedgePolicy::new(HedgeAfter::Off, 10_000 * MS);
+        assert_eq!(off.delay(&state), None);
+        let fixed = HedgePolicy::new(HedgeAfter::Fixed(1_234), 10_000 * MS);
+        assert_eq!(fixed.delay(&state), Some(1_234 * MS));
+        assert_eq!(HedgePolicy::expected_share(HedgeAfter::Off), 0.0);
+        assert!(HedgePolicy::expected_share(HedgeAfter::Auto) <= 0.1 + 1e-9);
+    }
+
+    #[test]
+    fn every_gate_can_refuse() {
+        let open = Gate {
+            breaker_closed: true,
+            below_credit_reserve: false,
+            token_free: true,
+            time_left: 10_000 * MS,
+            min_attempt: 1_000 * MS,
+        };
+        let p = auto();
+        let delay = 2_000 * MS;
+        assert_eq!(p.admit(open, delay), Ok(()));
+        let refused = |gate: Gate| p.admit(gate, delay).unwrap_err();
+        assert_eq!(
+            refused(Gate {
+                breaker_closed: false,
+                ..open
+            }),
+            Skip::Breaker
+        );
+        assert_eq!(
+            refused(Gate {
+                below_credit_reserve: true,
+                ..open
+            }),
+            Skip::CreditReserve
+        );
+        assert_eq!(
+            refused(Gate {
+                token_free: false,
+                ..open
+            }),
+            Skip::RateLimit
+        );
+        assert_eq!(
+            refused(Gate {
+                time_left: delay - MS,
+                ..open
+            }),
+            Skip::Deadline
+        );
+        // A short delay still needs an attempt's minimum.
+        assert_eq!(
+            p.admit(
+                Gate {
+                    time_left: 999 * MS,
+                    ..open
+                },
+                100 * MS
+            ),
+            Err(Skip::Deadline)
+        );
+    }
+
+    #[test]
+    fn a_corrupt_history_is_read_as_what_is_plausible_in_it() {
+        let read = |json: &str| serde_json::from_str::<HedgeState>(json).unwrap();
+        assert_eq!(read("null"), HedgeState::default());
+        assert_eq!(read(r#""abc""#), HedgeState::default());
+        assert_eq!(read(r#"{"latencies_ms": {"a": 1}}"#), HedgeState::default());
+        assert_eq!(
+            read(r#"{"latencies_ms": [5, -1, 0, 1e308, "7", null, 2.5, 600001, 600000, [1]]}"#)
+                .latencies_ms,
+            [5, 600_000]
+        );
+        let many: Vec<u64> = (1..=10_000).collect();
+        let json = serde_json::json!({ "latencies_ms": many }).to_string();
+        let state = read(&json);
+        assert_eq!(state.latencies_ms.len(), SAMPLES_KEPT);
+        assert_eq!(state.latencies_ms.back(), Some(&10_000));
+        // What it writes it reads back.
+        let again = read(&serde_json::to_string(&state).unwrap());
+        assert_eq!(again, state);
+    }
+}
