@@ -993,7 +993,9 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(
-                error.contains(&format!("`lcw_hedge_after_ms` = \"{bad}\": must be auto, 0 (off)")),
+                error.contains(&format!(
+                    "`lcw_hedge_after_ms` = \"{bad}\": must be auto, 0 (off)"
+                )),
                 "{error}"
             );
         }

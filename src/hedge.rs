@@ -71,14 +71,18 @@ impl HedgeState {
         }
     }
 
-    /// The [`QUANTILE`] of the samples (nearest rank), once there are [`MIN_SAMPLES`].
+    /// The [`QUANTILE`] of the samples, once there are [`MIN_SAMPLES`]: the sample of rank
+    /// ⌈q·(n + 1)⌉. A next latency exceeds the k-th smallest of n with probability
+    /// (n + 1 − k)/(n + 1), so this rank keeps the hedged share at or below 1 − q (nearest rank,
+    /// ⌈q·n⌉, would hedge 7 in 65 at n = 64: 10.8 %).
     pub fn quantile(&self) -> Option<Duration> {
         if self.latencies_ms.len() < MIN_SAMPLES {
             return None;
         }
         let mut sorted: Vec<u32> = self.latencies_ms.iter().copied().collect();
         sorted.sort_unstable();
-        let rank = ((QUANTILE * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        let n = sorted.len();
+        let rank = ((QUANTILE * (n + 1) as f64).ceil() as usize).clamp(1, n);
         Some(Duration::from_millis(u64::from(sorted[rank - 1])))
     }
 }
@@ -199,8 +203,8 @@ mod tests {
         let few = learnt((1..MIN_SAMPLES as u64).map(|i| i * 10));
         assert_eq!(auto().delay(&few), Some(DEFAULT_DELAY));
         let enough = learnt((1..=MIN_SAMPLES as u64).map(|i| i * 10));
-        // 20 samples 10..=200: the 18th is the p90.
-        assert_eq!(auto().delay(&enough), Some(180 * MS));
+        // 20 samples 10..=200: the ⌈0.9 × 21⌉ = 19th is the p90.
+        assert_eq!(auto().delay(&enough), Some(190 * MS));
     }
 
     #[test]
@@ -208,8 +212,8 @@ mod tests {
         // 1..=100 ms, then 64 more: only the newest 64 count.
         let state = learnt((1..=100).chain((1..=64).map(|i| i * 50)));
         assert_eq!(state.latencies_ms.len(), SAMPLES_KEPT);
-        // nearest rank: ceil(0.9 × 64) = 58th of 50..=3200.
-        assert_eq!(auto().delay(&state), Some(2_900 * MS));
+        // ⌈0.9 × 65⌉ = 59th of 50..=3200.
+        assert_eq!(auto().delay(&state), Some(2_950 * MS));
     }
 
     #[test]
