@@ -985,8 +985,11 @@ fn record_credits<H: Host>(
         host.log(
             Level::Warn,
             &format!(
-                "these settings plan {planned} LCW calls a day ({} of them hedges), above the daily limit of {limit} credits",
-                plan::hedges_per_day(settings)
+                "these settings plan {planned} LCW calls a day{}, above the daily limit of {limit} credits",
+                match plan::hedges_per_day(settings) {
+                    0 => String::new(),
+                    hedges => format!(" ({hedges} of them hedges)"),
+                }
             ),
         );
     }
