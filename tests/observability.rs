@@ -103,6 +103,8 @@ fn every_family_has_samples_after_a_few_ticks_and_promtool_is_clean() {
         "lcw_operation_duration_seconds",
         "lcw_operations_total",
         "lcw_api_calls_total",
+        "lcw_api_hedges_total",
+        "lcw_api_hedges_won_total",
         "lcw_api_response_duration_seconds",
         "lcw_cache_operations_total",
         "lcw_cache_size_entries",

@@ -392,6 +392,38 @@ mod tests {
         assert_eq!(Histogram::default().quantile(&OPERATION_BUCKETS, 0.5), None);
     }
 
+    #[test]
+    fn hedges_sent_and_won_are_counted_from_the_attempts() {
+        let attempt = |status: &str, hedge: bool| Attempt {
+            endpoint: "/coins/list".into(),
+            status: status.into(),
+            duration_ms: 100,
+            hedge,
+        };
+        let mut doc = TelemetryState::default();
+        doc.record_tick(
+            &[],
+            &[
+                // A hedge that won, its first copy dropped.
+                attempt("200", true),
+                attempt(crate::guard::DROPPED, false),
+                // A hedge dropped when the first copy answered.
+                attempt("200", false),
+                attempt(crate::guard::DROPPED, true),
+                // A hedge that failed too.
+                attempt("503", false),
+                attempt("timeout", true),
+            ],
+            &[],
+            thresholds(),
+            0,
+        );
+        assert_eq!((doc.hedges, doc.hedges_won), (3, 1));
+        // Every copy is a call.
+        assert_eq!(doc.api_calls["/coins/list"].values().sum::<u64>(), 6);
+        assert_eq!(doc.api_calls["/coins/list"][crate::guard::DROPPED], 2);
+    }
+
     fn thresholds() -> Thresholds {
         Thresholds {
             warning: Duration::from_secs(30),
