@@ -6,7 +6,11 @@
 //! time, never a new one. Errors and empty answers are never stored. KV round trips do not grow
 //! with the entries a tick touches: the index (every entry's metadata and the statistics) travels
 //! in the collector's state document, and the bodies a tick stores go together into one
-//! gzip-compressed segment. It must not call LCW or decide what a tick fetches.
+//! gzip-compressed segment. An answer whose TTL is not longer than the tick interval (plus
+//! [`TTL_SLACK_MS`]) is not cached at all: the next cron tick would find it expired, so storing
+//! it only cost CPU and store bytes. An answer whose body no hit needs (`/status`, `/credits`:
+//! a tick takes them into account when they arrive) is kept as an index entry without a body.
+//! It must not call LCW or decide what a tick fetches.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -50,7 +54,8 @@ pub struct Entry {
     pub fetched_at_ms: i64,
     pub expires_at_ms: i64,
     pub last_used_ms: i64,
-    /// The segment document holding the body.
+    /// The segment document holding the body; empty when no body is kept
+    /// ([`TickCache::store_fetched_only`]).
     pub segment: String,
 }
 
@@ -126,6 +131,8 @@ pub struct TickCache {
     loaded_segments: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// Segments no entry refers to any more, deleted on save.
     orphaned: BTreeSet<String>,
+    /// Answers whose TTL is at most this long are not stored (0: every answer is).
+    uncached_up_to_ms: i64,
 }
 
 /// The cache key of a request: endpoint and exact body.
@@ -165,12 +172,46 @@ impl TickCache {
             segment_for_tick: format!("{SEGMENT_PREFIX}{tick_id}"),
             loaded_segments: BTreeMap::new(),
             orphaned: BTreeSet::new(),
+            uncached_up_to_ms: 0,
         };
         for key in expired {
             cache.remove(&key);
             cache.index.stats.expirations += 1;
         }
         cache
+    }
+
+    /// Stores no answer that the next tick, `interval` later, would find expired: TTLs up to
+    /// `interval` + [`TTL_SLACK_MS`]. Those answers are never read back by a cron tick; an
+    /// off-schedule tick (`POST /collect`) fetches them afresh too.
+    pub fn uncached_up_to(mut self, interval: std::time::Duration) -> Self {
+        self.uncached_up_to_ms = i64::try_from(interval.as_millis())
+            .unwrap_or(i64::MAX / 2)
+            .saturating_add(TTL_SLACK_MS);
+        self
+    }
+
+    /// The TTL of `endpoint` in ms, or `None` when its answers are not cached.
+    fn kept_ttl_ms(&self, endpoint: Endpoint) -> Option<i64> {
+        let ttl_ms = i64::try_from(ttl_s(&self.ttls, endpoint)).unwrap_or(i64::MAX / 2000) * 1000;
+        (ttl_ms > self.uncached_up_to_ms).then_some(ttl_ms)
+    }
+
+    /// Whether `endpoint`'s answers are cached at all.
+    pub fn caches(&self, endpoint: Endpoint) -> bool {
+        self.kept_ttl_ms(endpoint).is_some()
+    }
+
+    /// When the fresh answer under `key` was fetched, counting a hit or a miss, without reading
+    /// its body: for answers a tick takes into account only when they arrive.
+    pub fn fresh(&mut self, key: &str, now_ms: i64) -> Option<i64> {
+        let Some(entry) = self.index.entries.get_mut(key) else {
+            self.index.stats.misses += 1;
+            return None;
+        };
+        entry.last_used_ms = now_ms;
+        self.index.stats.hits += 1;
+        Some(entry.fetched_at_ms)
     }
 
     /// The cached answer, counting a hit or a miss. Reads the entry's segment unless an earlier
@@ -185,6 +226,12 @@ impl TickCache {
             self.index.stats.misses += 1;
             return None;
         };
+        if entry.segment.is_empty() {
+            // Kept without its body: nothing to serve.
+            self.remove(key);
+            self.index.stats.misses += 1;
+            return None;
+        }
         if entry.segment == self.segment_for_tick {
             // Stored earlier in this same tick: not written yet.
             let body = self.new_bodies.get(key).cloned()?;
@@ -242,19 +289,62 @@ impl TickCache {
         if is_empty_answer(endpoint, &body) {
             return false;
         }
-        self.remove(&key);
-        let ttl_ms = i64::try_from(ttl_s(&self.ttls, endpoint)).unwrap_or(i64::MAX / 2000) * 1000;
-        self.index.entries.insert(
+        let segment = self.segment_for_tick.clone();
+        if !self.insert(
+            endpoint,
             key.clone(),
+            segment,
+            requested_at_ms,
+            fetched_at_ms,
+        ) {
+            return false;
+        }
+        // (Unless the bound evicted it at once.)
+        if self.index.entries.contains_key(&key) {
+            self.new_bodies.insert(key, body);
+        }
+        true
+    }
+
+    /// Notes that the answer under `key` was fetched, without keeping its body (see
+    /// [`fresh`](Self::fresh)). Returns false when `endpoint`'s answers are not cached.
+    /// Like [`store`](Self::store), empty answers are refused.
+    pub fn store_fetched_only(
+        &mut self,
+        endpoint: Endpoint,
+        key: String,
+        body: &[u8],
+        requested_at_ms: i64,
+        fetched_at_ms: i64,
+    ) -> bool {
+        if is_empty_answer(endpoint, body) {
+            return false;
+        }
+        self.insert(endpoint, key, String::new(), requested_at_ms, fetched_at_ms)
+    }
+
+    fn insert(
+        &mut self,
+        endpoint: Endpoint,
+        key: String,
+        segment: String,
+        requested_at_ms: i64,
+        fetched_at_ms: i64,
+    ) -> bool {
+        let Some(ttl_ms) = self.kept_ttl_ms(endpoint) else {
+            return false;
+        };
+        self.remove(&key);
+        self.index.entries.insert(
+            key,
             Entry {
                 requested_at_ms,
                 fetched_at_ms,
                 expires_at_ms: requested_at_ms.saturating_add(ttl_ms),
                 last_used_ms: fetched_at_ms,
-                segment: self.segment_for_tick.clone(),
+                segment,
             },
         );
-        self.new_bodies.insert(key, body);
         while self.index.entries.len() > self.max_entries {
             let Some(oldest) = self
                 .index
@@ -274,11 +364,12 @@ impl TickCache {
     fn remove(&mut self, key: &str) {
         if let Some(entry) = self.index.entries.remove(key) {
             self.new_bodies.remove(key);
-            if !self
-                .index
-                .entries
-                .values()
-                .any(|e| e.segment == entry.segment)
+            if !entry.segment.is_empty()
+                && !self
+                    .index
+                    .entries
+                    .values()
+                    .any(|e| e.segment == entry.segment)
             {
                 self.orphaned.insert(entry.segment);
             }
@@ -366,7 +457,12 @@ const OLD_SEGMENT_MS: i64 = 10 * 60 * 1000;
 
 /// Forgets every entry of `index` (keeping the statistics) and deletes their segments.
 pub async fn clear<S: KeyValue>(store: &S, index: &mut Index) -> Result<usize, CacheError> {
-    let segments: BTreeSet<String> = index.entries.values().map(|e| e.segment.clone()).collect();
+    let segments: BTreeSet<String> = index
+        .entries
+        .values()
+        .filter(|e| !e.segment.is_empty())
+        .map(|e| e.segment.clone())
+        .collect();
     let cleared = index.entries.len();
     index.entries.clear();
     for segment in segments {
@@ -381,7 +477,7 @@ fn pack(bodies: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, String> {
         .map(|(k, v)| (k.as_str(), std::str::from_utf8(v).unwrap_or("")))
         .collect();
     let json = serde_json::to_vec(&as_text).map_err(|e| e.to_string())?;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
     encoder.write_all(&json).map_err(|e| e.to_string())?;
     encoder.finish().map_err(|e| e.to_string())
 }
@@ -438,6 +534,50 @@ mod tests {
             key(Endpoint::CoinsList, b"{}"),
             key(Endpoint::CoinsMap, b"{}")
         );
+    }
+
+    fn ttls() -> Ttls {
+        Ttls {
+            status_s: 120,
+            credits_s: 300,
+            coins_single_s: 60,
+            coins_list_s: 60,
+            overview_s: 60,
+            exchanges_list_s: 600,
+        }
+    }
+
+    #[test]
+    fn answers_the_next_tick_would_find_expired_are_not_stored() {
+        let mut tick = TickCache::new(Index::default(), ttls(), 10, "t", 0)
+            .uncached_up_to(std::time::Duration::from_secs(60));
+        assert!(!tick.caches(Endpoint::CoinsList));
+        assert!(tick.caches(Endpoint::Status));
+        assert!(!tick.store(Endpoint::CoinsList, "c".into(), b"[1]".to_vec(), 0, 5));
+        assert!(!tick.store(
+            Endpoint::Overview,
+            "o".into(),
+            b"{\"cap\":1}".to_vec(),
+            0,
+            5
+        ));
+        assert!(tick.store(Endpoint::ExchangesList, "e".into(), b"[1]".to_vec(), 0, 5));
+        assert!(!tick.store_fetched_only(Endpoint::Credits, "k".into(), b"{}", 0, 5));
+        assert!(tick.store_fetched_only(Endpoint::Status, "s".into(), b"{}", 0, 5));
+        assert_eq!(tick.len(), 2);
+        assert_eq!(tick.new_bodies.len(), 1, "the status answer keeps no body");
+        assert_eq!(tick.fresh("s", 10), Some(5));
+        assert_eq!(tick.fresh("k", 10), None);
+        // 62 s (interval + slack) is still not longer; 63 s is.
+        let mut ttl = ttls();
+        ttl.coins_list_s = 62;
+        let tick = TickCache::new(Index::default(), ttl, 10, "t", 0)
+            .uncached_up_to(std::time::Duration::from_secs(60));
+        assert!(!tick.caches(Endpoint::CoinsList));
+        ttl.coins_list_s = 63;
+        let tick = TickCache::new(Index::default(), ttl, 10, "t", 0)
+            .uncached_up_to(std::time::Duration::from_secs(60));
+        assert!(tick.caches(Endpoint::CoinsList));
     }
 
     #[test]

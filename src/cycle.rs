@@ -537,7 +537,8 @@ async fn collect<H: Host>(
             max_entries,
             &tick_id,
             host.unix_millis(),
-        );
+        )
+        .uncached_up_to(Duration::from_secs(settings.cycle_interval_s));
         let fetched = fetch(host, settings, &plan.wants, &guard, Some(&mut cache)).await;
         tick.timings.extend(fetched.timings.iter().cloned());
         let cache_started = host.monotonic();
@@ -733,6 +734,23 @@ fn operation_of(want: &Want) -> &'static str {
     }
 }
 
+/// Whether a cache hit of `want` needs the answer's body: status and credits are taken into
+/// account when they arrive, so a fresh entry is all a later tick needs.
+fn needs_body(want: &Want) -> bool {
+    !matches!(want, Want::Status | Want::Credits)
+}
+
+/// The answer a hit without body stands for (ignored: see [`needs_body`]).
+fn cached_without_body(want: &Want) -> Answer {
+    match want {
+        Want::Credits => Answer::Credits(CreditsAnswer {
+            daily_credits_remaining: None,
+            daily_credits_limit: None,
+        }),
+        _ => Answer::Status,
+    }
+}
+
 /// Status and credits only inform; the other wants carry data, and their failure makes a tick
 /// partial.
 fn carries_data(want: &Want) -> bool {
@@ -783,10 +801,17 @@ async fn fetch<H: Host>(
             }
         };
         let hit = match cache.as_deref_mut() {
-            Some(cache) => cache.lookup(host, &request.key, host.unix_millis()).await,
-            None => None,
+            // Taken into account when they came: a hit needs no body (none is kept).
+            Some(cache) if !needs_body(&request.want) => cache
+                .fresh(&request.key, host.unix_millis())
+                .map(|fetched_at_ms| (Ok(cached_without_body(&request.want)), fetched_at_ms)),
+            Some(cache) if cache.caches(request.endpoint) => cache
+                .lookup(host, &request.key, host.unix_millis())
+                .await
+                .map(|hit| (parse(&request.want, &hit.body), hit.fetched_at_ms)),
+            _ => None,
         };
-        match hit.map(|hit| (parse(&request.want, &hit.body), hit.fetched_at_ms)) {
+        match hit {
             Some((Ok(answer), fetched_at_ms)) => {
                 record.cache_hits += 1;
                 fetched.push(Fetched {
@@ -851,13 +876,23 @@ async fn fetch<H: Host>(
         match result {
             Ok((answer, raw)) => {
                 if let Some(cache) = cache.as_deref_mut() {
-                    cache.store(
-                        request.endpoint,
-                        request.key,
-                        raw,
-                        requested_at_ms,
-                        fetched_at_ms,
-                    );
+                    if needs_body(&request.want) {
+                        cache.store(
+                            request.endpoint,
+                            request.key,
+                            raw,
+                            requested_at_ms,
+                            fetched_at_ms,
+                        );
+                    } else {
+                        cache.store_fetched_only(
+                            request.endpoint,
+                            request.key,
+                            &raw,
+                            requested_at_ms,
+                            fetched_at_ms,
+                        );
+                    }
                 }
                 fetched.push(Fetched {
                     want: request.want,

@@ -61,23 +61,58 @@ fn each_kind_is_fetched_again_only_when_its_ttl_is_over() {
     ];
     assert_eq!(calls_per_path(&fake), counts(&every_kind));
 
-    // 30 s later everything is fresh: no call at all, the points come from the cache.
+    // Coins and overview (60 s TTL, not longer than the 60 s interval) are not cached: the
+    // next cron tick would find them expired. Nothing of theirs is in the index or a segment.
+    let index = support::collector_state(&kv).cache;
+    let mut kinds: Vec<&str> = index
+        .entries
+        .keys()
+        .map(|k| k.split('|').next().unwrap())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["/credits", "/exchanges/list", "/status"]);
+    let segments: Vec<Vec<u8>> = kv
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with(cache::SEGMENT_PREFIX))
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(segments.len(), 1, "one segment: the exchanges' body");
+    assert!(
+        index
+            .entries
+            .iter()
+            .all(|(k, e)| e.segment.is_empty() != k.starts_with("/exchanges")),
+        "status and credits are kept without a body: {index:?}"
+    );
+
+    // 30 s later (an off-schedule tick, `POST /collect`): status, credits and exchanges come
+    // from the cache; coins and overview are fetched afresh.
     let (second, _) = tick_at(&variables, &kv, 30 * S);
     assert_eq!(second.outcome, Outcome::Success, "{:?}", second.errors);
-    assert_eq!(second.cache_hits, 6);
-    assert_eq!(calls_per_path(&fake), counts(&every_kind));
+    assert_eq!(second.cache_hits, 3);
+    let refetched = [
+        ("/coins/list", 2),
+        ("/coins/map", 2),
+        ("/credits", 1),
+        ("/exchanges/list", 1),
+        ("/overview", 2),
+        ("/status", 1),
+    ];
+    assert_eq!(calls_per_path(&fake), counts(&refetched));
 
-    // A minute on: coins and overview (60 s); two minutes: status (120 s); five: credits
+    // A minute on: coins and overview again; two minutes: status (120 s); five: credits
     // (300 s); ten: exchanges (600 s).
     tick_at(&variables, &kv, 60 * S);
     assert_eq!(
         calls_per_path(&fake),
         counts(&[
-            ("/coins/list", 2),
-            ("/coins/map", 2),
+            ("/coins/list", 3),
+            ("/coins/map", 3),
             ("/credits", 1),
             ("/exchanges/list", 1),
-            ("/overview", 2),
+            ("/overview", 3),
             ("/status", 1)
         ])
     );
@@ -86,11 +121,11 @@ fn each_kind_is_fetched_again_only_when_its_ttl_is_over() {
     assert_eq!(
         calls_per_path(&fake),
         counts(&[
-            ("/coins/list", 4),
-            ("/coins/map", 4),
+            ("/coins/list", 5),
+            ("/coins/map", 5),
             ("/credits", 2),
             ("/exchanges/list", 1),
-            ("/overview", 4),
+            ("/overview", 5),
             ("/status", 3)
         ])
     );
@@ -99,11 +134,29 @@ fn each_kind_is_fetched_again_only_when_its_ttl_is_over() {
     assert_eq!(last.outcome, Outcome::Success);
 
     let index = support::collector_state(&kv).cache;
-    // Hits: all 6 at +30 s; status, credits, exchanges at +60; credits, exchanges at +120;
+    // Hits: status, credits, exchanges at +30 s and at +60; credits, exchanges at +120;
     // exchanges at +300; none at +600.
-    assert_eq!(index.stats.hits, 6 + 3 + 2 + 1);
+    assert_eq!(index.stats.hits, 3 + 3 + 2 + 1);
     assert!(index.stats.expirations > 0);
-    assert_eq!(index.entries.len(), 6);
+    assert_eq!(index.entries.len(), 3);
+}
+
+#[test]
+fn an_answer_is_cached_only_when_its_ttl_outlasts_the_interval() {
+    let fake = LcwFake::start();
+    let influx = Influx::start();
+    let mut variables = variables_for(&fake, &influx);
+    // Ticks every 30 s: the 60 s coins and overview answers are read back by the next tick.
+    variables.push(("cycle_interval_s", "30".into()));
+    variables.push(("cycle_deadline_ms", "20000".into()));
+    let kv = SharedKv::default();
+
+    tick_at(&variables, &kv, Duration::ZERO);
+    let (second, _) = tick_at(&variables, &kv, 30 * S);
+    assert_eq!(second.outcome, Outcome::Success, "{:?}", second.errors);
+    assert_eq!(second.cache_hits, 6);
+    assert_eq!(fake.seen_on("/coins/list").len(), 1);
+    assert_eq!(fake.seen_on("/overview").len(), 1);
 }
 
 #[test]
@@ -143,28 +196,29 @@ fn a_cached_answer_keeps_its_fetch_time_all_the_way_into_influxdb() {
 fn errors_and_empty_answers_are_never_cached() {
     let fake = LcwFake::start();
     let influx = Influx::start();
-    fake.respond("/overview", Reply::documented_error(503));
-    fake.respond("/exchanges/list", Reply::json(200, "[]"));
+    // Kinds whose TTL is longer than the interval (those the cache keeps at all).
+    fake.respond("/exchanges/list", Reply::documented_error(503));
+    fake.respond("/credits", Reply::json(200, "{}"));
     let mut variables = variables_for(&fake, &influx);
     variables.push(("retry_max", "0".into()));
     let kv = SharedKv::default();
 
     tick_at(&variables, &kv, Duration::ZERO);
-    fake.restore("/overview");
+    fake.restore("/exchanges/list");
     let (second, _) = tick_at(&variables, &kv, 10 * S);
 
-    assert_eq!(fake.seen_on("/overview").len(), 2, "the 503 was not cached");
     assert_eq!(
         fake.seen_on("/exchanges/list").len(),
         2,
-        "the empty list was not cached"
+        "the 503 was not cached"
     );
     assert_eq!(
-        fake.seen_on("/coins/list").len(),
-        1,
-        "the good answers were"
+        fake.seen_on("/credits").len(),
+        2,
+        "the empty answer was not cached"
     );
-    assert_eq!(second.points_written["overview"], 1);
+    assert_eq!(fake.seen_on("/status").len(), 1, "the good answers were");
+    assert_eq!(second.points_written["exchanges"], 1);
 }
 
 fn ttls() -> Ttls {
@@ -257,12 +311,12 @@ fn clear_forgets_every_entry_but_keeps_the_statistics() {
     tick_at(&variables, &kv, 10 * S);
 
     let mut doc = support::collector_state(&kv);
-    assert_eq!(block_on(cache::clear(&host, &mut doc.cache)).unwrap(), 6);
+    assert_eq!(block_on(cache::clear(&host, &mut doc.cache)).unwrap(), 3);
     support::put_collector_state(&kv, &doc);
 
     let index = support::collector_state(&kv).cache;
     assert!(index.entries.is_empty());
-    assert_eq!(index.stats.hits, 6);
+    assert_eq!(index.stats.hits, 3);
     assert!(
         !kv.lock()
             .unwrap()
