@@ -6,7 +6,8 @@
 //! Prints tables, asserts nothing (see docs/PERFORMANCE.md, "Cost of a whole tick, native").
 //!
 //! `cargo bench --bench tick_cost` (add `-- --ticks N` for another number of timed ticks).
-//! `-- --trace` also prints every store call of one steady-state tick at 100 coins.
+//! `-- --trace` also prints every store call of ten steady-state ticks at 100 coins; `-- --coins
+//! N` runs N coins only (for a profiler).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
@@ -654,6 +655,13 @@ fn run(coins: usize, warm_up: u64, timed: u64, trace: bool) -> Run {
             * 1000.0
     };
     let kv = world.kv.borrow();
+    if let Ok(dir) = std::env::var("TICK_COST_DUMP") {
+        // The steady-state documents, for a look.
+        for (key, value) in kv.iter() {
+            let name = key.replace('/', "_");
+            std::fs::write(format!("{dir}/{coins}-{name}"), value).unwrap();
+        }
+    }
     let size = |key: &str| kv.get(key).map_or(0, Vec::len);
     let answers = &world.variants[0];
     Run {
@@ -684,9 +692,15 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(300u64);
     let trace = args.iter().any(|a| a == "--trace");
+    let coins: Vec<usize> = args
+        .iter()
+        .position(|a| a == "--coins")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .map_or_else(|| vec![100, 200], |n| vec![n]);
     // Past the history's 60 recent cycles and the exchanges' 600 s TTL several times over.
     let warm_up = 200;
-    let runs: Vec<Run> = [100, 200]
+    let runs: Vec<Run> = coins
         .into_iter()
         .map(|coins| run(coins, warm_up, timed, trace && coins == 100))
         .collect();

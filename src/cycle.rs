@@ -51,9 +51,11 @@ pub struct CollectorState {
     pub schema: u32,
     /// The exclusion the lease of the last tick that saved this document had.
     pub lease_guarantee: Option<lease::Guarantee>,
-    /// Kept in its own document ([`state::BACKFILL_KEY`]), read and saved with this one.
-    #[serde(skip)]
+    /// Part of this document since schema [`BACKFILL_IN_STATE`] (earlier: only in
+    /// [`state::BACKFILL_KEY`], which now holds a backup copy).
     pub backfill: BackfillState,
+    /// [`backfill::durable_fingerprint`] of the copy last written to [`state::BACKFILL_KEY`].
+    pub backfill_saved: u64,
     pub history: CycleHistory,
     pub resilience: ResilienceState,
     pub cache: cache::Index,
@@ -71,8 +73,9 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         .unwrap_or_default();
     let overlaps: Overlaps = state::load(store, state::OVERLAPS_KEY).await?;
     let CollectorState {
-        schema: _,
-        backfill: _,
+        schema,
+        backfill,
+        backfill_saved: _,
         lease_guarantee,
         mut history,
         resilience,
@@ -95,7 +98,11 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         sink: sink_snapshot(&sink),
         state_bytes,
         unreadable_documents: state::unreadable_count(store).await,
-        backfill: backfill_snapshot(&state::load(store, state::BACKFILL_KEY).await?),
+        backfill: backfill_snapshot(&if schema >= BACKFILL_IN_STATE {
+            backfill
+        } else {
+            state::load(store, state::BACKFILL_KEY).await?
+        }),
         lease_guarantee,
         linear_memory_bytes: telemetry::linear_memory_bytes(),
     })
@@ -133,7 +140,9 @@ pub const LEASE_MARGIN: Duration = Duration::from_secs(15);
 pub const ADOPT_EVERY: Duration = Duration::from_secs(600);
 /// The version of [`CollectorState`] this release writes. Every part tolerates missing and
 /// unknown fields, so older and newer documents load; one that still does not parse is set aside.
-pub const STATE_SCHEMA: u32 = 2;
+pub const STATE_SCHEMA: u32 = 3;
+/// The first [`STATE_SCHEMA`] whose documents carry the backfill document.
+pub const BACKFILL_IN_STATE: u32 = 3;
 /// Time kept back from LCW calls for the writes at the end of a tick: a fifth of the deadline,
 /// at least 1.5 s and at most 5 s (never more than half the deadline).
 pub const WRITE_RESERVE: Duration = Duration::from_secs(5);
@@ -349,7 +358,12 @@ async fn open_state<H: Host>(host: &H, now_ms: i64) -> Option<CollectorState> {
             return None;
         }
     };
-    doc.backfill = open_backfill(host, now_ms).await?;
+    // Earlier releases, a fresh store, a document set aside: the backfill document (or its
+    // backup) is read; it is written again at the end of the tick.
+    if doc.schema < BACKFILL_IN_STATE {
+        doc.backfill = open_backfill(host, now_ms).await?;
+        doc.backfill_saved = 0;
+    }
     sweep(host, &mut doc, now_ms).await;
     Some(doc)
 }
@@ -422,12 +436,18 @@ async fn save_state<H: Host>(host: &H, held: &lease::Held, doc: &mut CollectorSt
         );
         return;
     }
+    // The backup first: the state document then says which copy it holds (a failure is
+    // retried by the next tick).
+    let fingerprint = backfill::durable_fingerprint(&doc.backfill);
+    if fingerprint != doc.backfill_saved {
+        match state::save(host, state::BACKFILL_KEY, &doc.backfill).await {
+            Ok(()) => doc.backfill_saved = fingerprint,
+            Err(error) => host.log(Level::Error, &format!("backfill backup not saved: {error}")),
+        }
+    }
     doc.schema = STATE_SCHEMA;
     if let Err(error) = state::save(host, state::STATE_KEY, doc).await {
         host.log(Level::Error, &format!("state not saved: {error}"));
-    }
-    if let Err(error) = state::save(host, state::BACKFILL_KEY, &doc.backfill).await {
-        host.log(Level::Error, &format!("backfill not saved: {error}"));
     }
 }
 
