@@ -143,12 +143,17 @@ pub fn key(endpoint: Endpoint, body: &[u8]) -> String {
 /// True for answers with no data: `[]`, `null`, and `{}` from anything but `/status`
 /// (whose documented answer is `{}`).
 pub fn is_empty_answer(endpoint: Endpoint, body: &[u8]) -> bool {
-    let trimmed: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    match trimmed.as_slice() {
+    // Without a copy: a data answer is 100 KB, and an empty one has at most 4 other bytes.
+    let mut trimmed = [0u8; 4];
+    let mut len = 0;
+    for &b in body.iter().filter(|b| !b.is_ascii_whitespace()) {
+        if len == trimmed.len() {
+            return false;
+        }
+        trimmed[len] = b;
+        len += 1;
+    }
+    match &trimmed[..len] {
         b"" | b"[]" | b"null" => true,
         b"{}" => endpoint != Endpoint::Status,
         _ => false,
@@ -286,7 +291,7 @@ impl TickCache {
         requested_at_ms: i64,
         fetched_at_ms: i64,
     ) -> bool {
-        if is_empty_answer(endpoint, &body) {
+        if !self.caches(endpoint) || is_empty_answer(endpoint, &body) {
             return false;
         }
         let segment = self.segment_for_tick.clone();
@@ -522,6 +527,10 @@ mod tests {
             Endpoint::CoinsList,
             b"[{\"code\":\"BTC\"}]"
         ));
+        assert!(is_empty_answer(Endpoint::CoinsList, b"\n[\t\r\n]\n"));
+        assert!(!is_empty_answer(Endpoint::CoinsList, b"[1]"));
+        assert!(!is_empty_answer(Endpoint::CoinsList, b"[ 1, 2 ]"));
+        assert!(!is_empty_answer(Endpoint::Overview, b"{ } x"));
     }
 
     #[test]
