@@ -616,6 +616,8 @@ struct Run {
     state_bytes: usize,
     backfill_bytes: usize,
     answer_bytes: usize,
+    /// How many ticks made how many round trips.
+    trips_histogram: std::collections::BTreeMap<u64, usize>,
 }
 
 /// Warms a store up to steady state, then times `timed` ticks.
@@ -646,6 +648,10 @@ fn run(coins: usize, warm_up: u64, timed: u64, trace: bool) -> Run {
     let allocations = mean(&|c| c.allocations);
     let lcw_calls = mean(&|c| c.lcw_calls);
     let round_trips_max = costs.iter().map(|c| c.round_trips).max().unwrap_or(0);
+    let mut trips_histogram = std::collections::BTreeMap::new();
+    for c in &costs {
+        *trips_histogram.entry(c.round_trips).or_insert(0) += 1;
+    }
     let bytes_written_max = costs.iter().map(|c| c.bytes_written).max().unwrap_or(0);
     costs.sort_by_key(|c| c.elapsed);
     let pct = |q: f64| {
@@ -680,6 +686,7 @@ fn run(coins: usize, warm_up: u64, timed: u64, trace: bool) -> Run {
             + answers.map.len()
             + answers.overview.len()
             + answers.exchanges.len(),
+        trips_histogram,
     }
 }
 
@@ -712,7 +719,7 @@ fn main() {
     );
     println!();
     println!(
-        "| coins | tick median (ms) | tick p90 (ms) | KV round trips/tick (mean, max) | KV bytes written/tick (mean, max) | allocations/tick | LCW calls/tick | state document (bytes) | backfill document (bytes) | LCW answer bytes/tick |"
+        "| coins | tick median (ms) | tick p90 (ms) | KV round trips/tick (mean, max) | KV bytes written/tick (mean, max) | allocations/tick | LCW calls/tick | state document (bytes) | `lcw/v1/backfill` (bytes) | LCW answer bytes/tick |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &runs {
@@ -730,6 +737,19 @@ fn main() {
             r.state_bytes,
             r.backfill_bytes,
             r.answer_bytes
+        );
+    }
+    println!();
+    for r in &runs {
+        let ticks: Vec<String> = r
+            .trips_histogram
+            .iter()
+            .map(|(trips, n)| format!("{n} × {trips}"))
+            .collect();
+        println!(
+            "{} coins, timed ticks by KV round trips: {}",
+            r.coins,
+            ticks.join(", ")
         );
     }
 }
