@@ -26,6 +26,11 @@ use crate::lcw::Endpoint;
 pub const SEGMENT_PREFIX: &str = "lcw/v1/cache/segment/";
 /// Hosted key-value stores cap a value at 1 MB; a segment stays below with room to spare.
 pub const SEGMENT_LIMIT: usize = 900 * 1024;
+/// The largest body kept inline in the index (gzip, base64 bytes).
+pub const INLINE_LIMIT: usize = 4 * 1024;
+/// What a tick keeps inline at most, all bodies together (the state document's share).
+pub const INLINE_BUDGET: usize = 8 * 1024;
+
 /// A cron tick may fire a little before the previous one's TTL is over; an entry that would
 /// expire within this slack already counts as expired, so a 60 s TTL under a one-minute cron
 /// refreshes every tick.
@@ -54,9 +59,12 @@ pub struct Entry {
     pub fetched_at_ms: i64,
     pub expires_at_ms: i64,
     pub last_used_ms: i64,
-    /// The segment document holding the body; empty when no body is kept
+    /// The segment document holding the body; empty when the body is inline or none is kept
     /// ([`TickCache::store_fetched_only`]).
     pub segment: String,
+    /// A small body kept in the index itself (gzip, base64), see [`TickCache::inline_up_to`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub inline: String,
 }
 
 /// Cache statistics, persisted.
@@ -133,6 +141,8 @@ pub struct TickCache {
     orphaned: BTreeSet<String>,
     /// Answers whose TTL is at most this long are not stored (0: every answer is).
     uncached_up_to_ms: i64,
+    /// Inline bodies the index may hold together, in bytes (0: none).
+    inline_budget: usize,
 }
 
 /// The cache key of a request: endpoint and exact body.
@@ -178,6 +188,7 @@ impl TickCache {
             loaded_segments: BTreeMap::new(),
             orphaned: BTreeSet::new(),
             uncached_up_to_ms: 0,
+            inline_budget: 0,
         };
         for key in expired {
             cache.remove(&key);
@@ -193,6 +204,14 @@ impl TickCache {
         self.uncached_up_to_ms = i64::try_from(interval.as_millis())
             .unwrap_or(i64::MAX / 2)
             .saturating_add(TTL_SLACK_MS);
+        self
+    }
+
+    /// Keeps bodies of at most [`INLINE_LIMIT`] bytes compressed in the index itself, up to
+    /// `budget` bytes for all of them: a hit on them reads no segment and a tick that stores
+    /// them writes none (the index travels in the state document, read and written anyway).
+    pub fn inline_up_to(mut self, budget: usize) -> Self {
+        self.inline_budget = budget;
         self
     }
 
@@ -231,6 +250,27 @@ impl TickCache {
             self.index.stats.misses += 1;
             return None;
         };
+        if !entry.inline.is_empty() {
+            let Some(body) = unpack_inline(&entry.inline) else {
+                store.log(
+                    Level::Warn,
+                    &format!(
+                        "cache entry `{key}`: its inline body does not read; treated as absent"
+                    ),
+                );
+                self.remove(key);
+                self.index.stats.misses += 1;
+                return None;
+            };
+            self.index.stats.hits += 1;
+            if let Some(e) = self.index.entries.get_mut(key) {
+                e.last_used_ms = now_ms;
+            }
+            return Some(Hit {
+                body,
+                fetched_at_ms: entry.fetched_at_ms,
+            });
+        }
         if entry.segment.is_empty() {
             // Kept without its body: nothing to serve.
             self.remove(key);
@@ -348,6 +388,7 @@ impl TickCache {
                 expires_at_ms: requested_at_ms.saturating_add(ttl_ms),
                 last_used_ms: fetched_at_ms,
                 segment,
+                inline: String::new(),
             },
         );
         while self.index.entries.len() > self.max_entries {
@@ -397,7 +438,11 @@ impl TickCache {
     /// for the state document. If the segment cannot be written, its entries leave the index.
     pub async fn finish<S: KeyValue>(mut self, store: &S) -> (Index, Result<(), CacheError>) {
         let mut result = Ok(());
-        if !self.new_bodies.is_empty() {
+        self.inline_small_bodies();
+        if self.new_bodies.is_empty() {
+            // Nothing written under this tick's segment key: nothing to delete there either.
+            self.orphaned.remove(&self.segment_for_tick);
+        } else {
             let written = match pack(&self.new_bodies) {
                 Ok(packed) if packed.len() <= SEGMENT_LIMIT => store
                     .kv_set(&self.segment_for_tick, &packed)
@@ -434,6 +479,50 @@ impl TickCache {
         }
         (self.index, result)
     }
+}
+
+impl TickCache {
+    /// Moves this tick's small bodies into their index entries, within the inline budget.
+    fn inline_small_bodies(&mut self) {
+        if self.inline_budget == 0 {
+            return;
+        }
+        let mut used: usize = self.index.entries.values().map(|e| e.inline.len()).sum();
+        let keys: Vec<String> = self.new_bodies.keys().cloned().collect();
+        for key in keys {
+            let Some(text) = self.new_bodies.get(&key).and_then(|body| pack_inline(body)) else {
+                continue;
+            };
+            if text.len() > INLINE_LIMIT || used + text.len() > self.inline_budget {
+                continue;
+            }
+            if let Some(entry) = self.index.entries.get_mut(&key) {
+                used += text.len();
+                entry.inline = text;
+                entry.segment = String::new();
+                self.new_bodies.remove(&key);
+            }
+        }
+    }
+}
+
+fn pack_inline(body: &[u8]) -> Option<String> {
+    use base64::Engine as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+    encoder.write_all(body).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(encoder.finish().ok()?))
+}
+
+fn unpack_inline(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let packed = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    let mut body = Vec::new();
+    flate2::read::GzDecoder::new(&packed[..])
+        .read_to_end(&mut body)
+        .ok()?;
+    Some(body)
 }
 
 /// Deletes cache segments no entry of `index` refers to that are older than `OLD_SEGMENT`

@@ -558,7 +558,8 @@ async fn collect<H: Host>(
             &tick_id,
             host.unix_millis(),
         )
-        .uncached_up_to(Duration::from_secs(settings.cycle_interval_s));
+        .uncached_up_to(Duration::from_secs(settings.cycle_interval_s))
+        .inline_up_to(cache::INLINE_BUDGET);
         let fetched = fetch(host, settings, &plan.wants, &guard, Some(&mut cache)).await;
         tick.timings.extend(fetched.timings.iter().cloned());
         let cache_started = host.monotonic();
