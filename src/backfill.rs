@@ -113,6 +113,35 @@ impl BackfillState {
     }
 }
 
+/// A fingerprint of everything in `state` but `last_point_ms` (which moves every tick): the
+/// cycle writes the backup copy of the document ([`crate::state::BACKFILL_KEY`]) only when this
+/// changes. FNV-1a over the JSON, stable across builds.
+pub fn durable_fingerprint(state: &BackfillState) -> u64 {
+    #[derive(Serialize)]
+    struct Durable<'a> {
+        names: &'a BTreeMap<String, String>,
+        queue: &'a VecDeque<Range>,
+        initialized: bool,
+        queued_total: u64,
+        filled: u64,
+        abandoned: u64,
+        points: u64,
+    }
+    let json = serde_json::to_vec(&Durable {
+        names: &state.names,
+        queue: &state.queue,
+        initialized: state.initialized,
+        queued_total: state.queued_total,
+        filled: state.filled,
+        abandoned: state.abandoned,
+        points: state.points,
+    })
+    .unwrap_or_default();
+    json.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 fn same_range(a: &Range, b: &Range) -> bool {
     a.target == b.target && a.from_ms == b.from_ms && a.to_ms == b.to_ms
 }

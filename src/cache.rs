@@ -5,8 +5,12 @@
 //! request body and keeps the time its data was fetched, so points built from a hit carry that
 //! time, never a new one. Errors and empty answers are never stored. KV round trips do not grow
 //! with the entries a tick touches: the index (every entry's metadata and the statistics) travels
-//! in the collector's state document, and the bodies a tick stores go together into one
-//! gzip-compressed segment. It must not call LCW or decide what a tick fetches.
+//! in the collector's state document, small bodies with it ([`TickCache::inline_up_to`]), and
+//! the other bodies a tick stores go together into one gzip-compressed segment. An answer whose TTL is not longer than the tick interval (plus
+//! [`TTL_SLACK_MS`]) is not cached at all: the next cron tick would find it expired, so storing
+//! it only cost CPU and store bytes. An answer whose body no hit needs (`/status`, `/credits`:
+//! a tick takes them into account when they arrive) is kept as an index entry without a body.
+//! It must not call LCW or decide what a tick fetches.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -22,6 +26,11 @@ use crate::lcw::Endpoint;
 pub const SEGMENT_PREFIX: &str = "lcw/v1/cache/segment/";
 /// Hosted key-value stores cap a value at 1 MB; a segment stays below with room to spare.
 pub const SEGMENT_LIMIT: usize = 900 * 1024;
+/// The largest body kept inline in the index (gzip, base64 bytes).
+pub const INLINE_LIMIT: usize = 4 * 1024;
+/// What a tick keeps inline at most, all bodies together (the state document's share).
+pub const INLINE_BUDGET: usize = 8 * 1024;
+
 /// A cron tick may fire a little before the previous one's TTL is over; an entry that would
 /// expire within this slack already counts as expired, so a 60 s TTL under a one-minute cron
 /// refreshes every tick.
@@ -50,8 +59,12 @@ pub struct Entry {
     pub fetched_at_ms: i64,
     pub expires_at_ms: i64,
     pub last_used_ms: i64,
-    /// The segment document holding the body.
+    /// The segment document holding the body; empty when the body is inline or none is kept
+    /// ([`TickCache::store_fetched_only`]).
     pub segment: String,
+    /// A small body kept in the index itself (gzip, base64), see [`TickCache::inline_up_to`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub inline: String,
 }
 
 /// Cache statistics, persisted.
@@ -126,6 +139,10 @@ pub struct TickCache {
     loaded_segments: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// Segments no entry refers to any more, deleted on save.
     orphaned: BTreeSet<String>,
+    /// Answers whose TTL is at most this long are not stored (0: every answer is).
+    uncached_up_to_ms: i64,
+    /// Inline bodies the index may hold together, in bytes (0: none).
+    inline_budget: usize,
 }
 
 /// The cache key of a request: endpoint and exact body.
@@ -136,12 +153,17 @@ pub fn key(endpoint: Endpoint, body: &[u8]) -> String {
 /// True for answers with no data: `[]`, `null`, and `{}` from anything but `/status`
 /// (whose documented answer is `{}`).
 pub fn is_empty_answer(endpoint: Endpoint, body: &[u8]) -> bool {
-    let trimmed: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    match trimmed.as_slice() {
+    // Without a copy: a data answer is 100 KB, and an empty one has at most 4 other bytes.
+    let mut trimmed = [0u8; 4];
+    let mut len = 0;
+    for &b in body.iter().filter(|b| !b.is_ascii_whitespace()) {
+        if len == trimmed.len() {
+            return false;
+        }
+        trimmed[len] = b;
+        len += 1;
+    }
+    match &trimmed[..len] {
         b"" | b"[]" | b"null" => true,
         b"{}" => endpoint != Endpoint::Status,
         _ => false,
@@ -165,12 +187,55 @@ impl TickCache {
             segment_for_tick: format!("{SEGMENT_PREFIX}{tick_id}"),
             loaded_segments: BTreeMap::new(),
             orphaned: BTreeSet::new(),
+            uncached_up_to_ms: 0,
+            inline_budget: 0,
         };
         for key in expired {
             cache.remove(&key);
             cache.index.stats.expirations += 1;
         }
         cache
+    }
+
+    /// Stores no answer that the next tick, `interval` later, would find expired: TTLs up to
+    /// `interval` + [`TTL_SLACK_MS`]. Those answers are never read back by a cron tick; an
+    /// off-schedule tick (`POST /collect`) fetches them afresh too.
+    pub fn uncached_up_to(mut self, interval: std::time::Duration) -> Self {
+        self.uncached_up_to_ms = i64::try_from(interval.as_millis())
+            .unwrap_or(i64::MAX / 2)
+            .saturating_add(TTL_SLACK_MS);
+        self
+    }
+
+    /// Keeps bodies of at most [`INLINE_LIMIT`] bytes compressed in the index itself, up to
+    /// `budget` bytes for all of them: a hit on them reads no segment and a tick that stores
+    /// them writes none (the index travels in the state document, read and written anyway).
+    pub fn inline_up_to(mut self, budget: usize) -> Self {
+        self.inline_budget = budget;
+        self
+    }
+
+    /// The TTL of `endpoint` in ms, or `None` when its answers are not cached.
+    fn kept_ttl_ms(&self, endpoint: Endpoint) -> Option<i64> {
+        let ttl_ms = i64::try_from(ttl_s(&self.ttls, endpoint)).unwrap_or(i64::MAX / 2000) * 1000;
+        (ttl_ms > self.uncached_up_to_ms).then_some(ttl_ms)
+    }
+
+    /// Whether `endpoint`'s answers are cached at all.
+    pub fn caches(&self, endpoint: Endpoint) -> bool {
+        self.kept_ttl_ms(endpoint).is_some()
+    }
+
+    /// When the fresh answer under `key` was fetched, counting a hit or a miss, without reading
+    /// its body: for answers a tick takes into account only when they arrive.
+    pub fn fresh(&mut self, key: &str, now_ms: i64) -> Option<i64> {
+        let Some(entry) = self.index.entries.get_mut(key) else {
+            self.index.stats.misses += 1;
+            return None;
+        };
+        entry.last_used_ms = now_ms;
+        self.index.stats.hits += 1;
+        Some(entry.fetched_at_ms)
     }
 
     /// The cached answer, counting a hit or a miss. Reads the entry's segment unless an earlier
@@ -185,6 +250,33 @@ impl TickCache {
             self.index.stats.misses += 1;
             return None;
         };
+        if !entry.inline.is_empty() {
+            let Some(body) = unpack_inline(&entry.inline) else {
+                store.log(
+                    Level::Warn,
+                    &format!(
+                        "cache entry `{key}`: its inline body does not read; treated as absent"
+                    ),
+                );
+                self.remove(key);
+                self.index.stats.misses += 1;
+                return None;
+            };
+            self.index.stats.hits += 1;
+            if let Some(e) = self.index.entries.get_mut(key) {
+                e.last_used_ms = now_ms;
+            }
+            return Some(Hit {
+                body,
+                fetched_at_ms: entry.fetched_at_ms,
+            });
+        }
+        if entry.segment.is_empty() {
+            // Kept without its body: nothing to serve.
+            self.remove(key);
+            self.index.stats.misses += 1;
+            return None;
+        }
         if entry.segment == self.segment_for_tick {
             // Stored earlier in this same tick: not written yet.
             let body = self.new_bodies.get(key).cloned()?;
@@ -239,22 +331,66 @@ impl TickCache {
         requested_at_ms: i64,
         fetched_at_ms: i64,
     ) -> bool {
-        if is_empty_answer(endpoint, &body) {
+        if !self.caches(endpoint) || is_empty_answer(endpoint, &body) {
             return false;
         }
-        self.remove(&key);
-        let ttl_ms = i64::try_from(ttl_s(&self.ttls, endpoint)).unwrap_or(i64::MAX / 2000) * 1000;
-        self.index.entries.insert(
+        let segment = self.segment_for_tick.clone();
+        if !self.insert(
+            endpoint,
             key.clone(),
+            segment,
+            requested_at_ms,
+            fetched_at_ms,
+        ) {
+            return false;
+        }
+        // (Unless the bound evicted it at once.)
+        if self.index.entries.contains_key(&key) {
+            self.new_bodies.insert(key, body);
+        }
+        true
+    }
+
+    /// Notes that the answer under `key` was fetched, without keeping its body (see
+    /// [`fresh`](Self::fresh)). Returns false when `endpoint`'s answers are not cached.
+    /// Like [`store`](Self::store), empty answers are refused.
+    pub fn store_fetched_only(
+        &mut self,
+        endpoint: Endpoint,
+        key: String,
+        body: &[u8],
+        requested_at_ms: i64,
+        fetched_at_ms: i64,
+    ) -> bool {
+        if is_empty_answer(endpoint, body) {
+            return false;
+        }
+        self.insert(endpoint, key, String::new(), requested_at_ms, fetched_at_ms)
+    }
+
+    fn insert(
+        &mut self,
+        endpoint: Endpoint,
+        key: String,
+        segment: String,
+        requested_at_ms: i64,
+        fetched_at_ms: i64,
+    ) -> bool {
+        let Some(ttl_ms) = self.kept_ttl_ms(endpoint) else {
+            return false;
+        };
+        self.remove(&key);
+        self.index.entries.insert(
+            key,
             Entry {
                 requested_at_ms,
                 fetched_at_ms,
                 expires_at_ms: requested_at_ms.saturating_add(ttl_ms),
                 last_used_ms: fetched_at_ms,
-                segment: self.segment_for_tick.clone(),
+                segment,
+                inline: String::new(),
             },
         );
-        self.new_bodies.insert(key, body);
         while self.index.entries.len() > self.max_entries {
             let Some(oldest) = self
                 .index
@@ -274,11 +410,12 @@ impl TickCache {
     fn remove(&mut self, key: &str) {
         if let Some(entry) = self.index.entries.remove(key) {
             self.new_bodies.remove(key);
-            if !self
-                .index
-                .entries
-                .values()
-                .any(|e| e.segment == entry.segment)
+            if !entry.segment.is_empty()
+                && !self
+                    .index
+                    .entries
+                    .values()
+                    .any(|e| e.segment == entry.segment)
             {
                 self.orphaned.insert(entry.segment);
             }
@@ -301,7 +438,11 @@ impl TickCache {
     /// for the state document. If the segment cannot be written, its entries leave the index.
     pub async fn finish<S: KeyValue>(mut self, store: &S) -> (Index, Result<(), CacheError>) {
         let mut result = Ok(());
-        if !self.new_bodies.is_empty() {
+        self.inline_small_bodies();
+        if self.new_bodies.is_empty() {
+            // Nothing written under this tick's segment key: nothing to delete there either.
+            self.orphaned.remove(&self.segment_for_tick);
+        } else {
             let written = match pack(&self.new_bodies) {
                 Ok(packed) if packed.len() <= SEGMENT_LIMIT => store
                     .kv_set(&self.segment_for_tick, &packed)
@@ -340,6 +481,50 @@ impl TickCache {
     }
 }
 
+impl TickCache {
+    /// Moves this tick's small bodies into their index entries, within the inline budget.
+    fn inline_small_bodies(&mut self) {
+        if self.inline_budget == 0 {
+            return;
+        }
+        let mut used: usize = self.index.entries.values().map(|e| e.inline.len()).sum();
+        let keys: Vec<String> = self.new_bodies.keys().cloned().collect();
+        for key in keys {
+            let Some(text) = self.new_bodies.get(&key).and_then(|body| pack_inline(body)) else {
+                continue;
+            };
+            if text.len() > INLINE_LIMIT || used + text.len() > self.inline_budget {
+                continue;
+            }
+            if let Some(entry) = self.index.entries.get_mut(&key) {
+                used += text.len();
+                entry.inline = text;
+                entry.segment = String::new();
+                self.new_bodies.remove(&key);
+            }
+        }
+    }
+}
+
+fn pack_inline(body: &[u8]) -> Option<String> {
+    use base64::Engine as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+    encoder.write_all(body).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(encoder.finish().ok()?))
+}
+
+fn unpack_inline(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let packed = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    let mut body = Vec::new();
+    flate2::read::GzDecoder::new(&packed[..])
+        .read_to_end(&mut body)
+        .ok()?;
+    Some(body)
+}
+
 /// Deletes cache segments no entry of `index` refers to that are older than `OLD_SEGMENT`
 /// (written by ticks whose state was never saved; a younger one may belong to a tick running
 /// now). Returns how many went.
@@ -366,7 +551,12 @@ const OLD_SEGMENT_MS: i64 = 10 * 60 * 1000;
 
 /// Forgets every entry of `index` (keeping the statistics) and deletes their segments.
 pub async fn clear<S: KeyValue>(store: &S, index: &mut Index) -> Result<usize, CacheError> {
-    let segments: BTreeSet<String> = index.entries.values().map(|e| e.segment.clone()).collect();
+    let segments: BTreeSet<String> = index
+        .entries
+        .values()
+        .filter(|e| !e.segment.is_empty())
+        .map(|e| e.segment.clone())
+        .collect();
     let cleared = index.entries.len();
     index.entries.clear();
     for segment in segments {
@@ -381,7 +571,7 @@ fn pack(bodies: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, String> {
         .map(|(k, v)| (k.as_str(), std::str::from_utf8(v).unwrap_or("")))
         .collect();
     let json = serde_json::to_vec(&as_text).map_err(|e| e.to_string())?;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
     encoder.write_all(&json).map_err(|e| e.to_string())?;
     encoder.finish().map_err(|e| e.to_string())
 }
@@ -426,6 +616,10 @@ mod tests {
             Endpoint::CoinsList,
             b"[{\"code\":\"BTC\"}]"
         ));
+        assert!(is_empty_answer(Endpoint::CoinsList, b"\n[\t\r\n]\n"));
+        assert!(!is_empty_answer(Endpoint::CoinsList, b"[1]"));
+        assert!(!is_empty_answer(Endpoint::CoinsList, b"[ 1, 2 ]"));
+        assert!(!is_empty_answer(Endpoint::Overview, b"{ } x"));
     }
 
     #[test]
@@ -438,6 +632,50 @@ mod tests {
             key(Endpoint::CoinsList, b"{}"),
             key(Endpoint::CoinsMap, b"{}")
         );
+    }
+
+    fn ttls() -> Ttls {
+        Ttls {
+            status_s: 120,
+            credits_s: 300,
+            coins_single_s: 60,
+            coins_list_s: 60,
+            overview_s: 60,
+            exchanges_list_s: 600,
+        }
+    }
+
+    #[test]
+    fn answers_the_next_tick_would_find_expired_are_not_stored() {
+        let mut tick = TickCache::new(Index::default(), ttls(), 10, "t", 0)
+            .uncached_up_to(std::time::Duration::from_secs(60));
+        assert!(!tick.caches(Endpoint::CoinsList));
+        assert!(tick.caches(Endpoint::Status));
+        assert!(!tick.store(Endpoint::CoinsList, "c".into(), b"[1]".to_vec(), 0, 5));
+        assert!(!tick.store(
+            Endpoint::Overview,
+            "o".into(),
+            b"{\"cap\":1}".to_vec(),
+            0,
+            5
+        ));
+        assert!(tick.store(Endpoint::ExchangesList, "e".into(), b"[1]".to_vec(), 0, 5));
+        assert!(!tick.store_fetched_only(Endpoint::Credits, "k".into(), b"{}", 0, 5));
+        assert!(tick.store_fetched_only(Endpoint::Status, "s".into(), b"{}", 0, 5));
+        assert_eq!(tick.len(), 2);
+        assert_eq!(tick.new_bodies.len(), 1, "the status answer keeps no body");
+        assert_eq!(tick.fresh("s", 10), Some(5));
+        assert_eq!(tick.fresh("k", 10), None);
+        // 62 s (interval + slack) is still not longer; 63 s is.
+        let mut ttl = ttls();
+        ttl.coins_list_s = 62;
+        let tick = TickCache::new(Index::default(), ttl, 10, "t", 0)
+            .uncached_up_to(std::time::Duration::from_secs(60));
+        assert!(!tick.caches(Endpoint::CoinsList));
+        ttl.coins_list_s = 63;
+        let tick = TickCache::new(Index::default(), ttl, 10, "t", 0)
+            .uncached_up_to(std::time::Duration::from_secs(60));
+        assert!(tick.caches(Endpoint::CoinsList));
     }
 
     #[test]

@@ -51,9 +51,11 @@ pub struct CollectorState {
     pub schema: u32,
     /// The exclusion the lease of the last tick that saved this document had.
     pub lease_guarantee: Option<lease::Guarantee>,
-    /// Kept in its own document ([`state::BACKFILL_KEY`]), read and saved with this one.
-    #[serde(skip)]
+    /// Part of this document since schema [`BACKFILL_IN_STATE`] (earlier: only in
+    /// [`state::BACKFILL_KEY`], which now holds a backup copy).
     pub backfill: BackfillState,
+    /// [`backfill::durable_fingerprint`] of the copy last written to [`state::BACKFILL_KEY`].
+    pub backfill_saved: u64,
     pub history: CycleHistory,
     pub resilience: ResilienceState,
     pub cache: cache::Index,
@@ -71,8 +73,9 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         .unwrap_or_default();
     let overlaps: Overlaps = state::load(store, state::OVERLAPS_KEY).await?;
     let CollectorState {
-        schema: _,
-        backfill: _,
+        schema,
+        backfill,
+        backfill_saved: _,
         lease_guarantee,
         mut history,
         resilience,
@@ -95,7 +98,11 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         sink: sink_snapshot(&sink),
         state_bytes,
         unreadable_documents: state::unreadable_count(store).await,
-        backfill: backfill_snapshot(&state::load(store, state::BACKFILL_KEY).await?),
+        backfill: backfill_snapshot(&if schema >= BACKFILL_IN_STATE {
+            backfill
+        } else {
+            state::load(store, state::BACKFILL_KEY).await?
+        }),
         lease_guarantee,
         linear_memory_bytes: telemetry::linear_memory_bytes(),
     })
@@ -133,7 +140,9 @@ pub const LEASE_MARGIN: Duration = Duration::from_secs(15);
 pub const ADOPT_EVERY: Duration = Duration::from_secs(600);
 /// The version of [`CollectorState`] this release writes. Every part tolerates missing and
 /// unknown fields, so older and newer documents load; one that still does not parse is set aside.
-pub const STATE_SCHEMA: u32 = 2;
+pub const STATE_SCHEMA: u32 = 3;
+/// The first [`STATE_SCHEMA`] whose documents carry the backfill document.
+pub const BACKFILL_IN_STATE: u32 = 3;
 /// Time kept back from LCW calls for the writes at the end of a tick: a fifth of the deadline,
 /// at least 1.5 s and at most 5 s (never more than half the deadline).
 pub const WRITE_RESERVE: Duration = Duration::from_secs(5);
@@ -349,7 +358,12 @@ async fn open_state<H: Host>(host: &H, now_ms: i64) -> Option<CollectorState> {
             return None;
         }
     };
-    doc.backfill = open_backfill(host, now_ms).await?;
+    // Earlier releases, a fresh store, a document set aside: the backfill document (or its
+    // backup) is read; it is written again at the end of the tick.
+    if doc.schema < BACKFILL_IN_STATE {
+        doc.backfill = open_backfill(host, now_ms).await?;
+        doc.backfill_saved = 0;
+    }
     sweep(host, &mut doc, now_ms).await;
     Some(doc)
 }
@@ -422,12 +436,18 @@ async fn save_state<H: Host>(host: &H, held: &lease::Held, doc: &mut CollectorSt
         );
         return;
     }
+    // The backup first: the state document then says which copy it holds (a failure is
+    // retried by the next tick).
+    let fingerprint = backfill::durable_fingerprint(&doc.backfill);
+    if fingerprint != doc.backfill_saved {
+        match state::save(host, state::BACKFILL_KEY, &doc.backfill).await {
+            Ok(()) => doc.backfill_saved = fingerprint,
+            Err(error) => host.log(Level::Error, &format!("backfill backup not saved: {error}")),
+        }
+    }
     doc.schema = STATE_SCHEMA;
     if let Err(error) = state::save(host, state::STATE_KEY, doc).await {
         host.log(Level::Error, &format!("state not saved: {error}"));
-    }
-    if let Err(error) = state::save(host, state::BACKFILL_KEY, &doc.backfill).await {
-        host.log(Level::Error, &format!("backfill not saved: {error}"));
     }
 }
 
@@ -537,7 +557,9 @@ async fn collect<H: Host>(
             max_entries,
             &tick_id,
             host.unix_millis(),
-        );
+        )
+        .uncached_up_to(Duration::from_secs(settings.cycle_interval_s))
+        .inline_up_to(cache::INLINE_BUDGET);
         let fetched = fetch(host, settings, &plan.wants, &guard, Some(&mut cache)).await;
         tick.timings.extend(fetched.timings.iter().cloned());
         let cache_started = host.monotonic();
@@ -733,6 +755,23 @@ fn operation_of(want: &Want) -> &'static str {
     }
 }
 
+/// Whether a cache hit of `want` needs the answer's body: status and credits are taken into
+/// account when they arrive, so a fresh entry is all a later tick needs.
+fn needs_body(want: &Want) -> bool {
+    !matches!(want, Want::Status | Want::Credits)
+}
+
+/// The answer a hit without body stands for (ignored: see [`needs_body`]).
+fn cached_without_body(want: &Want) -> Answer {
+    match want {
+        Want::Credits => Answer::Credits(CreditsAnswer {
+            daily_credits_remaining: None,
+            daily_credits_limit: None,
+        }),
+        _ => Answer::Status,
+    }
+}
+
 /// Status and credits only inform; the other wants carry data, and their failure makes a tick
 /// partial.
 fn carries_data(want: &Want) -> bool {
@@ -783,10 +822,17 @@ async fn fetch<H: Host>(
             }
         };
         let hit = match cache.as_deref_mut() {
-            Some(cache) => cache.lookup(host, &request.key, host.unix_millis()).await,
-            None => None,
+            // Taken into account when they came: a hit needs no body (none is kept).
+            Some(cache) if !needs_body(&request.want) => cache
+                .fresh(&request.key, host.unix_millis())
+                .map(|fetched_at_ms| (Ok(cached_without_body(&request.want)), fetched_at_ms)),
+            Some(cache) if cache.caches(request.endpoint) => cache
+                .lookup(host, &request.key, host.unix_millis())
+                .await
+                .map(|hit| (parse(&request.want, &hit.body), hit.fetched_at_ms)),
+            _ => None,
         };
-        match hit.map(|hit| (parse(&request.want, &hit.body), hit.fetched_at_ms)) {
+        match hit {
             Some((Ok(answer), fetched_at_ms)) => {
                 record.cache_hits += 1;
                 fetched.push(Fetched {
@@ -851,13 +897,23 @@ async fn fetch<H: Host>(
         match result {
             Ok((answer, raw)) => {
                 if let Some(cache) = cache.as_deref_mut() {
-                    cache.store(
-                        request.endpoint,
-                        request.key,
-                        raw,
-                        requested_at_ms,
-                        fetched_at_ms,
-                    );
+                    if needs_body(&request.want) {
+                        cache.store(
+                            request.endpoint,
+                            request.key,
+                            raw,
+                            requested_at_ms,
+                            fetched_at_ms,
+                        );
+                    } else {
+                        cache.store_fetched_only(
+                            request.endpoint,
+                            request.key,
+                            &raw,
+                            requested_at_ms,
+                            fetched_at_ms,
+                        );
+                    }
                 }
                 fetched.push(Fetched {
                     want: request.want,

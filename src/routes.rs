@@ -698,6 +698,25 @@ async fn queue_backfill<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> 
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
     let outcome = under_lease(host, "backfill", async |held| {
+        // The queue lives in the state document (and its backup); before the first tick of this
+        // release, or while the state is unreadable, in the backfill document alone, which the
+        // next tick reads.
+        if let Some(mut doc) = readable_state(host)
+            .await?
+            .filter(|doc| doc.schema >= cycle::BACKFILL_IN_STATE)
+        {
+            let before = doc.backfill.queued_total;
+            for target in &targets {
+                doc.backfill.enqueue(target, from_ms, to_ms);
+            }
+            save_if_held(host, held, state::BACKFILL_KEY, &doc.backfill).await?;
+            doc.backfill_saved = crate::backfill::durable_fingerprint(&doc.backfill);
+            save_if_held(host, held, state::STATE_KEY, &doc).await?;
+            return Ok(Some((
+                doc.backfill.queued_total - before,
+                doc.backfill.queue.len(),
+            )));
+        }
         let mut doc =
             match state::load_checked::<BackfillState, _>(host, state::BACKFILL_KEY).await? {
                 state::Loaded::Read(doc) => doc,

@@ -20,8 +20,11 @@ pub const STATE_KEY: &str = "lcw/v1/state";
 pub const OVERLAPS_KEY: &str = "lcw/v1/overlaps";
 /// The lease a running tick holds (`lease::Lease`).
 pub const LEASE_KEY: &str = "lcw/v1/lease";
-/// The backfill queue and the last point of each watched series (`backfill::BackfillState`),
-/// apart from the state document so that an unreadable state does not lose it.
+/// The backfill queue and the last point of each watched series (`backfill::BackfillState`):
+/// since state schema 3 the document lives in the state document, and this key holds a backup
+/// copy, written only when the queue, names or counters change (not every tick), so that an
+/// unreadable state document does not lose the queue. Documents of earlier releases are read
+/// from here.
 pub const BACKFILL_KEY: &str = "lcw/v1/backfill";
 /// Lines InfluxDB refused for good (`influx::sink::Quarantine`).
 pub const QUARANTINE_KEY: &str = "lcw/v1/quarantine";

@@ -41,7 +41,12 @@ fn tick(variables: &[(&'static str, String)], kv: &SharedKv, sql: &SharedSql) ->
     block_on(cycle::run(&host))
 }
 
+/// The backfill document a tick reads: in the state document since schema 3.
 fn backfill_doc(kv: &SharedKv) -> BackfillState {
+    let doc = support::collector_state(kv);
+    if doc.schema >= lcw_fetcher::cycle::BACKFILL_IN_STATE {
+        return doc.backfill;
+    }
     kv.lock()
         .unwrap()
         .get(state::BACKFILL_KEY)

@@ -77,7 +77,12 @@ fn longest_hole(influx: &Influx, code: &str) -> (i64, usize) {
     (hole, times.len())
 }
 
+/// The backfill document a tick reads: in the state document since schema 3.
 fn backfill_doc(kv: &SharedKv) -> BackfillState {
+    let doc = support::collector_state(kv);
+    if doc.schema >= lcw_fetcher::cycle::BACKFILL_IN_STATE {
+        return doc.backfill;
+    }
     kv.lock()
         .unwrap()
         .get(state::BACKFILL_KEY)
@@ -313,4 +318,115 @@ fn an_admin_can_queue_a_range() {
         assert_eq!(bad.status(), 400, "{query}: {body}");
         assert!(body.contains(names), "{query}: {body}");
     }
+}
+
+/// The previous release kept the backfill document under its own key only (state schema 2):
+/// the first tick of this release takes it into the state document, queue and counters.
+#[test]
+fn a_backfill_document_of_the_previous_release_is_taken_into_the_state_document() {
+    let fake = LcwFake::start();
+    let influx = Influx::start();
+    let mut variables = variables(&fake, &influx);
+    variables.push(("backfill_calls_per_tick", "0".into()));
+    let kv = SharedKv::default();
+    tick(&variables, &kv, Duration::ZERO);
+    tick(&variables, &kv, 30 * MINUTE);
+    let queued = backfill_doc(&kv);
+    assert_eq!(queued.queue.len(), 3);
+
+    let mut old = serde_json::to_value(support::collector_state(&kv)).unwrap();
+    let fields = old.as_object_mut().unwrap();
+    fields.remove("backfill");
+    fields.remove("backfill_saved");
+    fields.insert("schema".into(), json!(2));
+    {
+        let mut store = kv.lock().unwrap();
+        store.insert(state::STATE_KEY.into(), serde_json::to_vec(&old).unwrap());
+        store.insert(
+            state::BACKFILL_KEY.into(),
+            serde_json::to_vec(&queued).unwrap(),
+        );
+    }
+    tick(&variables, &kv, 31 * MINUTE);
+
+    let doc = support::collector_state(&kv);
+    assert_eq!(doc.schema, cycle::STATE_SCHEMA);
+    assert_eq!(doc.backfill.queue, queued.queue);
+    assert_eq!(doc.backfill.queued_total, queued.queued_total);
+}
+
+/// The backup copy under `BACKFILL_KEY` is written when the queue changes, not on every tick
+/// (only the last points moved), and an unreadable state document falls back on it.
+#[test]
+fn the_backfill_backup_is_written_only_when_the_queue_changes() {
+    let fake = LcwFake::start();
+    let influx = Influx::start();
+    let mut variables = variables(&fake, &influx);
+    variables.push(("backfill_calls_per_tick", "0".into()));
+    let kv = SharedKv::default();
+    let backup = |kv: &SharedKv| kv.lock().unwrap().get(state::BACKFILL_KEY).cloned();
+    tick(&variables, &kv, Duration::ZERO);
+    tick(&variables, &kv, 30 * MINUTE);
+    let after_gap = backup(&kv).expect("the gap changed the queue: backup written");
+    let copy: BackfillState = serde_json::from_slice(&after_gap).unwrap();
+    assert_eq!(copy.queue.len(), 3);
+    tick(&variables, &kv, 31 * MINUTE);
+    tick(&variables, &kv, 32 * MINUTE);
+    assert_eq!(
+        backup(&kv).as_ref(),
+        Some(&after_gap),
+        "steady ticks leave the backup alone"
+    );
+    assert_ne!(
+        backfill_doc(&kv).last_point_ms,
+        copy.last_point_ms,
+        "while the state document follows the last points"
+    );
+}
+
+/// Once a tick of this release has run, the admin route queues into the state document (and
+/// its backup), where the next tick reads the queue.
+#[test]
+fn an_admin_range_queued_after_a_tick_reaches_the_next_tick() {
+    use http::Method;
+    let fake = LcwFake::start();
+    let influx = Influx::start();
+    let asked = serve_history(&fake);
+    let mut variables = variables(&fake, &influx);
+    variables.push(("admin_token", "admin-9".into()));
+    let kv = SharedKv::default();
+    tick(&variables, &kv, Duration::ZERO);
+    let before = asked.lock().unwrap().len();
+    let api = NativeHost::with_kv(&variables, kv.clone());
+    api.advance(MINUTE / 2);
+    let now = lcw_fetcher::host::Clock::unix_millis(&api);
+    let request = http::Request::builder()
+        .method(Method::POST)
+        .uri(format!(
+            "/backfill?from={}&to={}&codes=SOL",
+            now - 7_200_000,
+            now - 3_600_000
+        ))
+        .header("authorization", "Bearer admin-9")
+        .body(Vec::new())
+        .unwrap();
+    let ok = block_on(lcw_fetcher::routes::handle(&api, &request));
+    assert_eq!(ok.status(), 200, "{}", String::from_utf8_lossy(ok.body()));
+    assert_eq!(backfill_doc(&kv).queue.len(), 1);
+    let copy: BackfillState =
+        serde_json::from_slice(&kv.lock().unwrap()[state::BACKFILL_KEY]).unwrap();
+    assert_eq!(copy.queue.len(), 1, "the backup has it too");
+
+    let filled = backfill_doc(&kv).filled;
+    tick(&variables, &kv, MINUTE);
+    let doc = backfill_doc(&kv);
+    let sol_waits = doc
+        .queue
+        .iter()
+        .any(|r| r.target == lcw_fetcher::backfill::Target::Coin { code: "SOL".into() });
+    assert!(
+        sol_waits || doc.filled > filled,
+        "the tick kept or filled the range: {doc:?}"
+    );
+    assert!(asked.lock().unwrap().len() >= before);
 }

@@ -61,23 +61,59 @@ fn each_kind_is_fetched_again_only_when_its_ttl_is_over() {
     ];
     assert_eq!(calls_per_path(&fake), counts(&every_kind));
 
-    // 30 s later everything is fresh: no call at all, the points come from the cache.
+    // Coins and overview (60 s TTL, not longer than the 60 s interval) are not cached: the
+    // next cron tick would find them expired. Nothing of theirs is in the index or a segment.
+    let index = support::collector_state(&kv).cache;
+    let mut kinds: Vec<&str> = index
+        .entries
+        .keys()
+        .map(|k| k.split('|').next().unwrap())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["/credits", "/exchanges/list", "/status"]);
+    let segments = kv
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with(cache::SEGMENT_PREFIX))
+        .count();
+    assert_eq!(
+        segments, 0,
+        "the exchanges' small body is inline in the index"
+    );
+    assert!(
+        index.entries.iter().all(
+            |(k, e)| e.segment.is_empty() && e.inline.is_empty() != k.starts_with("/exchanges")
+        ),
+        "status and credits are kept without a body: {index:?}"
+    );
+
+    // 30 s later (an off-schedule tick, `POST /collect`): status, credits and exchanges come
+    // from the cache; coins and overview are fetched afresh.
     let (second, _) = tick_at(&variables, &kv, 30 * S);
     assert_eq!(second.outcome, Outcome::Success, "{:?}", second.errors);
-    assert_eq!(second.cache_hits, 6);
-    assert_eq!(calls_per_path(&fake), counts(&every_kind));
+    assert_eq!(second.cache_hits, 3);
+    let refetched = [
+        ("/coins/list", 2),
+        ("/coins/map", 2),
+        ("/credits", 1),
+        ("/exchanges/list", 1),
+        ("/overview", 2),
+        ("/status", 1),
+    ];
+    assert_eq!(calls_per_path(&fake), counts(&refetched));
 
-    // A minute on: coins and overview (60 s); two minutes: status (120 s); five: credits
+    // A minute on: coins and overview again; two minutes: status (120 s); five: credits
     // (300 s); ten: exchanges (600 s).
     tick_at(&variables, &kv, 60 * S);
     assert_eq!(
         calls_per_path(&fake),
         counts(&[
-            ("/coins/list", 2),
-            ("/coins/map", 2),
+            ("/coins/list", 3),
+            ("/coins/map", 3),
             ("/credits", 1),
             ("/exchanges/list", 1),
-            ("/overview", 2),
+            ("/overview", 3),
             ("/status", 1)
         ])
     );
@@ -86,11 +122,11 @@ fn each_kind_is_fetched_again_only_when_its_ttl_is_over() {
     assert_eq!(
         calls_per_path(&fake),
         counts(&[
-            ("/coins/list", 4),
-            ("/coins/map", 4),
+            ("/coins/list", 5),
+            ("/coins/map", 5),
             ("/credits", 2),
             ("/exchanges/list", 1),
-            ("/overview", 4),
+            ("/overview", 5),
             ("/status", 3)
         ])
     );
@@ -99,11 +135,29 @@ fn each_kind_is_fetched_again_only_when_its_ttl_is_over() {
     assert_eq!(last.outcome, Outcome::Success);
 
     let index = support::collector_state(&kv).cache;
-    // Hits: all 6 at +30 s; status, credits, exchanges at +60; credits, exchanges at +120;
+    // Hits: status, credits, exchanges at +30 s and at +60; credits, exchanges at +120;
     // exchanges at +300; none at +600.
-    assert_eq!(index.stats.hits, 6 + 3 + 2 + 1);
+    assert_eq!(index.stats.hits, 3 + 3 + 2 + 1);
     assert!(index.stats.expirations > 0);
-    assert_eq!(index.entries.len(), 6);
+    assert_eq!(index.entries.len(), 3);
+}
+
+#[test]
+fn an_answer_is_cached_only_when_its_ttl_outlasts_the_interval() {
+    let fake = LcwFake::start();
+    let influx = Influx::start();
+    let mut variables = variables_for(&fake, &influx);
+    // Ticks every 30 s: the 60 s coins and overview answers are read back by the next tick.
+    variables.push(("cycle_interval_s", "30".into()));
+    variables.push(("cycle_deadline_ms", "20000".into()));
+    let kv = SharedKv::default();
+
+    tick_at(&variables, &kv, Duration::ZERO);
+    let (second, _) = tick_at(&variables, &kv, 30 * S);
+    assert_eq!(second.outcome, Outcome::Success, "{:?}", second.errors);
+    assert_eq!(second.cache_hits, 6);
+    assert_eq!(fake.seen_on("/coins/list").len(), 1);
+    assert_eq!(fake.seen_on("/overview").len(), 1);
 }
 
 #[test]
@@ -143,28 +197,29 @@ fn a_cached_answer_keeps_its_fetch_time_all_the_way_into_influxdb() {
 fn errors_and_empty_answers_are_never_cached() {
     let fake = LcwFake::start();
     let influx = Influx::start();
-    fake.respond("/overview", Reply::documented_error(503));
-    fake.respond("/exchanges/list", Reply::json(200, "[]"));
+    // Kinds whose TTL is longer than the interval (those the cache keeps at all).
+    fake.respond("/exchanges/list", Reply::documented_error(503));
+    fake.respond("/credits", Reply::json(200, "{}"));
     let mut variables = variables_for(&fake, &influx);
     variables.push(("retry_max", "0".into()));
     let kv = SharedKv::default();
 
     tick_at(&variables, &kv, Duration::ZERO);
-    fake.restore("/overview");
+    fake.restore("/exchanges/list");
     let (second, _) = tick_at(&variables, &kv, 10 * S);
 
-    assert_eq!(fake.seen_on("/overview").len(), 2, "the 503 was not cached");
     assert_eq!(
         fake.seen_on("/exchanges/list").len(),
         2,
-        "the empty list was not cached"
+        "the 503 was not cached"
     );
     assert_eq!(
-        fake.seen_on("/coins/list").len(),
-        1,
-        "the good answers were"
+        fake.seen_on("/credits").len(),
+        2,
+        "the empty answer was not cached"
     );
-    assert_eq!(second.points_written["overview"], 1);
+    assert_eq!(fake.seen_on("/status").len(), 1, "the good answers were");
+    assert_eq!(second.points_written["exchanges"], 1);
 }
 
 fn ttls() -> Ttls {
@@ -257,12 +312,12 @@ fn clear_forgets_every_entry_but_keeps_the_statistics() {
     tick_at(&variables, &kv, 10 * S);
 
     let mut doc = support::collector_state(&kv);
-    assert_eq!(block_on(cache::clear(&host, &mut doc.cache)).unwrap(), 6);
+    assert_eq!(block_on(cache::clear(&host, &mut doc.cache)).unwrap(), 3);
     support::put_collector_state(&kv, &doc);
 
     let index = support::collector_state(&kv).cache;
     assert!(index.entries.is_empty());
-    assert_eq!(index.stats.hits, 6);
+    assert_eq!(index.stats.hits, 3);
     assert!(
         !kv.lock()
             .unwrap()
@@ -522,5 +577,115 @@ fn a_ticks_kv_round_trips_do_not_grow_with_the_number_of_coins() {
         "KV round trips of a tick: {} reads, {} writes",
         hundred.0, hundred.1
     );
-    assert!(hundred.0 + hundred.1 <= 12, "{hundred:?}");
+    // Lease get/increment/set, state get, state set, lease set/increment: no backfill
+    // document, no cache segment (coins and overview are not cached, the exchanges' body is
+    // inline in the index).
+    assert!(hundred.0 + hundred.1 <= 7, "{hundred:?}");
+}
+
+/// A steady-state cron tick (`run_scheduled`): 8 store round trips, the slot ticket included,
+/// on the ticks that do no housekeeping:
+/// one in 10 lists and deletes old slot tickets, and every 10 minutes the spool and cache keys
+/// are listed (`ADOPT_EVERY`).
+#[test]
+fn a_steady_cron_tick_makes_at_most_ten_store_round_trips() {
+    let fake = LcwFake::start();
+    let influx = Influx::start();
+    let variables = variables_for(&fake, &influx);
+    let kv = SharedKv::default();
+    let start = NativeHost::new(&variables);
+    let first_s =
+        u64::try_from(lcw_fetcher::host::Clock::unix_millis(&start) / 60_000 * 60).unwrap() + 60;
+    let mut trips = Vec::new();
+    for n in 0..25u64 {
+        let host = NativeHost::with_kv(&variables, kv.clone());
+        host.advance(Duration::from_secs(60 * (n + 1)));
+        let slot = first_s + 60 * n;
+        let record = block_on(cycle::run_scheduled(&host, slot));
+        assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
+        let housekeeping = (slot / 60).is_multiple_of(10) || n.is_multiple_of(10);
+        if n >= 12 && !housekeeping {
+            trips.push(
+                host.calls.kv_reads.load(Ordering::SeqCst)
+                    + host.calls.kv_writes.load(Ordering::SeqCst),
+            );
+        }
+    }
+    eprintln!("store round trips of steady cron ticks: {trips:?}");
+    assert!(trips.iter().all(|&t| t <= 8), "{trips:?}");
+}
+
+/// Small bodies travel inline in the index (within the budget): no segment written or read;
+/// a larger one, or one past the budget, goes into the tick's segment; an inline body that
+/// does not read is a miss, not a crash.
+#[test]
+fn small_bodies_are_kept_inline_within_the_budget() {
+    let host = NativeHost::new(&[("lcw_api_key", "k")]);
+    let segments = |host: &NativeHost| {
+        host.kv
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with(cache::SEGMENT_PREFIX))
+            .count()
+    };
+    let small = br#"[{"code":"binance","volume":1}]"#.to_vec();
+    // Incompressible: over the inline limit once gzip and base64 are done.
+    let mut state = 7u64;
+    let large: Vec<u8> = (0..8 * 1024)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            b'a' + ((state >> 33) % 26) as u8
+        })
+        .collect();
+    let mut tick = TickCache::new(cache::Index::default(), ttls(), 10, "t1", 1_000)
+        .inline_up_to(cache::INLINE_BUDGET);
+    assert!(tick.store(
+        Endpoint::ExchangesList,
+        "small".into(),
+        small.clone(),
+        1_000,
+        1_000
+    ));
+    assert!(tick.store(
+        Endpoint::ExchangesList,
+        "large".into(),
+        large.clone(),
+        1_000,
+        1_000
+    ));
+    let (index, saved) = block_on(tick.finish(&host));
+    saved.unwrap();
+    assert!(!index.entries["small"].inline.is_empty());
+    assert!(index.entries["large"].inline.is_empty());
+    assert_eq!(segments(&host), 1, "the large body's segment only");
+
+    let reads = host.calls.kv_reads.load(Ordering::SeqCst);
+    let mut tick = TickCache::new(index.clone(), ttls(), 10, "t2", 2_000);
+    let hit = block_on(tick.lookup(&host, "small", 2_000)).unwrap();
+    assert_eq!((hit.body, hit.fetched_at_ms), (small, 1_000));
+    assert_eq!(
+        host.calls.kv_reads.load(Ordering::SeqCst),
+        reads,
+        "no store read"
+    );
+    assert!(block_on(tick.lookup(&host, "large", 2_000)).unwrap().body == large);
+
+    let mut broken = index;
+    broken.entries.get_mut("small").unwrap().inline = "not base64!".into();
+    let mut tick = TickCache::new(broken, ttls(), 10, "t3", 2_000);
+    assert!(block_on(tick.lookup(&host, "small", 2_000)).is_none());
+
+    // The budget: 8 KB of inline bodies at most, the rest in a segment.
+    let mut tick = TickCache::new(cache::Index::default(), ttls(), 100, "t4", 1_000)
+        .inline_up_to(cache::INLINE_BUDGET);
+    for n in 0..20 {
+        let body: Vec<u8> = large[n * 300..n * 300 + 1_000].to_vec();
+        tick.store(Endpoint::ExchangesList, format!("k{n}"), body, 1_000, 1_000);
+    }
+    let (index, saved) = block_on(tick.finish(&host));
+    saved.unwrap();
+    let inline: usize = index.entries.values().map(|e| e.inline.len()).sum();
+    assert!(inline <= cache::INLINE_BUDGET, "{inline}");
+    assert!(index.entries.values().any(|e| !e.segment.is_empty()));
 }
