@@ -70,24 +70,24 @@ impl Profile {
     /// figures (`cargo bench --bench simulate` prints the fit).
     pub const SEED: Profile = Profile {
         name: "seed",
-        lcw_floor_ms: 1_600.0,
-        lcw_median_ms: 250.0,
-        lcw_sigma: 1.2,
+        lcw_floor_ms: 1_630.0,
+        lcw_median_ms: 224.0,
+        lcw_sigma: 1.39,
         influx_median_ms: 30.0,
         influx_sigma: 0.8,
-        p_5xx: 0.01,
+        p_5xx: 0.0037,
         p_429: 0.003,
-        p_hang: 0.004,
-        p_incident: 0.01,
-        incident_p_hang: 0.3,
+        p_hang: 0.0011,
+        p_incident: 0.060,
+        incident_p_hang: 0.120,
     };
-    /// The seed profile with its failures two to three times as likely.
+    /// The seed profile with three times its 5xx and hangs, twice its 429s and incidents.
     pub const DEGRADED: Profile = Profile {
         name: "degraded",
-        p_5xx: 0.025,
-        p_429: 0.005,
-        p_hang: 0.01,
-        p_incident: 0.02,
+        p_5xx: Profile::SEED.p_5xx * 3.0,
+        p_429: Profile::SEED.p_429 * 2.0,
+        p_hang: Profile::SEED.p_hang * 3.0,
+        p_incident: Profile::SEED.p_incident * 2.0,
         ..Profile::SEED
     };
 }
