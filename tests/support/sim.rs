@@ -31,7 +31,8 @@ pub const VALUE_LIMIT: usize = 1024 * 1024;
 /// One LCW request takes `lcw_floor_ms` plus a log-normal part (median, sigma) and may instead
 /// answer 503 or 429, or hang (no answer before any timeout). A tick may fall in an LCW incident
 /// (probability `p_incident` per tick), during which a request hangs with `incident_p_hang`
-/// instead of `p_hang`: failures then come in bursts, as real incidents do.
+/// instead of `p_hang` and its log-normal part is `incident_slowdown` times slower: failures
+/// then come in bursts, as real incidents do.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Profile {
     pub name: &'static str,
@@ -47,9 +48,11 @@ pub struct Profile {
     pub p_5xx: f64,
     pub p_429: f64,
     pub p_hang: f64,
-    /// Per tick: an LCW incident, and the probability that a request hangs during one.
+    /// Per tick: an LCW incident, the probability that a request hangs during one, and how
+    /// many times slower the log-normal part of a request is during one.
     pub p_incident: f64,
     pub incident_p_hang: f64,
+    pub incident_slowdown: f64,
 }
 
 impl Profile {
@@ -65,21 +68,23 @@ impl Profile {
         p_hang: 0.0,
         p_incident: 0.0,
         incident_p_hang: 0.0,
+        incident_slowdown: 1.0,
     };
     /// Calibrated so that the model of the original ([`Original`]) reproduces its published
     /// figures (`cargo bench --bench simulate` prints the fit).
     pub const SEED: Profile = Profile {
         name: "seed",
-        lcw_floor_ms: 1_630.0,
-        lcw_median_ms: 224.0,
-        lcw_sigma: 1.39,
+        lcw_floor_ms: 1_564.0,
+        lcw_median_ms: 205.0,
+        lcw_sigma: 1.48,
         influx_median_ms: 30.0,
         influx_sigma: 0.8,
-        p_5xx: 0.0037,
+        p_5xx: 0.0043,
         p_429: 0.003,
-        p_hang: 0.0011,
-        p_incident: 0.060,
-        incident_p_hang: 0.120,
+        p_hang: 0.0010,
+        p_incident: 0.067,
+        incident_p_hang: 0.080,
+        incident_slowdown: 3.0,
     };
     /// The seed profile with three times its 5xx and hangs, twice its 429s and incidents.
     pub const DEGRADED: Profile = Profile {
@@ -181,14 +186,15 @@ pub fn lcw_draw(
     outage: bool,
 ) -> Draw {
     let mut rng = Rng::keyed(draw_key(seed, tick, endpoint, k));
-    let latency = Duration::from_secs_f64(profile.lcw_floor_ms / 1000.0)
-        + rng.log_normal(profile.lcw_median_ms, profile.lcw_sigma);
-    let roll = rng.unit();
-    let p_hang = if incident(profile, seed, tick) {
-        profile.incident_p_hang
+    let incident = incident(profile, seed, tick);
+    let (p_hang, slowdown) = if incident {
+        (profile.incident_p_hang, profile.incident_slowdown)
     } else {
-        profile.p_hang
+        (profile.p_hang, 1.0)
     };
+    let latency = Duration::from_secs_f64(profile.lcw_floor_ms / 1000.0)
+        + rng.log_normal(profile.lcw_median_ms * slowdown, profile.lcw_sigma);
+    let roll = rng.unit();
     if outage {
         Draw::ServerError(latency.min(Duration::from_millis(200)))
     } else if roll < p_hang {
