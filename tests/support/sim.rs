@@ -74,17 +74,17 @@ impl Profile {
     /// figures (`cargo bench --bench simulate` prints the fit).
     pub const SEED: Profile = Profile {
         name: "seed",
-        lcw_floor_ms: 1_564.0,
-        lcw_median_ms: 205.0,
-        lcw_sigma: 1.48,
+        lcw_floor_ms: 1_600.0,
+        lcw_median_ms: 217.0,
+        lcw_sigma: 1.42,
         influx_median_ms: 30.0,
         influx_sigma: 0.8,
         p_5xx: 0.0043,
         p_429: 0.003,
-        p_hang: 0.0010,
-        p_incident: 0.067,
-        incident_p_hang: 0.080,
-        incident_slowdown: 3.0,
+        p_hang: 0.0009,
+        p_incident: 0.057,
+        incident_p_hang: 0.05,
+        incident_slowdown: 6.5,
     };
     /// The seed profile with three times its 5xx and hangs, twice its 429s and incidents.
     pub const DEGRADED: Profile = Profile {
