@@ -27,24 +27,38 @@ use lcw_fetcher::host::{
 pub const VALUE_LIMIT: usize = 1024 * 1024;
 
 /// How the network behaves.
+///
+/// One LCW request takes `lcw_floor_ms` plus a log-normal part (median, sigma) and may instead
+/// answer 503 or 429, or hang (no answer before any timeout). A tick may fall in an LCW incident
+/// (probability `p_incident` per tick), during which a request hangs with `incident_p_hang`
+/// instead of `p_hang` and its log-normal part is `incident_slowdown` times slower: failures
+/// then come in bursts, as real incidents do.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Profile {
     pub name: &'static str,
-    /// Median and log-normal sigma of one LCW request.
+    /// Fixed part of one LCW request (connection, TLS, the server's own work).
+    pub lcw_floor_ms: f64,
+    /// Median and log-normal sigma of the variable part of one LCW request.
     pub lcw_median_ms: f64,
     pub lcw_sigma: f64,
-    /// Median and sigma of one InfluxDB write.
+    /// Median and sigma of one InfluxDB request.
     pub influx_median_ms: f64,
     pub influx_sigma: f64,
     /// Per request: a 503, a 429, no answer at all.
     pub p_5xx: f64,
     pub p_429: f64,
     pub p_hang: f64,
+    /// Per tick: an LCW incident, the probability that a request hangs during one, and how
+    /// many times slower the log-normal part of a request is during one.
+    pub p_incident: f64,
+    pub incident_p_hang: f64,
+    pub incident_slowdown: f64,
 }
 
 impl Profile {
     pub const CALM: Profile = Profile {
         name: "calm",
+        lcw_floor_ms: 0.0,
         lcw_median_ms: 250.0,
         lcw_sigma: 0.4,
         influx_median_ms: 20.0,
@@ -52,27 +66,34 @@ impl Profile {
         p_5xx: 0.001,
         p_429: 0.0,
         p_hang: 0.0,
+        p_incident: 0.0,
+        incident_p_hang: 0.0,
+        incident_slowdown: 1.0,
     };
-    /// Calibrated so that the model of the original reproduces its published figures.
+    /// Calibrated so that the model of the original ([`Original`]) reproduces its published
+    /// figures (`cargo bench --bench simulate` prints the fit).
     pub const SEED: Profile = Profile {
         name: "seed",
-        lcw_median_ms: 1_250.0,
-        lcw_sigma: 0.9,
-        influx_median_ms: 150.0,
+        lcw_floor_ms: 1_600.0,
+        lcw_median_ms: 217.0,
+        lcw_sigma: 1.42,
+        influx_median_ms: 30.0,
         influx_sigma: 0.8,
-        p_5xx: 0.02,
+        p_5xx: 0.0043,
         p_429: 0.003,
-        p_hang: 0.012,
+        p_hang: 0.0009,
+        p_incident: 0.057,
+        incident_p_hang: 0.05,
+        incident_slowdown: 6.5,
     };
+    /// The seed profile with three times its 5xx and hangs, twice its 429s and incidents.
     pub const DEGRADED: Profile = Profile {
         name: "degraded",
-        lcw_median_ms: 1_500.0,
-        lcw_sigma: 1.0,
-        influx_median_ms: 200.0,
-        influx_sigma: 1.0,
-        p_5xx: 0.05,
-        p_429: 0.005,
-        p_hang: 0.01,
+        p_5xx: Profile::SEED.p_5xx * 3.0,
+        p_429: Profile::SEED.p_429 * 2.0,
+        p_hang: Profile::SEED.p_hang * 3.0,
+        p_incident: Profile::SEED.p_incident * 2.0,
+        ..Profile::SEED
     };
 }
 
@@ -85,13 +106,28 @@ pub enum Draw {
     Hang,
 }
 
-/// A seeded generator (xorshift64*), shared by both models so they see the same network.
+impl Draw {
+    /// How long the request takes to answer (None: it never does).
+    pub fn latency(self) -> Option<Duration> {
+        match self {
+            Draw::Answer(l) | Draw::ServerError(l) | Draw::TooMany(l) => Some(l),
+            Draw::Hang => None,
+        }
+    }
+}
+
+/// A seeded generator (xorshift64*).
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// A generator for one keyed draw (see [`draw_key`]).
+    pub fn keyed(key: u64) -> Self {
+        Self(mix(key) | 1)
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -113,27 +149,85 @@ impl Rng {
     fn log_normal(&mut self, median_ms: f64, sigma: f64) -> Duration {
         Duration::from_secs_f64(median_ms / 1000.0 * (sigma * self.normal()).exp())
     }
+}
 
-    /// One LCW request under `profile` (an outage turns every answer into a 503).
-    pub fn lcw(&mut self, profile: &Profile, outage: bool) -> Draw {
-        let latency = self.log_normal(profile.lcw_median_ms, profile.lcw_sigma);
-        let roll = self.unit();
-        if outage {
-            Draw::ServerError(latency.min(Duration::from_millis(200)))
-        } else if roll < profile.p_hang {
-            Draw::Hang
-        } else if roll < profile.p_hang + profile.p_5xx {
-            Draw::ServerError(latency)
-        } else if roll < profile.p_hang + profile.p_5xx + profile.p_429 {
-            Draw::TooMany(latency)
-        } else {
-            Draw::Answer(latency)
+/// splitmix64's finaliser: a bijection of u64 that scatters every input bit.
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The key of one request's draw (common random numbers): the `k`-th request (from 0) to
+/// `endpoint` in tick `tick` of a run seeded `seed` draws the same latency and outcome whoever
+/// sends it, whatever else was sent before it.
+pub fn draw_key(seed: u64, tick: u64, endpoint: &str, k: u32) -> u64 {
+    // FNV-1a over the endpoint's identity, then splitmix over every part.
+    let name = endpoint.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    mix(mix(mix(mix(seed) ^ tick) ^ name) ^ u64::from(k))
+}
+
+/// Whether LCW has an incident during tick `tick`.
+pub fn incident(profile: &Profile, seed: u64, tick: u64) -> bool {
+    profile.p_incident > 0.0
+        && Rng::keyed(draw_key(seed, tick, "#incident", 0)).unit() < profile.p_incident
+}
+
+/// The `k`-th LCW request to `endpoint` in tick `tick` (an outage turns it into a quick 503).
+pub fn lcw_draw(
+    profile: &Profile,
+    seed: u64,
+    tick: u64,
+    endpoint: &str,
+    k: u32,
+    outage: bool,
+) -> Draw {
+    let mut rng = Rng::keyed(draw_key(seed, tick, endpoint, k));
+    let incident = incident(profile, seed, tick);
+    let (p_hang, slowdown) = if incident {
+        (profile.incident_p_hang, profile.incident_slowdown)
+    } else {
+        (profile.p_hang, 1.0)
+    };
+    let latency = Duration::from_secs_f64(profile.lcw_floor_ms / 1000.0)
+        + rng.log_normal(profile.lcw_median_ms * slowdown, profile.lcw_sigma);
+    let roll = rng.unit();
+    if outage {
+        Draw::ServerError(latency.min(Duration::from_millis(200)))
+    } else if roll < p_hang {
+        Draw::Hang
+    } else if roll < p_hang + profile.p_5xx {
+        Draw::ServerError(latency)
+    } else if roll < p_hang + profile.p_5xx + profile.p_429 {
+        Draw::TooMany(latency)
+    } else {
+        Draw::Answer(latency)
+    }
+}
+
+/// The `k`-th InfluxDB request to `path` in tick `tick`: its latency.
+pub fn influx_draw(profile: &Profile, seed: u64, tick: u64, path: &str, k: u32) -> Duration {
+    Rng::keyed(draw_key(seed, tick, path, k))
+        .log_normal(profile.influx_median_ms, profile.influx_sigma)
+}
+
+/// What tells one LCW call from another of the same path: the coin's code (`/coins/single`),
+/// the page's offset (`/coins/list`, `/exchanges/list`, ...), from the JSON body.
+pub fn endpoint_identity(path: &str, body: &[u8]) -> String {
+    let mut identity = path.to_owned();
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body) {
+        if let Some(code) = fields.get("code").and_then(|c| c.as_str()) {
+            identity.push_str("?code=");
+            identity.push_str(code);
+        }
+        if let Some(offset) = fields.get("offset").and_then(|o| o.as_u64()) {
+            identity.push_str(&format!("@{offset}"));
         }
     }
-
-    pub fn influx(&mut self, profile: &Profile) -> Duration {
-        self.log_normal(profile.influx_median_ms, profile.influx_sigma)
-    }
+    identity
 }
 
 /// Virtual time and the timers waiting on it.
@@ -235,8 +329,19 @@ pub struct World {
     pub kv: RefCell<HashMap<String, Vec<u8>>>,
     /// The embedded database, in memory (SQL statements take no virtual time).
     pub sql: rusqlite::Connection,
+    /// Store latencies, hostile answers and the core's own randomness (not the network's draws,
+    /// which are keyed: see [`draw_key`]).
     pub rng: RefCell<Rng>,
     pub profile: Profile,
+    /// The seed of the network's keyed draws.
+    pub seed: u64,
+    /// The tick whose draws requests take ([`our_tick`] sets it).
+    pub tick: Cell<u64>,
+    /// Requests so far to each endpoint identity in the current tick (the `k` of a draw).
+    sent: RefCell<(u64, HashMap<String, u32>)>,
+    /// Every LCW first attempt (k = 0) so far, its latency capped as the request's timeout caps
+    /// it (a hang counts as the timeout).
+    pub first_attempts: RefCell<Vec<Duration>>,
     pub lcw_outage: Cell<bool>,
     /// LCW answers 503 to every request made within this window of virtual time.
     pub lcw_outage_window: Cell<Option<(Duration, Duration)>>,
@@ -279,6 +384,10 @@ impl World {
             sql: super::sql::open(None),
             rng: RefCell::new(Rng::new(seed)),
             profile,
+            seed,
+            tick: Cell::new(0),
+            sent: RefCell::new((0, HashMap::new())),
+            first_attempts: RefCell::new(Vec::new()),
             lcw_outage: Cell::new(false),
             lcw_outage_window: Cell::new(None),
             lcw_requests: Cell::new(0),
@@ -296,6 +405,18 @@ impl World {
 }
 
 impl World {
+    /// The `k` of the next request to `identity` in the current tick.
+    pub fn next_k(&self, identity: &str) -> u32 {
+        let mut sent = self.sent.borrow_mut();
+        let tick = self.tick.get();
+        if sent.0 != tick {
+            *sent = (tick, HashMap::new());
+        }
+        let k = sent.1.entry(identity.to_owned()).or_insert(0);
+        *k += 1;
+        *k - 1
+    }
+
     fn in_outage_window(&self) -> bool {
         self.lcw_outage_window
             .get()
@@ -331,7 +452,8 @@ impl HttpClient for SimHost<'_> {
         let start = world.clock.now();
         let path = request.uri().path().to_owned();
         if path.starts_with("/write") || path.starts_with("/api/") {
-            let latency = world.rng.borrow_mut().influx(&world.profile);
+            let k = world.next_k(&path);
+            let latency = influx_draw(&world.profile, world.seed, world.tick.get(), &path, k);
             if latency > timeouts.total {
                 world.clock.sleep_until(start + timeouts.total).await;
                 return Err(TransportError::Timeout);
@@ -355,8 +477,14 @@ impl HttpClient for SimHost<'_> {
                 .unwrap());
         }
         world.lcw_requests.set(world.lcw_requests.get() + 1);
-        let draw = world.rng.borrow_mut().lcw(
+        let identity = endpoint_identity(&path, request.body());
+        let k = world.next_k(&identity);
+        let draw = lcw_draw(
             &world.profile,
+            world.seed,
+            world.tick.get(),
+            &identity,
+            k,
             world.lcw_outage.get() || world.in_outage_window(),
         );
         let (status, latency) = match draw {
@@ -367,6 +495,11 @@ impl HttpClient for SimHost<'_> {
         };
         // Answers are small: their first byte comes with the rest.
         let limit = timeouts.first_byte.min(timeouts.total);
+        if k == 0 {
+            // A retry or a hedge is a later request to the same identity: never a first attempt.
+            let capped = draw.latency().map_or(limit, |l| l.min(limit));
+            world.first_attempts.borrow_mut().push(capped);
+        }
         if latency > limit {
             world.clock.sleep_until(start + limit).await;
             return Err(TransportError::Timeout);
@@ -584,16 +717,22 @@ pub struct TickResult {
     /// Age of the newest price when it was written (None when no price was written).
     pub freshness: Option<Duration>,
     pub wrote_prices: bool,
+    /// The slowest first attempt among the tick's LCW requests (k = 0), capped by its timeout;
+    /// None when it sent none (or for the original's model, which does not record it).
+    pub slowest_first_attempt: Option<Duration>,
 }
 
-/// Runs our tick `n` (ticks are a minute apart) in `world` with `variables`.
+/// Runs our tick `n` (ticks are a minute apart) in `world` with `variables`; its requests take
+/// the draws of tick `n`.
 pub fn our_tick(
     world: &World,
     variables: &[(&str, &str)],
     n: u64,
 ) -> (TickResult, lcw_fetcher::telemetry::history::CycleRecord) {
     world.clock.advance_to(Duration::from_secs(60 * n));
+    world.tick.set(n);
     let calls_before = world.lcw_requests.get();
+    let firsts_before = world.first_attempts.borrow().len();
     let host = SimHost::new(world, variables);
     let started = world.clock.now();
     let record = world.clock.run(lcw_fetcher::cycle::run(&host));
@@ -613,120 +752,224 @@ pub fn our_tick(
             .saturating_sub(Duration::from_millis(fetched))
             .min(duration)
     });
+    let slowest_first_attempt = world.first_attempts.borrow()[firsts_before..]
+        .iter()
+        .max()
+        .copied();
     (
         TickResult {
             duration,
             lcw_calls: world.lcw_requests.get() - calls_before,
             freshness,
             wrote_prices,
+            slowest_first_attempt,
         },
         record,
     )
 }
 
-/// The original service's cycle, as its write-up and code describe it: sequential calls in its
-/// order (status, credits, two coin pages, write, exchanges, overview), each LCW call preceded by
-/// the rate limiter's 60/rpm s, urllib3 retries sleeping 0/4/8 s on 5xx/429 and read timeouts,
-/// 10 s connect / 30 s read timeouts, a 60 s sleep in the cycle on a 429, the cycle aborted when
-/// `/status` fails, and its 300 s cache for every answer.
+/// The original service's fetch cycle as its code stood before 2025-09-22 (jrbgit/lcw-fetch at
+/// ecc5cc4, `src/lcw_fetcher/fetcher.py` `run_full_fetch`, `api/client.py`,
+/// `database/influx_client.py`, `scheduler.py`), call for call and wait for wait:
+///
+/// - a job every minute, `max_instances=1`: a cycle still running when the next is due makes
+///   the scheduler skip that one;
+/// - status (a failure abandons the cycle), credits, `/coins/single` for BTC, ETH and GLQ, a
+///   store, `/coins/list` (offset 0, limit 20), a store, `/exchanges/list` (limit 20), a store,
+///   `/overview`, a store: one after another; a store of nothing is skipped;
+/// - before each LCW call the rate limiter sleeps what is left of 60/rpm s since the previous
+///   call's start;
+/// - each call is a `requests` POST with one 30 s timeout under urllib3
+///   `Retry(total=3, backoff_factor=1, status_forcelist=[429, 500, 502, 503, 504],
+///   allowed_methods=["POST"])`: up to 4 attempts; 429, 5xx and read timeouts are retried after
+///   sleeping 0, 2 and 4 s (no `Retry-After` in the simulated answers); when they are spent
+///   requests raises, the fetcher logs it and goes on (its 60 s sleep on `LCWRateLimitError`
+///   never runs: a 429 never reaches it, urllib3 retries it and then raises `RetryError`);
+/// - a store opens a new InfluxDB client, calls `health()` (failures swallowed), writes
+///   synchronously without retries, and closes: two InfluxDB requests, 10 s timeout each.
 pub struct Original {
     pub rpm: u32,
-    cache_until: HashMap<&'static str, Duration>,
+    /// When the running cycle ends (absolute virtual time).
+    busy_until: Duration,
+    /// `_last_request_time`: the start of the previous LCW call.
+    last_request: Option<Duration>,
 }
+
+/// One cycle of the original that ran.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OriginalCycle {
+    pub result: TickResult,
+    /// `/status` failed and the cycle was abandoned (it logs no completion time).
+    pub abandoned: bool,
+}
+
+/// The network the original's model sees: its draws are those of [`World`] for the same seed.
+#[derive(Debug, Clone, Copy)]
+pub struct Network {
+    pub profile: Profile,
+    pub seed: u64,
+    /// LCW answers 503 to every request made within this window of virtual time.
+    pub outage: Option<(Duration, Duration)>,
+}
+
+/// urllib3's sleep before retry `retry` (1-based) with `Retry(backoff_factor=1)`:
+/// `factor * 2 ** (consecutive_errors - 1)`, and 0 after the first error (urllib3 1.26 and 2.x).
+pub fn urllib3_backoff(retry: u32) -> Duration {
+    if retry <= 1 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(1 << (retry - 1))
+    }
+}
+
+const ORIGINAL_LCW_TIMEOUT: Duration = Duration::from_secs(30);
+const ORIGINAL_INFLUX_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Original {
     pub fn new(rpm: u32) -> Self {
         Self {
             rpm,
-            cache_until: HashMap::new(),
+            busy_until: Duration::ZERO,
+            last_request: None,
         }
     }
 
-    /// One cycle starting at `at` (virtual); the network draws come from `rng`.
-    pub fn tick(
-        &mut self,
-        rng: &mut Rng,
-        profile: &Profile,
-        outage: bool,
-        at: Duration,
-    ) -> TickResult {
-        let spacing = Duration::from_secs_f64(60.0 / f64::from(self.rpm));
-        let mut t = Duration::ZERO;
-        let mut calls = 0;
-        let mut coins_fetched_at = None;
-        let mut wrote = false;
-        for step in [
-            "/status",
-            "/credits",
-            "/coins/list#1",
-            "/coins/list#2",
-            "write",
-            "/exchanges/list",
-            "/overview",
-        ] {
-            if step == "write" {
-                t += rng.influx(profile).min(Duration::from_secs(30));
-                wrote = true;
-                continue;
+    /// The cycle due at minute `n`, or None when the previous one still runs (skipped). Its
+    /// requests take the draws of tick `n`.
+    pub fn tick(&mut self, net: &Network, n: u64) -> Option<OriginalCycle> {
+        let start = Duration::from_secs(60 * n);
+        if start < self.busy_until {
+            return None;
+        }
+        let mut cycle = Cycle {
+            net,
+            n,
+            now: start,
+            sent: HashMap::new(),
+            calls: 0,
+            spacing: Duration::from_secs_f64(60.0 / f64::from(self.rpm)),
+            last_request: self.last_request,
+        };
+        let status = cycle.lcw("/status", "{}");
+        let mut abandoned = true;
+        let mut freshness = None;
+        if status {
+            abandoned = false;
+            cycle.lcw("/credits", "{}");
+            let mut fetched = 0;
+            for code in ["BTC", "ETH", "GLQ"] {
+                let body = format!(r#"{{"currency":"USD","code":"{code}","meta":true}}"#);
+                fetched += u32::from(cycle.lcw("/coins/single", &body));
             }
-            if self
-                .cache_until
-                .get(step)
-                .is_some_and(|until| at + t < *until)
-            {
-                continue;
+            if fetched > 0 {
+                cycle.store();
             }
-            let mut ok = false;
-            for attempt in 0..4u32 {
-                // urllib3's backoff with factor 2: no sleep before the first retry, then 4 s, 8 s.
-                if attempt > 0 {
-                    t += Duration::from_secs(if attempt == 1 {
-                        0
-                    } else {
-                        2u64 << (attempt - 1)
-                    });
-                }
-                t += spacing;
-                calls += 1;
-                match rng.lcw(profile, outage) {
-                    Draw::Answer(latency) if latency <= Duration::from_secs(30) => {
-                        t += latency;
-                        ok = true;
-                        break;
-                    }
-                    Draw::Answer(_) | Draw::Hang => t += Duration::from_secs(30),
-                    Draw::ServerError(latency) => t += latency,
-                    Draw::TooMany(latency) => t += latency + Duration::from_secs(60),
-                }
+            let list = r#"{"currency":"USD","sort":"rank","order":"ascending","offset":0,"limit":20,"meta":true}"#;
+            if cycle.lcw("/coins/list", list) {
+                let answered = cycle.now;
+                cycle.store();
+                freshness = Some(cycle.now - answered);
             }
-            if ok {
-                self.cache_until
-                    .insert(step, at + t + Duration::from_secs(300));
-                if step.starts_with("/coins") {
-                    coins_fetched_at = Some(at + t);
-                }
-            } else if step == "/status" {
-                return TickResult {
-                    duration: t,
-                    lcw_calls: calls,
-                    freshness: None,
-                    wrote_prices: false,
-                };
+            let exchanges = r#"{"currency":"USD","sort":"visitors","order":"descending","offset":0,"limit":20,"meta":false}"#;
+            if cycle.lcw("/exchanges/list", exchanges) {
+                cycle.store();
+            }
+            if cycle.lcw("/overview", r#"{"currency":"USD"}"#) {
+                cycle.store();
             }
         }
-        // Cached prices are written again with a fresh timestamp: their age is how old they are.
-        let newest = coins_fetched_at.or_else(|| {
-            self.cache_until
-                .get("/coins/list#1")
-                .map(|until| until.saturating_sub(Duration::from_secs(300)))
-        });
-        TickResult {
-            duration: t,
-            lcw_calls: calls,
-            freshness: newest
-                .filter(|_| wrote)
-                .map(|fetched| (at + t).saturating_sub(fetched)),
-            wrote_prices: wrote,
+        self.busy_until = cycle.now;
+        self.last_request = cycle.last_request;
+        Some(OriginalCycle {
+            result: TickResult {
+                duration: cycle.now - start,
+                lcw_calls: cycle.calls,
+                freshness,
+                wrote_prices: freshness.is_some(),
+                slowest_first_attempt: None,
+            },
+            abandoned,
+        })
+    }
+}
+
+/// One fetcher call of the original on its own (the rate limiter idle), as in tick `n`: whether
+/// it got an answer, how long it took, how many attempts it sent.
+pub fn original_call(net: &Network, n: u64, path: &str, body: &str) -> (bool, Duration, u64) {
+    let mut cycle = Cycle {
+        net,
+        n,
+        now: Duration::from_secs(60 * n),
+        sent: HashMap::new(),
+        calls: 0,
+        spacing: Duration::from_secs(1),
+        last_request: None,
+    };
+    let ok = cycle.lcw(path, body);
+    (ok, cycle.now - Duration::from_secs(60 * n), cycle.calls)
+}
+
+/// The state of one of the original's cycles.
+struct Cycle<'a> {
+    net: &'a Network,
+    n: u64,
+    now: Duration,
+    sent: HashMap<String, u32>,
+    calls: u64,
+    spacing: Duration,
+    last_request: Option<Duration>,
+}
+
+impl Cycle<'_> {
+    fn next_k(&mut self, identity: &str) -> u32 {
+        let k = self.sent.entry(identity.to_owned()).or_insert(0);
+        *k += 1;
+        *k - 1
+    }
+
+    /// One fetcher call: the rate limiter, then up to 4 attempts. Whether it got an answer.
+    fn lcw(&mut self, path: &str, body: &str) -> bool {
+        if let Some(last) = self.last_request {
+            let since = self.now.saturating_sub(last);
+            self.now += self.spacing.saturating_sub(since);
+        }
+        self.last_request = Some(self.now);
+        let identity = endpoint_identity(path, body.as_bytes());
+        for attempt in 0..4u32 {
+            self.now += urllib3_backoff(attempt);
+            let k = self.next_k(&identity);
+            self.calls += 1;
+            let outage = self
+                .net
+                .outage
+                .is_some_and(|(from, to)| (from..to).contains(&self.now));
+            let draw = lcw_draw(
+                &self.net.profile,
+                self.net.seed,
+                self.n,
+                &identity,
+                k,
+                outage,
+            );
+            match draw {
+                Draw::Answer(l) if l <= ORIGINAL_LCW_TIMEOUT => {
+                    self.now += l;
+                    return true;
+                }
+                // Retried: a read timeout, 429 and 5xx (all in status_forcelist).
+                Draw::Answer(_) | Draw::Hang => self.now += ORIGINAL_LCW_TIMEOUT,
+                Draw::ServerError(l) | Draw::TooMany(l) => self.now += l.min(ORIGINAL_LCW_TIMEOUT),
+            }
+        }
+        false
+    }
+
+    /// `with self.db_client as db: db.write_...`: a new client, `health()`, the write, close.
+    fn store(&mut self) {
+        for path in ["/health", "/api/v2/write"] {
+            let k = self.next_k(path);
+            let latency = influx_draw(&self.net.profile, self.net.seed, self.n, path, k);
+            self.now += latency.min(ORIGINAL_INFLUX_TIMEOUT);
         }
     }
 }
