@@ -142,10 +142,19 @@ fn run_original(profile: Profile, seed: u64, ticks: usize) -> Vec<OriginalCycle>
         .collect()
 }
 
-/// Our ticks, and every LCW first attempt of the run (capped by its timeout).
-fn run_ours(profile: Profile, seed: u64, ticks: usize) -> (Vec<TickResult>, Vec<Duration>) {
+/// Our ticks, and every LCW first attempt of the run (capped by its timeout); `hedging: false`
+/// runs the same ticks with `lcw_hedge_after_ms = 0`, on the same draws.
+fn run_ours(
+    profile: Profile,
+    seed: u64,
+    ticks: usize,
+    hedging: bool,
+) -> (Vec<TickResult>, Vec<Duration>) {
     let world = World::new(profile, seed);
-    let variables = our_variables();
+    let mut variables = our_variables();
+    if !hedging {
+        variables.push(("lcw_hedge_after_ms", "0"));
+    }
     let results = (0..ticks as u64)
         .map(|n| our_tick(&world, &variables, n).0)
         .collect();
@@ -250,6 +259,7 @@ fn fit_table(seeds: u64, ticks: usize) {
 struct SeedRun {
     original: Summary,
     ours: Summary,
+    unhedged: Summary,
     our_p99: f64,
     slowest_first_p99: f64,
     request_p99: f64,
@@ -258,22 +268,25 @@ struct SeedRun {
 
 fn paired_tables(seeds: u64, ticks: usize) {
     let profiles = [Profile::CALM, Profile::SEED, Profile::DEGRADED];
-    let mut runs: Vec<(Profile, Vec<SeedRun>, Summary, Summary)> = Vec::new();
+    let mut runs: Vec<(Profile, Vec<SeedRun>, [Summary; 3])> = Vec::new();
     for profile in profiles {
         let mut per_seed = Vec::new();
-        let (mut all_original, mut all_ours) = (Vec::new(), Vec::new());
+        let (mut all_original, mut all_ours, mut all_unhedged) =
+            (Vec::new(), Vec::new(), Vec::new());
         for seed in 1..=seeds {
             let original: Vec<TickResult> = run_original(profile, seed, ticks)
                 .into_iter()
                 .map(|c| c.result)
                 .collect();
-            let (ours, firsts) = run_ours(profile, seed, ticks);
+            let (ours, firsts) = run_ours(profile, seed, ticks, true);
+            let (unhedged, _) = run_ours(profile, seed, ticks, false);
             let slowest = sorted_secs(ours.iter().filter_map(|r| r.slowest_first_attempt.as_ref()));
             let requests = sorted_secs(firsts.iter());
             let ours_summary = summarise(&ours, ticks);
             per_seed.push(SeedRun {
                 original: summarise(&original, ticks),
                 ours: ours_summary,
+                unhedged: summarise(&unhedged, ticks),
                 our_p99: ours_summary.p99,
                 slowest_first_p99: pct(&slowest, 0.99),
                 request_p99: pct(&requests, 0.99),
@@ -284,11 +297,15 @@ fn paired_tables(seeds: u64, ticks: usize) {
             });
             all_original.extend(original);
             all_ours.extend(ours);
+            all_unhedged.extend(unhedged);
         }
         let minutes = seeds as usize * ticks;
-        let pooled_original = summarise(&all_original, minutes);
-        let pooled_ours = summarise(&all_ours, minutes);
-        runs.push((profile, per_seed, pooled_original, pooled_ours));
+        let pooled = [
+            summarise(&all_original, minutes),
+            summarise(&all_ours, minutes),
+            summarise(&all_unhedged, minutes),
+        ];
+        runs.push((profile, per_seed, pooled));
     }
 
     println!(
@@ -298,8 +315,12 @@ fn paired_tables(seeds: u64, ticks: usize) {
         "| profile: model | ticks | avg | p50 | p95 | p99 | max | > 30 s | > 45 s | > 60 s | LCW requests/minute | credits/day | price age at write (s) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (profile, _, original, ours) in &runs {
-        for (name, s) in [("original", original), ("ours", ours)] {
+    for (profile, _, [original, ours, unhedged]) in &runs {
+        for (name, s) in [
+            ("original", original),
+            ("ours", ours),
+            ("ours without hedging", unhedged),
+        ] {
             println!(
                 "| {}: {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} % | {:.2} % | {:.2} % | {:.2} | {:.0} | {:.1} |",
                 profile.name,
@@ -327,7 +348,7 @@ fn paired_tables(seeds: u64, ticks: usize) {
     );
     println!("| profile | avg | p50 | p95 | p99 | max |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for (profile, per_seed, _, _) in &runs {
+    for (profile, per_seed, _) in &runs {
         let ratio = |f: &dyn Fn(&Summary) -> f64| {
             spread(
                 per_seed
@@ -353,26 +374,31 @@ fn paired_tables(seeds: u64, ticks: usize) {
         "## Tick tail against its first attempts, min / median / max over {seeds} seeds ({ticks} ticks each)\n"
     );
     println!(
-        "| profile | our tick p99 (s) | p99 of the tick's slowest first attempt (s) | one request's p99 (s) | tick p99 / slowest first attempt p99 (target <= 1.15) | tick p99 / one request's p99 (target <= 1.3) |"
+        "| profile | our tick p99 (s) | p99 of the tick's slowest first attempt (s) | one request's p99 (s) | tick p99 / slowest first attempt p99 (target <= 1.15) | tick p99 / one request's p99 (target <= 1.3) | the same without hedging | LCW requests a day, hedging / without (target <= 1.10) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (profile, per_seed, _, _) in &runs {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (profile, per_seed, _) in &runs {
         let figure =
             |f: &dyn Fn(&SeedRun) -> f64, digits| spread(per_seed.iter().map(f).collect(), digits);
         println!(
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             profile.name,
             figure(&|r| r.our_p99, 2),
             figure(&|r| r.slowest_first_p99, 2),
             figure(&|r| r.request_p99, 2),
             figure(&|r| r.our_p99 / r.slowest_first_p99, 2),
-            figure(&|r| r.our_p99 / r.request_p99, 2)
+            figure(&|r| r.our_p99 / r.request_p99, 2),
+            figure(&|r| r.unhedged.p99 / r.request_p99, 2),
+            figure(
+                &|r| r.ours.calls_per_minute / r.unhedged.calls_per_minute,
+                3
+            )
         );
     }
     println!(
         "\nA first attempt is the first request to an endpoint identity in a tick (k = 0); retries and hedges are later requests to it. Its latency is capped as its timeout caps it: a hang counts as the first-byte timeout (10 s). Ticks past our 45 s deadline, all profiles and seeds: {}.\n",
         runs.iter()
-            .flat_map(|(_, per_seed, _, _)| per_seed)
+            .flat_map(|(_, per_seed, _)| per_seed)
             .map(|r| r.past_deadline)
             .sum::<usize>()
     );
