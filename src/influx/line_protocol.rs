@@ -201,44 +201,63 @@ fn write_field_value(out: &mut String, value: &FieldValue) {
 
 /// Writes a finite `f64` as `format!("{f}")` does — the shortest digits that parse back to the
 /// same value, in plain decimal form — several times faster. (Where two shortest forms exist, the
-/// last digit may differ from `Display`'s; both read back as `f`.) `zmij` finds the digits;
-/// its `1.0` and `1e-7` forms are rewritten to `Display`'s `1` and `0.0000001`: an exponent is
-/// valid line protocol, but the plain form is what every release wrote, and every parser reads.
+/// last digit may differ from `Display`'s; both read back as `f`.) `zmij` finds the digits and
+/// writes `[-]ddd.ddd` from 10^-5 to 10^16, which is kept (`1.0` less its `.0`), and
+/// `[-]d[.ddd]e±x` outside, which is rewritten to `Display`'s `0.0000001` or `10000000000000000`:
+/// an exponent is valid line protocol in both parsers, but the plain form is what every release
+/// wrote.
 fn write_float(out: &mut String, f: f64) {
     let mut buffer = zmij::Buffer::new();
     let text = buffer.format_finite(f);
-    let bytes = text.as_bytes();
-    let Some(e) = bytes.iter().rposition(|&b| b == b'e' || b == b'E') else {
-        let whole = bytes.len() > 2 && bytes[bytes.len() - 2..] == *b".0";
-        out.push_str(if whole { &text[..text.len() - 2] } else { text });
-        return;
-    };
-    // `[-]d[.ddd]e[-]x`: digits without the point, and where the point goes.
-    let (mantissa, exponent) = (&text[..e], &text[e + 1..]);
-    let exponent: i32 = exponent.parse().unwrap_or(0);
+    // An exponent has 1 to 3 digits after `e+` or `e-`: its `e` is one of the last five bytes.
+    match text.bytes().rev().take(5).position(|b| b == b'e') {
+        None => out.push_str(text.strip_suffix(".0").unwrap_or(text)),
+        Some(from_end) => {
+            let e = text.len() - 1 - from_end;
+            if write_without_exponent(out, &text[..e], &text[e + 1..]).is_none() {
+                // Not zmij's form (never seen): `Display` writes it, exactly, more slowly.
+                use std::fmt::Write as _;
+                let _ = write!(out, "{f}");
+            }
+        }
+    }
+}
+
+/// As many zeros as a plain decimal `f64` may need (5e-324 is `0.` and 323 zeros, then `5`).
+const ZEROS: &str = match std::str::from_utf8(&[b'0'; 330]) {
+    Ok(zeros) => zeros,
+    Err(_) => panic!("ASCII"),
+};
+
+/// Writes `mantissa`×10^`exponent` (`[-]d[.ddd]`, `±x`) in plain decimal; `None`, writing
+/// nothing, if they are not of that form with |x| ≥ 6 (where the point leaves the digits).
+fn write_without_exponent(out: &mut String, mantissa: &str, exponent: &str) -> Option<()> {
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
         Some(rest) => ("-", rest),
         None => ("", mantissa),
     };
-    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits = [int_part, frac_part].concat();
-    let digits = digits.trim_end_matches('0');
-    let digits = if digits.is_empty() { "0" } else { digits };
-    // The point sits after `point` digits (may be ≤ 0 or past the end).
-    let point = int_part.len() as i32 + exponent;
-    out.push_str(sign);
-    if point <= 0 {
-        out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', (-point) as usize));
-        out.push_str(digits);
-    } else if point as usize >= digits.len() {
-        out.push_str(digits);
-        out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
-    } else {
-        out.push_str(&digits[..point as usize]);
-        out.push('.');
-        out.push_str(&digits[point as usize..]);
+    // The first digit, then the others without the point.
+    let (first, rest) = mantissa.split_at_checked(1)?;
+    let others = rest.strip_prefix('.').unwrap_or(rest);
+    let exponent: i32 = exponent.parse().ok()?;
+    match exponent {
+        // d.ddd e-x = 0.(x-1 zeros)dddd
+        ..=-6 => {
+            let zeros = ZEROS.get(..(-exponent - 1) as usize)?;
+            for part in [sign, "0.", zeros, first, others] {
+                out.push_str(part);
+            }
+        }
+        // d.ddd e+x = dddd(x-3 zeros)
+        6.. => {
+            let zeros = ZEROS.get(..(exponent as usize).checked_sub(others.len())?)?;
+            for part in [sign, first, others, zeros] {
+                out.push_str(part);
+            }
+        }
+        _ => return None,
     }
+    Some(())
 }
 
 /// A line read back: owned names, as a line may come from the spool of an older release.
