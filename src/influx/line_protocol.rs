@@ -207,6 +207,14 @@ fn write_field_value(out: &mut String, value: &FieldValue) {
 /// an exponent is valid line protocol in both parsers, but the plain form is what every release
 /// wrote.
 fn write_float(out: &mut String, f: f64) {
+    // A whole number below 2^53 (volumes, caps, supplies): every integer there is an `f64`, so
+    // its own digits are its shortest form, and `itoa` writes them 3 to 4 times faster. (Not
+    // -0, whose sign `Display` keeps.)
+    let whole = f as i64;
+    if whole as f64 == f && whole.unsigned_abs() < 1 << 53 && (whole != 0 || f.is_sign_positive()) {
+        out.push_str(itoa::Buffer::new().format(whole));
+        return;
+    }
     let mut buffer = zmij::Buffer::new();
     let text = buffer.format_finite(f);
     // An exponent has 1 to 3 digits after `e+` or `e-`: its `e` is one of the last five bytes.
