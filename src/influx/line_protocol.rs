@@ -51,24 +51,23 @@ pub struct Encoded {
 /// Appends one line per point to `out` (each ending in `\n`).
 pub fn encode_points<'a>(points: impl IntoIterator<Item = &'a Point>, out: &mut String) -> Encoded {
     let mut encoded = Encoded::default();
+    let mut names = PlainNames::new();
     let mut tag_order: Vec<usize> = Vec::new();
     for point in points {
         let line_start = out.len();
-        escape_into(out, point.measurement, &[',', ' ']);
-        tag_order.clear();
-        tag_order.extend((0..point.tags.len()).filter(|&i| !point.tags[i].1.is_empty()));
-        tag_order.sort_by_key(|&i| point.tags[i].0);
-        for &i in &tag_order {
-            let (key, value) = &point.tags[i];
-            let tag_start = out.len();
-            out.push(',');
-            escape_into(out, key, KEY_SPECIALS);
-            out.push('=');
-            let value_start = out.len();
-            escape_into(out, value, KEY_SPECIALS);
-            // Emptiness is decided on what is written: a name of only backslashes is empty.
-            if out.len() == value_start {
-                out.truncate(tag_start);
+        names.write(out, point.measurement, Kind::Measurement);
+        // The schema gives its tags sorted already: they are written as they come.
+        if point.tags.is_sorted_by_key(|(key, _)| *key) {
+            for (key, value) in &point.tags {
+                write_tag(out, &mut names, key, value);
+            }
+        } else {
+            tag_order.clear();
+            tag_order.extend(0..point.tags.len());
+            tag_order.sort_by_key(|&i| point.tags[i].0);
+            for &i in &tag_order {
+                let (key, value) = &point.tags[i];
+                write_tag(out, &mut names, key, value);
             }
         }
         let mut separator = ' ';
@@ -81,7 +80,7 @@ pub fn encode_points<'a>(points: impl IntoIterator<Item = &'a Point>, out: &mut 
             }
             out.push(separator);
             separator = ',';
-            escape_into(out, key, KEY_SPECIALS);
+            names.write(out, key, Kind::Key);
             out.push('=');
             write_field_value(out, value);
         }
@@ -98,7 +97,32 @@ pub fn encode_points<'a>(points: impl IntoIterator<Item = &'a Point>, out: &mut 
     encoded
 }
 
+/// `,key=value`, or nothing if the value is empty once escaped (InfluxDB refuses an empty tag).
+fn write_tag(out: &mut String, names: &mut PlainNames, key: &'static str, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    let tag_start = out.len();
+    out.push(',');
+    names.write(out, key, Kind::Key);
+    out.push('=');
+    let value_start = out.len();
+    escape_into(out, value, Kind::Key);
+    // Emptiness is decided on what is written: a name of only backslashes is empty.
+    if out.len() == value_start {
+        out.truncate(tag_start);
+    }
+}
+
 const KEY_SPECIALS: &[char] = &[',', '=', ' '];
+
+/// What a name is, for its escaping: a measurement escapes commas and spaces; a key (tag key, tag
+/// value, field key) also equals signs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Measurement,
+    Key,
+}
 
 /// A control character reads as a space.
 fn printable(c: char) -> char {
@@ -120,6 +144,43 @@ const fn plain_bytes(escape_equals: bool) -> [bool; 256] {
 const PLAIN_IN_KEY: [bool; 256] = plain_bytes(true);
 const PLAIN_IN_MEASUREMENT: [bool; 256] = plain_bytes(false);
 
+/// Does `text` need no escaping at all (most names)? One table load a byte.
+fn is_plain(text: &str, kind: Kind) -> bool {
+    let table = match kind {
+        Kind::Measurement => &PLAIN_IN_MEASUREMENT,
+        Kind::Key => &PLAIN_IN_KEY,
+    };
+    text.bytes().all(|b| table[b as usize])
+}
+
+/// The measurement, tag keys and field keys: `&'static str`s, the schema's constants, the same
+/// in every point. Those found plain (nothing to escape even as a key, the stricter kind) are
+/// remembered by address and length — a `&'static str` never changes, so these identify its
+/// text — so a call scans each once, not once a line. A slot holds one name; two names on
+/// one slot only cost rescans.
+struct PlainNames([(usize, usize); 128]);
+
+impl PlainNames {
+    fn new() -> Self {
+        Self([(0, 0); 128])
+    }
+
+    fn write(&mut self, out: &mut String, name: &'static str, kind: Kind) {
+        let id = (name.as_ptr() as usize, name.len());
+        // Fibonacci hashing of the address: its top 7 bits pick the slot.
+        let hash = id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize);
+        let slot = &mut self.0[hash >> (usize::BITS - 7)];
+        if *slot == id {
+            out.push_str(name);
+        } else if is_plain(name, Kind::Key) {
+            *slot = id;
+            out.push_str(name);
+        } else {
+            escape_into(out, name, kind);
+        }
+    }
+}
+
 /// Is the UTF-8 sequence at `at` a control character (C0, DEL, or C1 = `C2 80`..`C2 9F`)?
 fn control_at(bytes: &[u8], at: usize) -> bool {
     match bytes.get(at) {
@@ -129,20 +190,19 @@ fn control_at(bytes: &[u8], at: usize) -> bool {
     }
 }
 
+/// Writes `text` escaped as a `kind` of name.
+fn escape_into(out: &mut String, text: &str, kind: Kind) {
+    if is_plain(text, kind) {
+        out.push_str(text);
+    } else {
+        escape_slowly(out, text, kind == Kind::Key);
+    }
+}
+
 /// Escapes `text` byte by byte, copying runs of ordinary bytes at once (every special is ASCII;
 /// a control character is ASCII or `C2 xx`, so no multi-byte character is ever split).
-fn escape_into(out: &mut String, text: &str, specials: &[char]) {
-    let escape_equals = specials.contains(&'=');
-    // Most names need nothing: printable ASCII without a backslash or a special (one load a byte).
-    let table = if escape_equals {
-        &PLAIN_IN_KEY
-    } else {
-        &PLAIN_IN_MEASUREMENT
-    };
-    if text.bytes().all(|b| table[b as usize]) {
-        out.push_str(text);
-        return;
-    }
+#[cold]
+fn escape_slowly(out: &mut String, text: &str, escape_equals: bool) {
     let bytes = text.as_bytes();
     let (mut run, mut i) = (0, 0);
     while i < bytes.len() {
