@@ -261,24 +261,21 @@ fn write_field_value(out: &mut String, value: &FieldValue) {
 
 /// Writes a finite `f64` as `format!("{f}")` does — the shortest digits that parse back to the
 /// same value, in plain decimal form — several times faster. (Where two shortest forms exist, the
-/// last digit may differ from `Display`'s; both read back as `f`.) `zmij` finds the digits and
-/// writes `[-]ddd.ddd` from 10^-5 to 10^16, which is kept (`1.0` less its `.0`), and
-/// `[-]d[.ddd]e±x` outside, which is rewritten to `Display`'s `0.0000001` or `10000000000000000`:
-/// an exponent is valid line protocol in both parsers, but the plain form is what every release
+/// last digit may differ from `Display`'s; both read back as `f`.) Whole numbers and numbers of
+/// up to four decimals (LCW's volumes, supplies, deltas) are written from integers by `itoa`;
+/// others by `zmij`, which writes `[-]ddd.ddd` from 10^-5 to 10^16, kept as it is, and
+/// `[-]d[.ddd]e±x` outside, rewritten to `Display`'s `0.0000001` or `10000000000000000`: an
+/// exponent is valid line protocol in both parsers, but the plain form is what every release
 /// wrote.
 fn write_float(out: &mut String, f: f64) {
-    // A whole number below 2^53 (volumes, caps, supplies): every integer there is an `f64`, so
-    // its own digits are its shortest form, and `itoa` writes them 3 to 4 times faster. (Not
-    // -0, whose sign `Display` keeps.)
-    let whole = f as i64;
-    if whole as f64 == f && whole.unsigned_abs() < 1 << 53 && (whole != 0 || f.is_sign_positive()) {
-        out.push_str(itoa::Buffer::new().format(whole));
+    if write_few_decimals(out, f) {
         return;
     }
     let mut buffer = zmij::Buffer::new();
     let text = buffer.format_finite(f);
     // An exponent has 1 to 3 digits after `e+` or `e-`: its `e` is one of the last five bytes.
     match text.bytes().rev().take(5).position(|b| b == b'e') {
+        // `1.0` is a whole number ≥ 2^53, or -0.
         None => out.push_str(text.strip_suffix(".0").unwrap_or(text)),
         Some(from_end) => {
             let e = text.len() - 1 - from_end;
@@ -291,10 +288,57 @@ fn write_float(out: &mut String, f: f64) {
     }
 }
 
-/// As many zeros as a plain decimal `f64` may need (5e-324 is `0.` and 323 zeros, then `5`).
-const ZEROS: &str = match std::str::from_utf8(&[b'0'; 330]) {
-    Ok(zeros) => zeros,
-    Err(_) => panic!("ASCII"),
+/// Writes `f` if it is a whole number below 2^53 or has at most four decimals below 10^9, and
+/// says whether it did. Why the text is `Display`'s:
+/// - below 2^53 every integer is an `f64`, so a whole number's own digits are its shortest form;
+/// - `n` = `f`×10^4 rounded: when `n`/10^4 (a correctly rounded division of exact operands) is
+///   `f`, the decimal `n`×10^-4 reads back as `f`; below 10^9 an ulp of `f` is under 10^-7, so
+///   no other decimal of ≤ 4 decimals reads back as `f`, and one of more decimals has more
+///   significant digits: it is the only shortest form.
+///
+/// -0 is left to `zmij` (it equals 0 but `Display` keeps its sign).
+fn write_few_decimals(out: &mut String, f: f64) -> bool {
+    let whole = f as i64;
+    if whole as f64 == f && whole.unsigned_abs() < 1 << 53 && (whole != 0 || f.is_sign_positive()) {
+        out.push_str(itoa::Buffer::new().format(whole));
+        return true;
+    }
+    // `n`: `f`×10^4 to the nearest integer (or near it: any `n` that passes the check is right).
+    let scaled = f * 1e4;
+    let n = (scaled + 0.5f64.copysign(scaled)) as i64;
+    if !(f.abs() < 1e9 && n != 0 && n as f64 / 1e4 == f) {
+        return false;
+    }
+    // The digits of |n|, the point before its last four (`0.` and zeros first if it has fewer),
+    // the decimals' trailing zeros left out (there are decimals: `f` is not whole).
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(n.unsigned_abs());
+    if n < 0 {
+        out.push('-');
+    }
+    match digits.len().checked_sub(4) {
+        Some(0) => out.push_str("0."),
+        Some(units) => {
+            out.push_str(&digits[..units]);
+            out.push('.');
+        }
+        None => out.push_str(&POINT_AND_ZEROS[..6 - digits.len()]),
+    }
+    out.push_str(digits[digits.len().saturating_sub(4)..].trim_end_matches('0'));
+    true
+}
+
+/// `0.` and as many zeros as a plain decimal `f64` needs (5e-324 is `0.`, 323 zeros, `5`).
+const POINT_AND_ZEROS: &str = {
+    const BYTES: [u8; 330] = {
+        let mut bytes = [b'0'; 330];
+        bytes[1] = b'.';
+        bytes
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(text) => text,
+        Err(_) => panic!("ASCII"),
+    }
 };
 
 /// Writes `mantissa`×10^`exponent` (`[-]d[.ddd]`, `±x`) in plain decimal; `None`, writing
@@ -308,22 +352,23 @@ fn write_without_exponent(out: &mut String, mantissa: &str, exponent: &str) -> O
     let (first, rest) = mantissa.split_at_checked(1)?;
     let others = rest.strip_prefix('.').unwrap_or(rest);
     let exponent: i32 = exponent.parse().ok()?;
-    match exponent {
+    let parts = match exponent {
         // d.ddd e-x = 0.(x-1 zeros)dddd
-        ..=-6 => {
-            let zeros = ZEROS.get(..(-exponent - 1) as usize)?;
-            for part in [sign, "0.", zeros, first, others] {
-                out.push_str(part);
-            }
-        }
+        ..=-6 => [
+            sign,
+            POINT_AND_ZEROS.get(..(1 - exponent) as usize)?,
+            first,
+            others,
+        ],
         // d.ddd e+x = dddd(x-3 zeros)
         6.. => {
-            let zeros = ZEROS.get(..(exponent as usize).checked_sub(others.len())?)?;
-            for part in [sign, first, others, zeros] {
-                out.push_str(part);
-            }
+            let zeros = (exponent as usize).checked_sub(others.len())?;
+            [sign, first, others, POINT_AND_ZEROS.get(2..2 + zeros)?]
         }
         _ => return None,
+    };
+    for part in parts {
+        out.push_str(part);
     }
     Some(())
 }
@@ -785,6 +830,50 @@ mod tests {
             differ < 100,
             "{differ} floats written differently from Display"
         );
+    }
+
+    /// The `itoa` paths (whole numbers, up to four decimals) write exactly `Display`'s text, at
+    /// every magnitude and on both sides of their limits (2^53, 10^9).
+    #[test]
+    fn whole_numbers_and_few_decimals_are_written_exactly_as_display_writes_them() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut values = vec![
+            0.5,
+            -0.5,
+            0.0001,
+            -0.0001,
+            0.00015,
+            1.0808,
+            999_999_999.999_9,
+            1_000_000_000.000_1,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            9_007_199_254_740_994.0,
+            -9_007_199_254_740_994.0,
+        ];
+        for _ in 0..300_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Up to 17 digits, 0 to 5 of them decimals, either sign.
+            let digits = 1 + (state >> 59) as u32 % 17;
+            let n = (state % 10u64.pow(digits)) as f64;
+            let f = n / 10f64.powi((state >> 56) as i32 % 6);
+            values.push(if state & 1 == 0 { f } else { -f });
+        }
+        for f in values {
+            let mut out = String::new();
+            write_float(&mut out, f);
+            let display = format!("{f}");
+            if f.abs() < 1e9 || (f.fract() == 0.0 && f.abs() < 2f64.powi(53)) {
+                assert_eq!(out, display, "{f:e}");
+            } else {
+                // zmij's: where two shortest forms tie (801118760543170.25 has `.2` and `.3`),
+                // it may pick the other one.
+                assert_eq!(out.parse::<f64>(), Ok(f), "{out}");
+                assert_eq!(out.len(), display.len(), "{out} vs {display}");
+            }
+        }
     }
 
     #[test]
