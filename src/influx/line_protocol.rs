@@ -156,24 +156,41 @@ fn is_plain(text: &str, kind: Kind) -> bool {
 /// The measurement, tag keys and field keys: `&'static str`s, the schema's constants, the same
 /// in every point. Those found plain (nothing to escape even as a key, the stricter kind) are
 /// remembered by address and length — a `&'static str` never changes, so these identify its
-/// text — so a call scans each once, not once a line. A slot holds one name; two names on
-/// one slot only cost rescans.
-struct PlainNames([(usize, usize); 128]);
+/// text — so a call scans each once, not once a line: an open-addressing set, never more than
+/// half full (past that, names are scanned every time).
+struct PlainNames {
+    slots: [(usize, usize); PlainNames::SLOTS],
+    len: usize,
+}
 
 impl PlainNames {
+    const SLOTS: usize = 128;
+
     fn new() -> Self {
-        Self([(0, 0); 128])
+        // (0, 0) is no `&str`'s address and length: an empty slot.
+        Self {
+            slots: [(0, 0); Self::SLOTS],
+            len: 0,
+        }
     }
 
     fn write(&mut self, out: &mut String, name: &'static str, kind: Kind) {
         let id = (name.as_ptr() as usize, name.len());
-        // Fibonacci hashing of the address: its top 7 bits pick the slot.
+        // Fibonacci hashing of the address: its top bits pick the first slot to look at.
         let hash = id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize);
-        let slot = &mut self.0[hash >> (usize::BITS - 7)];
-        if *slot == id {
-            out.push_str(name);
-        } else if is_plain(name, Kind::Key) {
-            *slot = id;
+        let mut at = hash >> (usize::BITS - Self::SLOTS.ilog2());
+        while self.slots[at] != (0, 0) {
+            if self.slots[at] == id {
+                out.push_str(name);
+                return;
+            }
+            at = (at + 1) % Self::SLOTS;
+        }
+        if is_plain(name, Kind::Key) {
+            if self.len < Self::SLOTS / 2 {
+                self.slots[at] = id;
+                self.len += 1;
+            }
             out.push_str(name);
         } else {
             escape_into(out, name, kind);
