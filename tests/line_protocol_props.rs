@@ -208,7 +208,7 @@ fn edge_floats() -> Vec<f64> {
         -0.0,
         5e-324,
         -5e-324,
-        2.225_073_858_507_200_9e-308, // the largest subnormal
+        f64::from_bits(0x000f_ffff_ffff_ffff), // the largest subnormal
         f64::MIN_POSITIVE,
         f64::MAX,
         f64::MIN,
