@@ -9,10 +9,11 @@
 //! only before an ordinary character: before another backslash, a character it would escape or
 //! the end, the parsers disagree (`\\` is one backslash in IOx, two in 1.x) or refuse the line,
 //! so there it is left out. A tag whose value is empty *after* this is omitted (an empty value
-//! is refused). Floats use the shortest round-trip digits (`zmij`), written in plain decimal form
-//! exactly as Rust's `Display` writes them (no exponent, no `.0`), so a value read back equals
-//! the `f64` written; NaN and ±Inf have no syntax and are dropped (and counted). Tags are written sorted
-//! by key; timestamps are in milliseconds.
+//! is refused). Floats use the shortest round-trip digits (`itoa` for whole numbers and up to four
+//! decimals, `zmij` for the others), written in plain decimal form exactly as Rust's `Display`
+//! writes them (no exponent, no `.0`), so a value read back equals the `f64` written; NaN and
+//! ±Inf have no syntax and are dropped (and counted). Tags are written sorted by key; timestamps
+//! are in milliseconds.
 //!
 //! [`parse_line`] reads a line back (what the embedded store does with a batch, spooled or new):
 //! the inverse of the encoder, so every value comes back as the very value encoded.
@@ -309,9 +310,9 @@ fn write_float(out: &mut String, f: f64) {
 /// says whether it did. Why the text is `Display`'s:
 /// - below 2^53 every integer is an `f64`, so a whole number's own digits are its shortest form;
 /// - `n` = `f`×10^4 rounded: when `n`/10^4 (a correctly rounded division of exact operands) is
-///   `f`, the decimal `n`×10^-4 reads back as `f`; below 10^9 an ulp of `f` is under 10^-7, so
-///   no other decimal of ≤ 4 decimals reads back as `f`, and one of more decimals has more
-///   significant digits: it is the only shortest form.
+///   `f`, the decimal `n`×10^-4 reads back as `f`; below 10^9 an ulp of `f` is at most 2^-23
+///   (1.2×10^-7), so no other decimal of ≤ 4 decimals reads back as `f`, and one of more
+///   decimals has more significant digits: it is the only shortest form.
 ///
 /// -0 is left to `zmij` (it equals 0 but `Display` keeps its sign).
 fn write_few_decimals(out: &mut String, f: f64) -> bool {
