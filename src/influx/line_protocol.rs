@@ -894,6 +894,48 @@ mod tests {
         }
     }
 
+    /// The set of plain static names: a name is escaped for its kind in every line (`m=x` is
+    /// plain as a measurement, not as a key), and past the set's capacity names are still right.
+    #[test]
+    fn static_names_are_escaped_for_their_kind_in_every_line() {
+        let points: Vec<Point> = (0..3)
+            .map(|i| Point {
+                measurement: "m=x",
+                tags: vec![("m=x", "v".into())],
+                fields: vec![
+                    ("m=x", FieldValue::Integer(i)),
+                    ("plain", FieldValue::Integer(i)),
+                ],
+                timestamp_ms: i,
+            })
+            .collect();
+        let mut out = String::new();
+        encode_points(&points, &mut out);
+        assert_eq!(
+            out,
+            "m=x,m\\=x=v m\\=x=0i,plain=0i 0\n\
+             m=x,m\\=x=v m\\=x=1i,plain=1i 1\n\
+             m=x,m\\=x=v m\\=x=2i,plain=2i 2\n"
+        );
+        let keys: Vec<&'static str> = (0..200)
+            .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
+            .collect();
+        let point = Point {
+            measurement: "m",
+            tags: vec![],
+            fields: keys
+                .iter()
+                .map(|k| (*k, FieldValue::Boolean(true)))
+                .collect(),
+            timestamp_ms: 1,
+        };
+        let mut out = String::new();
+        encode_points([&point, &point], &mut out);
+        let line: String = keys.iter().map(|k| format!("{k}=true,")).collect();
+        let line = format!("m {} 1\n", line.trim_end_matches(','));
+        assert_eq!(out, line.repeat(2));
+    }
+
     #[test]
     fn gzip_round_trips() {
         use std::io::Read as _;
