@@ -196,3 +196,197 @@ fn a_sample_round_trips_through_the_real_influxd() {
         assert_eq!(row["note"].as_str().unwrap_or(""), expected_string(text));
     }
 }
+
+/// Floats at every edge of the formatter's paths: zero and -0, subnormals, the extremes, both
+/// sides of 10^-5 and 10^16 (where `zmij` switches to an exponent, rewritten), of 2^53 (the whole
+/// numbers `itoa` writes) and of 10^9 (the four-decimal path), LCW-like prices and deltas, then
+/// random bit patterns (every exponent).
+fn edge_floats() -> Vec<f64> {
+    let two_53 = 2f64.powi(53);
+    let mut values = vec![
+        0.0,
+        -0.0,
+        5e-324,
+        -5e-324,
+        f64::from_bits(0x000f_ffff_ffff_ffff), // the largest subnormal
+        f64::MIN_POSITIVE,
+        f64::MAX,
+        f64::MIN,
+        f64::EPSILON,
+        1e-7,
+        -1.5e-7,
+        9.999_999_999_999_999e-6,
+        1e-5,
+        1.000_000_000_000_001e-5,
+        1e15,
+        9_999_999_999_999_998.0,
+        1e16,
+        1.234_5e16,
+        1e21,
+        1e22,
+        1e300,
+        -1e-300,
+        0.1,
+        1.0 / 3.0,
+        two_53 - 1.0,
+        two_53,
+        two_53 + 2.0,
+        -(two_53 + 2.0),
+        two_53 * 1024.0,
+        999_999_999.999_9,
+        1_000_000_000.000_1,
+        0.000_1,
+        -0.000_1,
+        1.080_8,
+        59_075.581_959_226_44,
+        6.192_458_437_566_809e-10,
+        23_100_393_182.0,
+    ];
+    let mut state = 0x5eed_f10a_7000_0001_u64;
+    while values.len() < 2_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let v = f64::from_bits(state);
+        if v.is_finite() {
+            values.push(v);
+        }
+    }
+    values
+}
+
+/// Names and texts with every character line protocol treats specially.
+const HOSTILE: [&str; 13] = [
+    "a b",
+    "a,b",
+    "a=b",
+    "say \"hi\"",
+    "back\\slash",
+    "trailing\\",
+    "two\nlines",
+    "tab\there",
+    "Ξther 💎",
+    "日本",
+    "=,\\ \"",
+    "\\\\",
+    "",
+];
+
+fn edge_points() -> Vec<Point> {
+    edge_floats()
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let hostile = HOSTILE[i % HOSTILE.len()];
+            Point {
+                measurement: "edge",
+                tags: vec![("code", format!("C{i}")), ("name", hostile.to_owned())],
+                fields: vec![
+                    ("v", FieldValue::Float(v)),
+                    ("note", FieldValue::String(hostile.to_owned())),
+                    ("i", FieldValue::Integer(i as i64)),
+                ],
+                timestamp_ms: 1_700_000_000_000 + i as i64,
+            }
+        })
+        .collect()
+}
+
+fn field_f64(point: &Point) -> f64 {
+    let FieldValue::Float(v) = point.fields[0].1 else {
+        unreachable!()
+    };
+    v
+}
+
+/// Every edge float reads back bit for bit (-0 included) in the IOx parser and in our own reader.
+#[test]
+fn edge_floats_read_back_bit_for_bit_in_the_iox_parser_and_ours() {
+    let points = edge_points();
+    let mut body = String::new();
+    let encoded = encode_points(&points, &mut body);
+    assert_eq!(encoded.lines, points.len());
+    for ((line, parsed), point) in body.lines().zip(parse_lines(&body)).zip(&points) {
+        let v = field_f64(point);
+        let parsed = parsed.unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        match parsed.field_set[0].1 {
+            Parsed::F64(got) => assert_eq!(got.to_bits(), v.to_bits(), "{v:e}: {line}"),
+            ref other => panic!("{other:?}: {line}"),
+        }
+        let ours = lcw_fetcher::influx::line_protocol::parse_line(line).unwrap();
+        assert_eq!(ours.fields[0].1, FieldValue::Float(v), "{line}");
+        let written = line.split(" v=").nth(1).unwrap().split(',').next().unwrap();
+        assert!(!written.contains(['e', 'E']), "plain decimal: {written}");
+    }
+}
+
+/// The same points through the real InfluxDB 1.x: every float, tag and string comes back as
+/// meant (floats exactly; InfluxDB's JSON does not keep the sign of -0).
+#[test]
+fn edge_floats_and_hostile_names_round_trip_through_the_real_influxd() {
+    let influx = Influx::start();
+    let points = edge_points();
+    let mut body = String::new();
+    encode_points(&points, &mut body);
+    let response = ureq::post(&format!("{}/write", influx.url))
+        .query("db", &influx.database)
+        .query("precision", "ms")
+        .send(&body)
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let rows = influx.rows("edge");
+    assert_eq!(rows.len(), points.len());
+    for row in rows {
+        let point = &points[row["i"].as_u64().unwrap() as usize];
+        let v = field_f64(point);
+        let got = row["v"].as_f64().unwrap();
+        assert!(
+            got.to_bits() == v.to_bits() || (got == 0.0 && v == 0.0),
+            "{v:e} came back as {got:e}"
+        );
+        let (_, name) = &point.tags[1];
+        let want = expected_tag(name);
+        assert_eq!(row.get("name").and_then(|n| n.as_str()).unwrap_or(""), want);
+        let FieldValue::String(note) = &point.fields[1].1 else {
+            unreachable!()
+        };
+        assert_eq!(row["note"].as_str().unwrap(), expected_string(note));
+    }
+}
+
+/// Exponent notation (`1e-7`, `1.5e+300`, `2.5E-10`) is valid line protocol in both parsers —
+/// checked here, so either form would be safe; the encoder keeps the plain decimal form anyway,
+/// which every release wrote.
+#[test]
+fn both_parsers_accept_exponent_notation() {
+    let values = [
+        ("1e-7", 1e-7),
+        ("1.5e+300", 1.5e300),
+        ("-2.5E-10", -2.5e-10),
+        ("5e-324", 5e-324),
+        ("1e16", 1e16),
+        ("1.7976931348623157e308", f64::MAX),
+    ];
+    let body: String = values
+        .iter()
+        .enumerate()
+        .map(|(i, (text, _))| format!("exp i={i}i,v={text} {}\n", 1_700_000_000_000 + i))
+        .collect();
+    for (parsed, (text, v)) in parse_lines(&body).zip(values) {
+        let parsed = parsed.unwrap_or_else(|e| panic!("IOx refuses {text}: {e}"));
+        assert!(matches!(parsed.field_set[1].1, Parsed::F64(got) if got.to_bits() == v.to_bits()));
+    }
+    let influx = Influx::start();
+    let response = ureq::post(&format!("{}/write", influx.url))
+        .query("db", &influx.database)
+        .query("precision", "ms")
+        .send(&body)
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let rows = influx.rows("exp");
+    assert_eq!(rows.len(), values.len());
+    for row in rows {
+        let (text, v) = values[row["i"].as_u64().unwrap() as usize];
+        assert_eq!(row["v"].as_f64().unwrap().to_bits(), v.to_bits(), "{text}");
+    }
+}

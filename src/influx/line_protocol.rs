@@ -9,10 +9,11 @@
 //! only before an ordinary character: before another backslash, a character it would escape or
 //! the end, the parsers disagree (`\\` is one backslash in IOx, two in 1.x) or refuse the line,
 //! so there it is left out. A tag whose value is empty *after* this is omitted (an empty value
-//! is refused). Floats use the shortest round-trip digits (`zmij`), written in plain decimal form
-//! exactly as Rust's `Display` writes them (no exponent, no `.0`), so a value read back equals
-//! the `f64` written; NaN and ±Inf have no syntax and are dropped (and counted). Tags are written sorted
-//! by key; timestamps are in milliseconds.
+//! is refused). Floats use the shortest round-trip digits (`itoa` for whole numbers and up to four
+//! decimals, `zmij` for the others), written in plain decimal form exactly as Rust's `Display`
+//! writes them (no exponent, no `.0`), so a value read back equals the `f64` written; NaN and
+//! ±Inf have no syntax and are dropped (and counted). Tags are written sorted by key; timestamps
+//! are in milliseconds.
 //!
 //! [`parse_line`] reads a line back (what the embedded store does with a batch, spooled or new):
 //! the inverse of the encoder, so every value comes back as the very value encoded.
@@ -51,24 +52,23 @@ pub struct Encoded {
 /// Appends one line per point to `out` (each ending in `\n`).
 pub fn encode_points<'a>(points: impl IntoIterator<Item = &'a Point>, out: &mut String) -> Encoded {
     let mut encoded = Encoded::default();
+    let mut names = PlainNames::new();
     let mut tag_order: Vec<usize> = Vec::new();
     for point in points {
         let line_start = out.len();
-        escape_into(out, point.measurement, &[',', ' ']);
-        tag_order.clear();
-        tag_order.extend((0..point.tags.len()).filter(|&i| !point.tags[i].1.is_empty()));
-        tag_order.sort_by_key(|&i| point.tags[i].0);
-        for &i in &tag_order {
-            let (key, value) = &point.tags[i];
-            let tag_start = out.len();
-            out.push(',');
-            escape_into(out, key, KEY_SPECIALS);
-            out.push('=');
-            let value_start = out.len();
-            escape_into(out, value, KEY_SPECIALS);
-            // Emptiness is decided on what is written: a name of only backslashes is empty.
-            if out.len() == value_start {
-                out.truncate(tag_start);
+        names.write(out, point.measurement, Kind::Measurement);
+        // The schema gives its tags sorted already: they are written as they come.
+        if point.tags.is_sorted_by_key(|(key, _)| *key) {
+            for (key, value) in &point.tags {
+                write_tag(out, &mut names, key, value);
+            }
+        } else {
+            tag_order.clear();
+            tag_order.extend(0..point.tags.len());
+            tag_order.sort_by_key(|&i| point.tags[i].0);
+            for &i in &tag_order {
+                let (key, value) = &point.tags[i];
+                write_tag(out, &mut names, key, value);
             }
         }
         let mut separator = ' ';
@@ -81,7 +81,7 @@ pub fn encode_points<'a>(points: impl IntoIterator<Item = &'a Point>, out: &mut 
             }
             out.push(separator);
             separator = ',';
-            escape_into(out, key, KEY_SPECIALS);
+            names.write(out, key, Kind::Key);
             out.push('=');
             write_field_value(out, value);
         }
@@ -98,7 +98,32 @@ pub fn encode_points<'a>(points: impl IntoIterator<Item = &'a Point>, out: &mut 
     encoded
 }
 
+/// `,key=value`, or nothing if the value is empty once escaped (InfluxDB refuses an empty tag).
+fn write_tag(out: &mut String, names: &mut PlainNames, key: &'static str, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    let tag_start = out.len();
+    out.push(',');
+    names.write(out, key, Kind::Key);
+    out.push('=');
+    let value_start = out.len();
+    escape_into(out, value, Kind::Key);
+    // Emptiness is decided on what is written: a name of only backslashes is empty.
+    if out.len() == value_start {
+        out.truncate(tag_start);
+    }
+}
+
 const KEY_SPECIALS: &[char] = &[',', '=', ' '];
+
+/// What a name is, for its escaping: a measurement escapes commas and spaces; a key (tag key, tag
+/// value, field key) also equals signs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Measurement,
+    Key,
+}
 
 /// A control character reads as a space.
 fn printable(c: char) -> char {
@@ -120,6 +145,60 @@ const fn plain_bytes(escape_equals: bool) -> [bool; 256] {
 const PLAIN_IN_KEY: [bool; 256] = plain_bytes(true);
 const PLAIN_IN_MEASUREMENT: [bool; 256] = plain_bytes(false);
 
+/// Does `text` need no escaping at all (most names)? One table load a byte.
+fn is_plain(text: &str, kind: Kind) -> bool {
+    let table = match kind {
+        Kind::Measurement => &PLAIN_IN_MEASUREMENT,
+        Kind::Key => &PLAIN_IN_KEY,
+    };
+    text.bytes().all(|b| table[b as usize])
+}
+
+/// The measurement, tag keys and field keys: `&'static str`s, the schema's constants, the same
+/// in every point. Those found plain (nothing to escape even as a key, the stricter kind) are
+/// remembered by address and length — a `&'static str` never changes, so these identify its
+/// text — so a call scans each once, not once a line: an open-addressing set, never more than
+/// half full (past that, names are scanned every time).
+struct PlainNames {
+    slots: [(usize, usize); PlainNames::SLOTS],
+    len: usize,
+}
+
+impl PlainNames {
+    const SLOTS: usize = 128;
+
+    fn new() -> Self {
+        // (0, 0) is no `&str`'s address and length: an empty slot.
+        Self {
+            slots: [(0, 0); Self::SLOTS],
+            len: 0,
+        }
+    }
+
+    fn write(&mut self, out: &mut String, name: &'static str, kind: Kind) {
+        let id = (name.as_ptr() as usize, name.len());
+        // Fibonacci hashing of the address: its top bits pick the first slot to look at.
+        let hash = id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize);
+        let mut at = hash >> (usize::BITS - Self::SLOTS.ilog2());
+        while self.slots[at] != (0, 0) {
+            if self.slots[at] == id {
+                out.push_str(name);
+                return;
+            }
+            at = (at + 1) % Self::SLOTS;
+        }
+        if is_plain(name, Kind::Key) {
+            if self.len < Self::SLOTS / 2 {
+                self.slots[at] = id;
+                self.len += 1;
+            }
+            out.push_str(name);
+        } else {
+            escape_into(out, name, kind);
+        }
+    }
+}
+
 /// Is the UTF-8 sequence at `at` a control character (C0, DEL, or C1 = `C2 80`..`C2 9F`)?
 fn control_at(bytes: &[u8], at: usize) -> bool {
     match bytes.get(at) {
@@ -129,20 +208,19 @@ fn control_at(bytes: &[u8], at: usize) -> bool {
     }
 }
 
+/// Writes `text` escaped as a `kind` of name.
+fn escape_into(out: &mut String, text: &str, kind: Kind) {
+    if is_plain(text, kind) {
+        out.push_str(text);
+    } else {
+        escape_slowly(out, text, kind == Kind::Key);
+    }
+}
+
 /// Escapes `text` byte by byte, copying runs of ordinary bytes at once (every special is ASCII;
 /// a control character is ASCII or `C2 xx`, so no multi-byte character is ever split).
-fn escape_into(out: &mut String, text: &str, specials: &[char]) {
-    let escape_equals = specials.contains(&'=');
-    // Most names need nothing: printable ASCII without a backslash or a special (one load a byte).
-    let table = if escape_equals {
-        &PLAIN_IN_KEY
-    } else {
-        &PLAIN_IN_MEASUREMENT
-    };
-    if text.bytes().all(|b| table[b as usize]) {
-        out.push_str(text);
-        return;
-    }
+#[cold]
+fn escape_slowly(out: &mut String, text: &str, escape_equals: bool) {
     let bytes = text.as_bytes();
     let (mut run, mut i) = (0, 0);
     while i < bytes.len() {
@@ -201,44 +279,116 @@ fn write_field_value(out: &mut String, value: &FieldValue) {
 
 /// Writes a finite `f64` as `format!("{f}")` does — the shortest digits that parse back to the
 /// same value, in plain decimal form — several times faster. (Where two shortest forms exist, the
-/// last digit may differ from `Display`'s; both read back as `f`.) `zmij` finds the digits;
-/// its `1.0` and `1e-7` forms are rewritten to `Display`'s `1` and `0.0000001`: an exponent is
-/// valid line protocol, but the plain form is what every release wrote, and every parser reads.
+/// last digit may differ from `Display`'s; both read back as `f`.) Whole numbers and numbers of
+/// up to four decimals (LCW's volumes, supplies, deltas) are written from integers by `itoa`;
+/// others by `zmij`, which writes `[-]ddd.ddd` from 10^-5 to 10^16, kept as it is, and
+/// `[-]d[.ddd]e±x` outside, rewritten to `Display`'s `0.0000001` or `10000000000000000`: an
+/// exponent is valid line protocol in both parsers, but the plain form is what every release
+/// wrote.
 fn write_float(out: &mut String, f: f64) {
+    if write_few_decimals(out, f) {
+        return;
+    }
     let mut buffer = zmij::Buffer::new();
     let text = buffer.format_finite(f);
-    let bytes = text.as_bytes();
-    let Some(e) = bytes.iter().rposition(|&b| b == b'e' || b == b'E') else {
-        let whole = bytes.len() > 2 && bytes[bytes.len() - 2..] == *b".0";
-        out.push_str(if whole { &text[..text.len() - 2] } else { text });
-        return;
+    // An exponent has 1 to 3 digits after `e+` or `e-`: its `e` is one of the last five bytes.
+    match text.bytes().rev().take(5).position(|b| b == b'e') {
+        // `1.0` is a whole number ≥ 2^53, or -0.
+        None => out.push_str(text.strip_suffix(".0").unwrap_or(text)),
+        Some(from_end) => {
+            let e = text.len() - 1 - from_end;
+            if write_without_exponent(out, &text[..e], &text[e + 1..]).is_none() {
+                // Not zmij's form (never seen): `Display` writes it, exactly, more slowly.
+                use std::fmt::Write as _;
+                let _ = write!(out, "{f}");
+            }
+        }
+    }
+}
+
+/// Writes `f` if it is a whole number below 2^53 or has at most four decimals below 10^9, and
+/// says whether it did. Why the text is `Display`'s:
+/// - below 2^53 every integer is an `f64`, so a whole number's own digits are its shortest form;
+/// - `n` = `f`×10^4 rounded: when `n`/10^4 (a correctly rounded division of exact operands) is
+///   `f`, the decimal `n`×10^-4 reads back as `f`; below 10^9 an ulp of `f` is at most 2^-23
+///   (1.2×10^-7), so no other decimal of ≤ 4 decimals reads back as `f`, and one of more
+///   decimals has more significant digits: it is the only shortest form.
+///
+/// -0 is left to `zmij` (it equals 0 but `Display` keeps its sign).
+fn write_few_decimals(out: &mut String, f: f64) -> bool {
+    let whole = f as i64;
+    if whole as f64 == f && whole.unsigned_abs() < 1 << 53 && (whole != 0 || f.is_sign_positive()) {
+        out.push_str(itoa::Buffer::new().format(whole));
+        return true;
+    }
+    // `n`: `f`×10^4 to the nearest integer (or near it: any `n` that passes the check is right).
+    let scaled = f * 1e4;
+    let n = (scaled + 0.5f64.copysign(scaled)) as i64;
+    if !(f.abs() < 1e9 && n != 0 && n as f64 / 1e4 == f) {
+        return false;
+    }
+    // The digits of |n|, the point before its last four (`0.` and zeros first if it has fewer),
+    // the decimals' trailing zeros left out (there are decimals: `f` is not whole).
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(n.unsigned_abs());
+    if n < 0 {
+        out.push('-');
+    }
+    match digits.len().checked_sub(4) {
+        Some(0) => out.push_str("0."),
+        Some(units) => {
+            out.push_str(&digits[..units]);
+            out.push('.');
+        }
+        None => out.push_str(&POINT_AND_ZEROS[..6 - digits.len()]),
+    }
+    out.push_str(digits[digits.len().saturating_sub(4)..].trim_end_matches('0'));
+    true
+}
+
+/// `0.` and as many zeros as a plain decimal `f64` needs (5e-324 is `0.`, 323 zeros, `5`).
+const POINT_AND_ZEROS: &str = {
+    const BYTES: [u8; 330] = {
+        let mut bytes = [b'0'; 330];
+        bytes[1] = b'.';
+        bytes
     };
-    // `[-]d[.ddd]e[-]x`: digits without the point, and where the point goes.
-    let (mantissa, exponent) = (&text[..e], &text[e + 1..]);
-    let exponent: i32 = exponent.parse().unwrap_or(0);
+    match std::str::from_utf8(&BYTES) {
+        Ok(text) => text,
+        Err(_) => panic!("ASCII"),
+    }
+};
+
+/// Writes `mantissa`×10^`exponent` (`[-]d[.ddd]`, `±x`) in plain decimal; `None`, writing
+/// nothing, if they are not of that form with |x| ≥ 6 (where the point leaves the digits).
+fn write_without_exponent(out: &mut String, mantissa: &str, exponent: &str) -> Option<()> {
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
         Some(rest) => ("-", rest),
         None => ("", mantissa),
     };
-    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits = [int_part, frac_part].concat();
-    let digits = digits.trim_end_matches('0');
-    let digits = if digits.is_empty() { "0" } else { digits };
-    // The point sits after `point` digits (may be ≤ 0 or past the end).
-    let point = int_part.len() as i32 + exponent;
-    out.push_str(sign);
-    if point <= 0 {
-        out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', (-point) as usize));
-        out.push_str(digits);
-    } else if point as usize >= digits.len() {
-        out.push_str(digits);
-        out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
-    } else {
-        out.push_str(&digits[..point as usize]);
-        out.push('.');
-        out.push_str(&digits[point as usize..]);
+    // The first digit, then the others without the point.
+    let (first, rest) = mantissa.split_at_checked(1)?;
+    let others = rest.strip_prefix('.').unwrap_or(rest);
+    let exponent: i32 = exponent.parse().ok()?;
+    let parts = match exponent {
+        // d.ddd e-x = 0.(x-1 zeros)dddd
+        ..=-6 => [
+            sign,
+            POINT_AND_ZEROS.get(..(1 - exponent) as usize)?,
+            first,
+            others,
+        ],
+        // d.ddd e+x = dddd(x-3 zeros)
+        6.. => {
+            let zeros = (exponent as usize).checked_sub(others.len())?;
+            [sign, first, others, POINT_AND_ZEROS.get(2..2 + zeros)?]
+        }
+        _ => return None,
+    };
+    for part in parts {
+        out.push_str(part);
     }
+    Some(())
 }
 
 /// A line read back: owned names, as a line may come from the spool of an older release.
@@ -378,7 +528,7 @@ fn take_field_value(rest: &mut &str) -> Option<(FieldValue, Option<char>)> {
     Some((value, next))
 }
 
-/// gzip at level 1: on a 1000-line batch, 9 % larger than level 6 at a sixth of its CPU
+/// gzip at level 1: on the bench's 1000-line batch, 24 % larger than level 6 at a sixth of its CPU
 /// (`cargo bench --bench encode` prints both).
 pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(
@@ -698,6 +848,92 @@ mod tests {
             differ < 100,
             "{differ} floats written differently from Display"
         );
+    }
+
+    /// The `itoa` paths (whole numbers, up to four decimals) write exactly `Display`'s text, at
+    /// every magnitude and on both sides of their limits (2^53, 10^9).
+    #[test]
+    fn whole_numbers_and_few_decimals_are_written_exactly_as_display_writes_them() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut values = vec![
+            0.5,
+            -0.5,
+            0.0001,
+            -0.0001,
+            0.00015,
+            1.0808,
+            999_999_999.999_9,
+            1_000_000_000.000_1,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            9_007_199_254_740_994.0,
+            -9_007_199_254_740_994.0,
+        ];
+        for _ in 0..300_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Up to 17 digits, 0 to 5 of them decimals, either sign.
+            let digits = 1 + (state >> 59) as u32 % 17;
+            let n = (state % 10u64.pow(digits)) as f64;
+            let f = n / 10f64.powi((state >> 56) as i32 % 6);
+            values.push(if state & 1 == 0 { f } else { -f });
+        }
+        for f in values {
+            let mut out = String::new();
+            write_float(&mut out, f);
+            let display = format!("{f}");
+            if f.abs() < 1e9 || (f.fract() == 0.0 && f.abs() < 2f64.powi(53)) {
+                assert_eq!(out, display, "{f:e}");
+            } else {
+                // zmij's: where two shortest forms tie (801118760543170.25 has `.2` and `.3`),
+                // it may pick the other one.
+                assert_eq!(out.parse::<f64>(), Ok(f), "{out}");
+                assert_eq!(out.len(), display.len(), "{out} vs {display}");
+            }
+        }
+    }
+
+    /// The set of plain static names: a name is escaped for its kind in every line (`m=x` is
+    /// plain as a measurement, not as a key), and past the set's capacity names are still right.
+    #[test]
+    fn static_names_are_escaped_for_their_kind_in_every_line() {
+        let points: Vec<Point> = (0..3)
+            .map(|i| Point {
+                measurement: "m=x",
+                tags: vec![("m=x", "v".into())],
+                fields: vec![
+                    ("m=x", FieldValue::Integer(i)),
+                    ("plain", FieldValue::Integer(i)),
+                ],
+                timestamp_ms: i,
+            })
+            .collect();
+        let mut out = String::new();
+        encode_points(&points, &mut out);
+        assert_eq!(
+            out,
+            "m=x,m\\=x=v m\\=x=0i,plain=0i 0\n\
+             m=x,m\\=x=v m\\=x=1i,plain=1i 1\n\
+             m=x,m\\=x=v m\\=x=2i,plain=2i 2\n"
+        );
+        let keys: Vec<&'static str> = (0..200)
+            .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
+            .collect();
+        let point = Point {
+            measurement: "m",
+            tags: vec![],
+            fields: keys
+                .iter()
+                .map(|k| (*k, FieldValue::Boolean(true)))
+                .collect(),
+            timestamp_ms: 1,
+        };
+        let mut out = String::new();
+        encode_points([&point, &point], &mut out);
+        let line: String = keys.iter().map(|k| format!("{k}=true,")).collect();
+        let line = format!("m {} 1\n", line.trim_end_matches(','));
+        assert_eq!(out, line.repeat(2));
     }
 
     #[test]
