@@ -27,26 +27,36 @@ pub const DEFAULT_DELAY: Duration = Duration::from_secs(2);
 pub const MIN_DELAY: Duration = Duration::from_millis(100);
 /// A sample above this (ten minutes, the largest timeout) is not a latency.
 const MAX_SAMPLE_MS: u64 = 600_000;
+/// Hedges allowed among the last [`SAMPLES_KEPT`] calls: a tenth (1 − [`QUANTILE`]), rounded
+/// down. The learnt delay alone does not bound the hedged share: latencies above the largest
+/// delay, hedges that always win (a won hedge teaches only "delay + the hedge's time") or a
+/// short fixed delay would hedge every call.
+pub const HEDGE_BUDGET: u32 = SAMPLES_KEPT as u32 / 10;
 
 /// What the hedge rules learnt, persisted between ticks with the rest of the resilience state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HedgeState {
     /// First-attempt latencies in milliseconds, newest last, at most [`SAMPLES_KEPT`].
     pub latencies_ms: VecDeque<u32>,
+    /// Hedges sent during each of the last calls, newest last, at most [`SAMPLES_KEPT`]: any
+    /// [`SAMPLES_KEPT`] calls in a row send at most [`HEDGE_BUDGET`] hedges.
+    pub hedged: VecDeque<u8>,
 }
 
 impl<'de> Deserialize<'de> for HedgeState {
     /// Keeps the plausible samples of whatever is stored: a wrong shape is an empty history, a
     /// sample that is not a whole number of milliseconds in range is dropped, at most
-    /// [`SAMPLES_KEPT`] (the newest) are kept.
+    /// [`SAMPLES_KEPT`] (the newest) are kept; likewise the hedge counts of the last calls.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(deserializer)?;
-        let samples = value
-            .get("latencies_ms")
-            .and_then(serde_json::Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let mut latencies_ms: VecDeque<u32> = samples
+        let array = |name: &str| {
+            value
+                .get(name)
+                .and_then(serde_json::Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+        };
+        let mut latencies_ms: VecDeque<u32> = array("latencies_ms")
             .iter()
             .filter_map(serde_json::Value::as_u64)
             .filter(|ms| (1..=MAX_SAMPLE_MS).contains(ms))
@@ -55,7 +65,21 @@ impl<'de> Deserialize<'de> for HedgeState {
         while latencies_ms.len() > SAMPLES_KEPT {
             latencies_ms.pop_front();
         }
-        Ok(Self { latencies_ms })
+        // The newest calls' counts; one that is not a count in range is read as the most a
+        // call can have (never as none: a corrupt count must not free the budget).
+        let hedged = array("hedged");
+        let hedged = hedged[hedged.len().saturating_sub(SAMPLES_KEPT)..]
+            .iter()
+            .map(|n| {
+                n.as_u64()
+                    .and_then(|n| u8::try_from(n).ok())
+                    .unwrap_or(u8::MAX)
+            })
+            .collect();
+        Ok(Self {
+            latencies_ms,
+            hedged,
+        })
     }
 }
 
@@ -68,6 +92,32 @@ impl HedgeState {
         self.latencies_ms.push_back(ms as u32);
         while self.latencies_ms.len() > SAMPLES_KEPT {
             self.latencies_ms.pop_front();
+        }
+    }
+
+    /// A call begins: it enters the window of the hedge budget.
+    pub fn call_started(&mut self) {
+        self.hedged.push_back(0);
+        while self.hedged.len() > SAMPLES_KEPT {
+            self.hedged.pop_front();
+        }
+    }
+
+    /// True when the last [`SAMPLES_KEPT`] calls sent fewer than [`HEDGE_BUDGET`] hedges.
+    pub fn within_budget(&self) -> bool {
+        self.hedged.iter().map(|&n| u32::from(n)).sum::<u32>() < HEDGE_BUDGET
+    }
+
+    /// A hedge went out: counted with the newest call (the window is what matters).
+    pub fn hedge_sent(&mut self) {
+        match self.hedged.back_mut() {
+            Some(n) if *n < u8::MAX => *n += 1,
+            _ => {
+                self.hedged.push_back(1);
+                while self.hedged.len() > SAMPLES_KEPT {
+                    self.hedged.pop_front();
+                }
+            }
         }
     }
 
@@ -105,6 +155,8 @@ pub enum Skip {
     CreditReserve,
     /// The rate limiter has no token without a wait.
     RateLimit,
+    /// The last [`SAMPLES_KEPT`] calls already sent [`HEDGE_BUDGET`] hedges.
+    Budget,
     /// Too little time is left before the deadline for a copy to answer.
     Deadline,
 }
@@ -115,6 +167,7 @@ impl Skip {
             Self::Breaker => "breaker",
             Self::CreditReserve => "credit_reserve",
             Self::RateLimit => "rate_limit",
+            Self::Budget => "budget",
             Self::Deadline => "deadline",
         }
     }
@@ -126,6 +179,8 @@ pub struct Gate {
     pub breaker_closed: bool,
     pub below_credit_reserve: bool,
     pub token_free: bool,
+    /// The hedge budget of the last calls is not spent ([`HedgeState::within_budget`]).
+    pub within_budget: bool,
     pub time_left: Duration,
     /// The least time an attempt needs (`resilience::MIN_ATTEMPT`).
     pub min_attempt: Duration,
@@ -160,6 +215,8 @@ impl HedgePolicy {
             Err(Skip::Breaker)
         } else if gate.below_credit_reserve {
             Err(Skip::CreditReserve)
+        } else if !gate.within_budget {
+            Err(Skip::Budget)
         } else if gate.time_left < delay.max(gate.min_attempt) {
             Err(Skip::Deadline)
         } else if !gate.token_free {
@@ -171,7 +228,8 @@ impl HedgePolicy {
 
     /// The share of first attempts expected to get a second copy, for the daily plan: 1 −
     /// [`QUANTILE`] when learnt; with a fixed delay the same estimate (the latencies it meets are
-    /// unknown in advance); none when off.
+    /// unknown in advance); none when off. An upper bound either way: the hedge budget keeps
+    /// any [`SAMPLES_KEPT`] calls in a row to [`HEDGE_BUDGET`] hedges.
     pub fn expected_share(after: HedgeAfter) -> f64 {
         match after {
             HedgeAfter::Off => 0.0,
@@ -243,6 +301,7 @@ mod tests {
             breaker_closed: true,
             below_credit_reserve: false,
             token_free: true,
+            within_budget: true,
             time_left: 10_000 * MS,
             min_attempt: 1_000 * MS,
         };
@@ -270,6 +329,13 @@ mod tests {
                 ..open
             }),
             Skip::RateLimit
+        );
+        assert_eq!(
+            refused(Gate {
+                within_budget: false,
+                ..open
+            }),
+            Skip::Budget
         );
         assert_eq!(
             refused(Gate {
@@ -310,5 +376,36 @@ mod tests {
         // What it writes it reads back.
         let again = read(&serde_json::to_string(&state).unwrap());
         assert_eq!(again, state);
+    }
+
+    #[test]
+    fn any_window_of_calls_sends_at_most_the_budget_of_hedges() {
+        let mut state = HedgeState::default();
+        let mut sent = Vec::new();
+        for _ in 0..1_000 {
+            state.call_started();
+            // Every call would hedge, some twice (a retry's hedge).
+            let mut n = 0;
+            while n < 2 && state.within_budget() {
+                state.hedge_sent();
+                n += 1;
+            }
+            sent.push(n);
+            assert!(state.hedged.len() <= SAMPLES_KEPT);
+        }
+        for window in sent.windows(SAMPLES_KEPT) {
+            assert!(window.iter().sum::<u32>() <= HEDGE_BUDGET, "{window:?}");
+        }
+        assert!(sent.iter().sum::<u32>() * 10 <= 1_000);
+        // Corrupt counts never free the budget; the newest are kept; it round-trips.
+        let read = |json: &str| serde_json::from_str::<HedgeState>(json).unwrap();
+        assert_eq!(
+            read(r#"{"hedged": [-1, "x", 1e9, null, 2]}"#).hedged,
+            [255, 255, 255, 255, 2]
+        );
+        assert!(!read(r#"{"hedged": [-1]}"#).within_budget());
+        let many = serde_json::json!({ "hedged": vec![0; 100_000] }).to_string();
+        assert_eq!(read(&many).hedged.len(), SAMPLES_KEPT);
+        assert_eq!(read(&serde_json::to_string(&state).unwrap()), state);
     }
 }
