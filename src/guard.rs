@@ -328,14 +328,21 @@ impl<'a, H: Host> Guard<'a, H> {
     /// The gates of a hedge; when they open, its rate-limiter token is taken.
     fn admit_hedge(&self, delay: Duration) -> bool {
         let now_ms = self.host.unix_millis();
+        // The remaining count may be minutes old: less this tick's answered calls (as
+        // backfill's spare credits).
+        let spent = self.attempts() as f64;
         let mut state = self.state.borrow_mut();
         // A zero time left grants a token only when no wait is needed.
         let (bucket, reservation) = self.limit.reserve(state.bucket, now_ms, Duration::ZERO);
         let gate = Gate {
             breaker_closed: matches!(state.breaker, BreakerState::Closed { .. }),
-            below_credit_reserve: state
-                .credits
-                .is_some_and(|c| c.below_reserve(self.credit_reserve_percent)),
+            below_credit_reserve: state.credits.is_some_and(|c| {
+                Credits {
+                    remaining: c.remaining - spent,
+                    ..c
+                }
+                .below_reserve(self.credit_reserve_percent)
+            }),
             token_free: matches!(reservation, Reservation::Granted { wait } if wait.is_zero()),
             within_budget: state.hedge.within_budget(),
             time_left: self.time_left(),

@@ -177,6 +177,7 @@ impl Skip {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gate {
     pub breaker_closed: bool,
+    /// The day's credits, less this tick's calls, are at or below the reserve.
     pub below_credit_reserve: bool,
     pub token_free: bool,
     /// The hedge budget of the last calls is not spent ([`HedgeState::within_budget`]).

@@ -12,7 +12,7 @@ use lcw_fetcher::guard::{Guard, GuardReport, ResilienceState};
 use lcw_fetcher::hedge::HedgeState;
 use lcw_fetcher::host::Clock;
 use lcw_fetcher::lcw::{Endpoint, LcwError};
-use lcw_fetcher::resilience::BreakerState;
+use lcw_fetcher::resilience::{BreakerState, Credits};
 use support::sim::{Profile, SimHost, World, our_tick, our_variables};
 
 const MS: Duration = Duration::from_millis(1);
@@ -178,6 +178,41 @@ fn in_a_slow_world_the_ticks_send_no_more_hedges_than_planned() {
         hedges * 10 <= firsts,
         "{hedges} hedges for {firsts} other calls"
     );
+}
+
+/// The credits' remaining count is minutes old: this tick's own calls have already spent
+/// some. 505 of 10 000 with a reserve of 5 % (500), and five calls made: the day is at its
+/// reserve and a hedge must not go out (backfill already subtracts the tick's calls).
+#[test]
+fn a_hedge_counts_the_calls_already_made_against_the_credit_reserve() {
+    let s = settings(&[]);
+    let world = World::new(Profile::CALM, 1);
+    let host = SimHost::new(&world, &[]);
+    let state = ResilienceState {
+        credits: Some(Credits {
+            remaining: 505.0,
+            limit: 10_000.0,
+            fetched_at_ms: 0,
+        }),
+        ..learnt_1s()
+    };
+    let guard = Guard::new(&host, &s, host.monotonic() + 40_000 * MS, state);
+    let host = &host;
+    let one = |after: Duration| {
+        guard.call(Endpoint::CoinsList, move |_| async move {
+            host.sleep(after).await;
+            Ok::<_, LcwError>(())
+        })
+    };
+    world.clock.run(async {
+        for _ in 0..5 {
+            one(10 * MS).await.unwrap();
+        }
+        one(3_000 * MS).await.unwrap();
+    });
+    let (_, report) = guard.finish();
+    assert_eq!(report.hedges, 0, "{report:?}");
+    assert_eq!(report.hedges_skipped.get("credit_reserve"), Some(&1));
 }
 
 // --- The error of an attempt whose two copies failed -----------------------------------------
