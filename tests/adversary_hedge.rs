@@ -215,6 +215,28 @@ fn a_hedge_counts_the_calls_already_made_against_the_credit_reserve() {
     assert_eq!(report.hedges_skipped.get("credit_reserve"), Some(&1));
 }
 
+/// A simulated day at the default settings in the calibrated world (median 1.25 s, a heavy
+/// tail, errors and hangs): the hedges sent stay within the plan's figure, and every copy sent
+/// is one LCW request counted once.
+#[test]
+fn a_simulated_day_sends_no_more_hedges_than_the_plan_counts() {
+    let world = World::new(Profile::SEED, 11);
+    let variables = our_variables();
+    let planned = lcw_fetcher::plan::hedges_per_day(&settings(&[]));
+    let (mut calls, mut hedges) = (0u64, 0u64);
+    for n in 0..1_440 {
+        let (result, record) = our_tick(&world, &variables, n);
+        assert_eq!(result.lcw_calls, record.lcw.attempts.len() as u64);
+        calls += result.lcw_calls;
+        hedges += record.lcw.hedges;
+    }
+    assert!(hedges > 0);
+    assert!(
+        hedges <= planned && hedges * 10 <= calls - hedges,
+        "{hedges} hedges (planned {planned}) of {calls} calls"
+    );
+}
+
 // --- The error of an attempt whose two copies failed -----------------------------------------
 
 /// One copy is told "429, Retry-After: 20 s", the other then fails with a 503: the retry must
