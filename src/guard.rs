@@ -292,8 +292,10 @@ impl<'a, H: Host> Guard<'a, H> {
             total: self.response_timeout.min(left),
         };
         let hedge = pin!(attempt(hedge_timeouts));
-        match select(primary, hedge).await {
-            Either::Left((result, hedge)) => {
+        // The hedge is polled first: once recorded (a call, a credit, a token), its request has
+        // been started, even when the first copy's answer came in meanwhile.
+        match select(hedge, primary).await {
+            Either::Right((result, hedge)) => {
                 ended(&result);
                 let Err(error) = result else {
                     self.record_dropped(endpoint, hedge_started, true);
@@ -304,7 +306,7 @@ impl<'a, H: Host> Guard<'a, H> {
                 self.hedge_won(&result);
                 result.map_err(|later| graver(error, later))
             }
-            Either::Right((result, primary)) => {
+            Either::Left((result, primary)) => {
                 self.record_attempt(endpoint, &result, hedge_started, true);
                 let Err(error) = result else {
                     self.hedge_won(&result);

@@ -398,3 +398,58 @@ fn learnt_1s() -> ResilienceState {
         ..ResilienceState::default()
     }
 }
+
+/// The first copy's answer arrives in the instant between the hedge timer and the hedge's first
+/// poll (here: it needs one more poll after its timer): the hedge is recorded as a request, a
+/// dropped one (a credit, a token, a hedge in the budget), so it must have been sent.
+#[test]
+fn a_hedge_recorded_as_sent_was_sent() {
+    let s = settings(&[("lcw_hedge_after_ms", "1000")]);
+    let world = World::new(Profile::CALM, 1);
+    let host = SimHost::new(&world, &[]);
+    let guard = Guard::new(
+        &host,
+        &s,
+        host.monotonic() + 40_000 * MS,
+        ResilienceState::default(),
+    );
+    let (made, polled) = (Cell::new(0u32), Cell::new(0u32));
+    let (host, made, polled) = (&host, &made, &polled);
+    let result = world.clock.run(guard.call(Endpoint::CoinsList, |_| {
+        let index = made.get();
+        made.set(index + 1);
+        async move {
+            polled.set(polled.get() + 1);
+            if index == 0 {
+                host.sleep(1_000 * MS).await;
+                yield_once().await;
+                Ok::<_, LcwError>(0)
+            } else {
+                host.sleep(5_000 * MS).await;
+                Ok(1)
+            }
+        }
+    }));
+    assert_eq!(result.unwrap(), 0);
+    let (_, report) = guard.finish();
+    assert_eq!(
+        polled.get() as usize,
+        report.attempts.len(),
+        "requests started vs recorded: {report:?}"
+    );
+}
+
+/// Pending once, then ready (its waker woken at once).
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
