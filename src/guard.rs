@@ -82,7 +82,7 @@ pub struct GuardReport {
     pub hedges: u64,
     /// Of those, the ones whose answer was used.
     pub hedges_won: u64,
-    /// Hedges due but not sent, by reason (`breaker`, `credit_reserve`, `budget`,
+    /// Hedges due but not sent, by reason (`breaker`, `pushback`, `credit_reserve`, `budget`,
     /// `rate_limit`, `deadline`).
     pub hedges_skipped: BTreeMap<String, u64>,
 }
@@ -333,11 +333,18 @@ impl<'a, H: Host> Guard<'a, H> {
         // The remaining count may be minutes old: less this tick's answered calls (as
         // backfill's spare credits).
         let spent = self.attempts() as f64;
+        let pushed_back = self
+            .report
+            .borrow()
+            .attempts
+            .iter()
+            .any(|a| a.status == "429");
         let mut state = self.state.borrow_mut();
         // A zero time left grants a token only when no wait is needed.
         let (bucket, reservation) = self.limit.reserve(state.bucket, now_ms, Duration::ZERO);
         let gate = Gate {
             breaker_closed: matches!(state.breaker, BreakerState::Closed { .. }),
+            pushed_back,
             below_credit_reserve: state.credits.is_some_and(|c| {
                 Credits {
                     remaining: c.remaining - spent,

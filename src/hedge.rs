@@ -155,6 +155,8 @@ pub enum Skip {
     CreditReserve,
     /// The rate limiter has no token without a wait.
     RateLimit,
+    /// LCW answered 429 during this tick: a second copy would add load when it pushes back.
+    Pushback,
     /// The last [`SAMPLES_KEPT`] calls already sent [`HEDGE_BUDGET`] hedges.
     Budget,
     /// Too little time is left before the deadline for a copy to answer.
@@ -167,6 +169,7 @@ impl Skip {
             Self::Breaker => "breaker",
             Self::CreditReserve => "credit_reserve",
             Self::RateLimit => "rate_limit",
+            Self::Pushback => "pushback",
             Self::Budget => "budget",
             Self::Deadline => "deadline",
         }
@@ -177,6 +180,8 @@ impl Skip {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gate {
     pub breaker_closed: bool,
+    /// LCW answered 429 during this tick.
+    pub pushed_back: bool,
     /// The day's credits, less this tick's calls, are at or below the reserve.
     pub below_credit_reserve: bool,
     pub token_free: bool,
@@ -214,6 +219,8 @@ impl HedgePolicy {
     pub fn admit(&self, gate: Gate, delay: Duration) -> Result<(), Skip> {
         if !gate.breaker_closed {
             Err(Skip::Breaker)
+        } else if gate.pushed_back {
+            Err(Skip::Pushback)
         } else if gate.below_credit_reserve {
             Err(Skip::CreditReserve)
         } else if !gate.within_budget {
@@ -300,6 +307,7 @@ mod tests {
     fn every_gate_can_refuse() {
         let open = Gate {
             breaker_closed: true,
+            pushed_back: false,
             below_credit_reserve: false,
             token_free: true,
             within_budget: true,
@@ -316,6 +324,13 @@ mod tests {
                 ..open
             }),
             Skip::Breaker
+        );
+        assert_eq!(
+            refused(Gate {
+                pushed_back: true,
+                ..open
+            }),
+            Skip::Pushback
         );
         assert_eq!(
             refused(Gate {

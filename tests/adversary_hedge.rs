@@ -300,6 +300,26 @@ fn an_auth_failure_of_one_copy_is_not_hidden_by_the_other() {
     assert!(matches!(out.state.breaker, BreakerState::Open { .. }));
 }
 
+/// LCW answered 429 (it asks us to slow down): the retry that follows its Retry-After must not
+/// go out twice — a hedge would add load exactly when the server pushes back.
+#[test]
+fn no_hedge_once_lcw_has_answered_429_this_tick() {
+    let too_many = Copy {
+        retry_after: Some(1_000 * MS),
+        ..fails(100, 429)
+    };
+    let out = call(
+        &settings(&[("retry_max", "1")]),
+        learnt_1s(),
+        40_000 * MS,
+        &[too_many, ok(3_000), ok(10)],
+    );
+    assert_eq!(out.result.unwrap(), 1);
+    assert_eq!(out.sent_at.len(), 2, "{:?}", out.report);
+    assert_eq!(out.report.hedges, 0);
+    assert_eq!(out.report.hedges_skipped.get("pushback"), Some(&1));
+}
+
 // --- What held --------------------------------------------------------------------------------
 
 /// Both copies hang: the tick still ends before its deadline, and each hung copy is a call
