@@ -27,20 +27,25 @@ pub const DEFAULT_DELAY: Duration = Duration::from_secs(2);
 pub const MIN_DELAY: Duration = Duration::from_millis(100);
 /// A sample above this (ten minutes, the largest timeout) is not a latency.
 const MAX_SAMPLE_MS: u64 = 600_000;
-/// Hedges allowed among the last [`SAMPLES_KEPT`] calls: a tenth (1 − [`QUANTILE`]), rounded
-/// down. The learnt delay alone does not bound the hedged share: latencies above the largest
-/// delay, hedges that always win (a won hedge teaches only "delay + the hedge's time") or a
-/// short fixed delay would hedge every call.
-pub const HEDGE_BUDGET: u32 = SAMPLES_KEPT as u32 / 10;
+/// Calls that pay for one hedge. Each call pays one back, a hedge goes only while what is owed
+/// stays within [`HEDGE_BURST`] hedges: n calls in a row send at most n/11 + 5 hedges, at most a
+/// tenth of them from 550 calls on (a day has 5 472 at the defaults). The learnt delay alone
+/// does not bound the hedged share: latencies above the largest delay, hedges that always win (a
+/// won hedge teaches only "delay + the hedge's time") or a short fixed delay hedge every call.
+pub const CALLS_PER_HEDGE: u32 = 11;
+/// Hedges that may go out before calls have paid for more.
+pub const HEDGE_BURST: u32 = 5;
+/// The most that may be owed, in calls.
+const MAX_DEBT: u32 = HEDGE_BURST * CALLS_PER_HEDGE;
 
 /// What the hedge rules learnt, persisted between ticks with the rest of the resilience state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HedgeState {
     /// First-attempt latencies in milliseconds, newest last, at most [`SAMPLES_KEPT`].
     pub latencies_ms: VecDeque<u32>,
-    /// Hedges sent during each of the last calls, newest last, at most [`SAMPLES_KEPT`]: any
-    /// [`SAMPLES_KEPT`] calls in a row send at most [`HEDGE_BUDGET`] hedges.
-    pub hedged: VecDeque<u8>,
+    /// Calls owed to the hedge budget: a hedge adds [`CALLS_PER_HEDGE`], a call pays one back; a
+    /// hedge goes only while the debt stays within [`HEDGE_BURST`] hedges.
+    pub hedge_debt: u32,
 }
 
 impl<'de> Deserialize<'de> for HedgeState {
@@ -65,20 +70,16 @@ impl<'de> Deserialize<'de> for HedgeState {
         while latencies_ms.len() > SAMPLES_KEPT {
             latencies_ms.pop_front();
         }
-        // The newest calls' counts; one that is not a count in range is read as the most a
-        // call can have (never as none: a corrupt count must not free the budget).
-        let hedged = array("hedged");
-        let hedged = hedged[hedged.len().saturating_sub(SAMPLES_KEPT)..]
-            .iter()
-            .map(|n| {
-                n.as_u64()
-                    .and_then(|n| u8::try_from(n).ok())
-                    .unwrap_or(u8::MAX)
-            })
-            .collect();
+        // Absent (an older release): no debt. Not a count in range: the whole budget spent
+        // (a corrupt value must not free it).
+        let hedge_debt = value.get("hedge_debt").map_or(0, |debt| {
+            debt.as_u64()
+                .filter(|&d| d <= u64::from(MAX_DEBT))
+                .map_or(MAX_DEBT, |d| d as u32)
+        });
         Ok(Self {
             latencies_ms,
-            hedged,
+            hedge_debt,
         })
     }
 }
@@ -95,30 +96,19 @@ impl HedgeState {
         }
     }
 
-    /// A call begins: it enters the window of the hedge budget.
+    /// A call begins: it pays back one call of the hedge debt.
     pub fn call_started(&mut self) {
-        self.hedged.push_back(0);
-        while self.hedged.len() > SAMPLES_KEPT {
-            self.hedged.pop_front();
-        }
+        self.hedge_debt = self.hedge_debt.saturating_sub(1);
     }
 
-    /// True when the last [`SAMPLES_KEPT`] calls sent fewer than [`HEDGE_BUDGET`] hedges.
+    /// True when a hedge would keep the debt within [`HEDGE_BURST`] hedges.
     pub fn within_budget(&self) -> bool {
-        self.hedged.iter().map(|&n| u32::from(n)).sum::<u32>() < HEDGE_BUDGET
+        self.hedge_debt + CALLS_PER_HEDGE <= MAX_DEBT
     }
 
-    /// A hedge went out: counted with the newest call (the window is what matters).
+    /// A hedge went out.
     pub fn hedge_sent(&mut self) {
-        match self.hedged.back_mut() {
-            Some(n) if *n < u8::MAX => *n += 1,
-            _ => {
-                self.hedged.push_back(1);
-                while self.hedged.len() > SAMPLES_KEPT {
-                    self.hedged.pop_front();
-                }
-            }
-        }
+        self.hedge_debt = (self.hedge_debt + CALLS_PER_HEDGE).min(MAX_DEBT);
     }
 
     /// The [`QUANTILE`] of the samples, once there are [`MIN_SAMPLES`]: the sample of rank
@@ -157,7 +147,7 @@ pub enum Skip {
     RateLimit,
     /// LCW answered 429 during this tick: a second copy would add load when it pushes back.
     Pushback,
-    /// The last [`SAMPLES_KEPT`] calls already sent [`HEDGE_BUDGET`] hedges.
+    /// The hedge budget is spent: recent calls have not yet paid for another hedge.
     Budget,
     /// Too little time is left before the deadline for a copy to answer.
     Deadline,
@@ -237,7 +227,7 @@ impl HedgePolicy {
     /// The share of first attempts expected to get a second copy, for the daily plan: 1 −
     /// [`QUANTILE`] when learnt; with a fixed delay the same estimate (the latencies it meets are
     /// unknown in advance); none when off. An upper bound either way: the hedge budget keeps
-    /// any [`SAMPLES_KEPT`] calls in a row to [`HEDGE_BUDGET`] hedges.
+    /// any 550 calls in a row or more to a tenth of them ([`CALLS_PER_HEDGE`]).
     pub fn expected_share(after: HedgeAfter) -> f64 {
         match after {
             HedgeAfter::Off => 0.0,
@@ -395,10 +385,10 @@ mod tests {
     }
 
     #[test]
-    fn any_window_of_calls_sends_at_most_the_budget_of_hedges() {
+    fn any_run_of_calls_sends_at_most_its_budget_of_hedges() {
         let mut state = HedgeState::default();
         let mut sent = Vec::new();
-        for _ in 0..1_000 {
+        for _ in 0..6_000 {
             state.call_started();
             // Every call would hedge, some twice (a retry's hedge).
             let mut n = 0;
@@ -407,21 +397,38 @@ mod tests {
                 n += 1;
             }
             sent.push(n);
-            assert!(state.hedged.len() <= SAMPLES_KEPT);
         }
-        for window in sent.windows(SAMPLES_KEPT) {
-            assert!(window.iter().sum::<u32>() <= HEDGE_BUDGET, "{window:?}");
+        for run in [1, 10, 100, 550, 1_000, 5_472] {
+            for window in sent.windows(run) {
+                let hedges = window.iter().sum::<u32>();
+                assert!(
+                    hedges <= run as u32 / CALLS_PER_HEDGE + HEDGE_BURST,
+                    "{run}"
+                );
+                if run >= 550 {
+                    assert!(hedges * 10 <= run as u32, "{hedges} in {run}");
+                }
+            }
         }
-        assert!(sent.iter().sum::<u32>() * 10 <= 1_000);
-        // Corrupt counts never free the budget; the newest are kept; it round-trips.
+        // A corrupt debt never frees the budget; an absent one (an older release) is none.
         let read = |json: &str| serde_json::from_str::<HedgeState>(json).unwrap();
-        assert_eq!(
-            read(r#"{"hedged": [-1, "x", 1e9, null, 2]}"#).hedged,
-            [255, 255, 255, 255, 2]
-        );
-        assert!(!read(r#"{"hedged": [-1]}"#).within_budget());
-        let many = serde_json::json!({ "hedged": vec![0; 100_000] }).to_string();
-        assert_eq!(read(&many).hedged.len(), SAMPLES_KEPT);
+        for corrupt in [
+            "-1",
+            "\"x\"",
+            "1e9",
+            "null",
+            "[]",
+            "56",
+            "18446744073709551615",
+        ] {
+            let state = read(&format!(r#"{{"hedge_debt": {corrupt}}}"#));
+            assert_eq!(state.hedge_debt, MAX_DEBT, "{corrupt}");
+            assert!(!state.within_budget());
+        }
+        assert_eq!(read(r#"{"hedge_debt": 44}"#).hedge_debt, 44);
+        assert!(read(r#"{"hedge_debt": 44}"#).within_budget());
+        assert!(!read(r#"{"hedge_debt": 45}"#).within_budget());
+        assert_eq!(read("{}").hedge_debt, 0);
         assert_eq!(read(&serde_json::to_string(&state).unwrap()), state);
     }
 }
