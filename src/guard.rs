@@ -229,9 +229,9 @@ impl<'a, H: Host> Guard<'a, H> {
     /// the gates allow. The first answer wins and the other copy is dropped (its future, and so
     /// its request, cancelled); a copy that fails while the other is in flight leaves the
     /// attempt to the other, and the attempt fails only when both have failed (with the graver
-    /// of the two errors, [`graver`]). The latency of a
-    /// call's first attempt (or, when its hedge won, the time it had waited: a lower bound above
-    /// the delay) is what the delay is learnt from.
+    /// of the two errors, [`graver`]). The latency of a call's first attempt (or, when its hedge
+    /// won, the time it had waited: a lower bound above the delay) is what the delay is learnt
+    /// from; each call's first attempt pays back the hedge budget.
     async fn send<T, F, Fut>(
         &self,
         endpoint: Endpoint,
