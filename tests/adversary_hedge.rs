@@ -473,3 +473,38 @@ async fn yield_once() {
     })
     .await;
 }
+
+/// A hedge sent late in the tick: its timeouts end by the deadline, as the first copy's do, and
+/// none goes when less than an attempt's minimum is left.
+#[test]
+fn a_hedge_never_runs_past_the_deadline() {
+    for (deadline_ms, hedged) in [(2_500, true), (1_999, false)] {
+        let s = settings(&[("lcw_hedge_after_ms", "1000")]);
+        let world = World::new(Profile::CALM, 1);
+        let host = SimHost::new(&world, &[]);
+        let started = host.monotonic();
+        let deadline = started + Duration::from_millis(deadline_ms);
+        let guard = Guard::new(&host, &s, deadline, ResilienceState::default());
+        let ends = RefCell::new(Vec::new());
+        let (host, ends) = (&host, &ends);
+        let result = world.clock.run(guard.call(Endpoint::CoinsList, |timeouts| {
+            let end = host.monotonic() + timeouts.total.max(timeouts.first_byte);
+            ends.borrow_mut().push(end);
+            async move {
+                // Hangs until its own timeout, as the hosts enforce it.
+                host.sleep(end - host.monotonic()).await;
+                Err::<(), _>(LcwError::Status {
+                    endpoint: Endpoint::CoinsList,
+                    status: 503,
+                    message: "timed out".into(),
+                    retry_after: None,
+                })
+            }
+        }));
+        assert!(result.is_err());
+        let ends = ends.borrow().clone();
+        assert_eq!(ends.len(), if hedged { 2 } else { 1 }, "{deadline_ms}");
+        assert!(ends.iter().all(|&end| end <= deadline), "{ends:?}");
+        assert!(host.monotonic() <= deadline);
+    }
+}
