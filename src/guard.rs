@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::hedge::{Gate, HedgePolicy, HedgeState};
 use crate::host::{Host, Level, Timeouts};
 use crate::lcw::{Endpoint, LcwError, NotSentReason};
+use crate::remote::ErrorClass;
 use crate::resilience::{
     Admission, BreakerPolicy, BreakerState, Bucket, Credits, MIN_ATTEMPT, RateLimit, Reservation,
     RetryDecision, RetryPolicy, Transition,
@@ -81,8 +82,8 @@ pub struct GuardReport {
     pub hedges: u64,
     /// Of those, the ones whose answer was used.
     pub hedges_won: u64,
-    /// Hedges due but not sent, by reason (`breaker`, `credit_reserve`, `rate_limit`,
-    /// `deadline`).
+    /// Hedges due but not sent, by reason (`breaker`, `pushback`, `credit_reserve`, `budget`,
+    /// `rate_limit`, `deadline`).
     pub hedges_skipped: BTreeMap<String, u64>,
 }
 
@@ -227,9 +228,10 @@ impl<'a, H: Host> Guard<'a, H> {
     /// One attempt, hedged: still unanswered after the hedge delay, it gets a second copy when
     /// the gates allow. The first answer wins and the other copy is dropped (its future, and so
     /// its request, cancelled); a copy that fails while the other is in flight leaves the
-    /// attempt to the other, and the attempt fails only when both have failed. The latency of a
-    /// call's first attempt (or, when its hedge won, the time it had waited: a lower bound above
-    /// the delay) is what the delay is learnt from.
+    /// attempt to the other, and the attempt fails only when both have failed (with the graver
+    /// of the two errors, [`graver`]). The latency of a call's first attempt (or, when its hedge
+    /// won, the time it had waited: a lower bound above the delay) is what the delay is learnt
+    /// from; each call's first attempt pays back the hedge budget.
     async fn send<T, F, Fut>(
         &self,
         endpoint: Endpoint,
@@ -242,6 +244,9 @@ impl<'a, H: Host> Guard<'a, H> {
         Fut: Future<Output = Result<T, LcwError>>,
     {
         let started = self.host.monotonic();
+        if first {
+            self.state.borrow_mut().hedge.call_started();
+        }
         let delay = if self.probing() {
             None
         } else {
@@ -287,31 +292,33 @@ impl<'a, H: Host> Guard<'a, H> {
             total: self.response_timeout.min(left),
         };
         let hedge = pin!(attempt(hedge_timeouts));
-        match select(primary, hedge).await {
-            Either::Left((result, hedge)) => {
+        // The hedge is polled first: once recorded (a call, a credit, a token), its request has
+        // been started, even when the first copy's answer came in meanwhile.
+        match select(hedge, primary).await {
+            Either::Right((result, hedge)) => {
                 ended(&result);
-                if result.is_ok() {
+                let Err(error) = result else {
                     self.record_dropped(endpoint, hedge_started, true);
                     return result;
-                }
+                };
                 let result = hedge.await;
                 self.record_attempt(endpoint, &result, hedge_started, true);
                 self.hedge_won(&result);
-                result
+                result.map_err(|later| graver(error, later))
             }
-            Either::Right((result, primary)) => {
+            Either::Left((result, primary)) => {
                 self.record_attempt(endpoint, &result, hedge_started, true);
-                if result.is_ok() {
+                let Err(error) = result else {
                     self.hedge_won(&result);
                     self.record_dropped(endpoint, started, false);
                     if first {
                         self.observe_latency(started);
                     }
                     return result;
-                }
+                };
                 let result = primary.await;
                 ended(&result);
-                result
+                result.map_err(|later| graver(error, later))
             }
         }
     }
@@ -323,21 +330,37 @@ impl<'a, H: Host> Guard<'a, H> {
     /// The gates of a hedge; when they open, its rate-limiter token is taken.
     fn admit_hedge(&self, delay: Duration) -> bool {
         let now_ms = self.host.unix_millis();
+        // The remaining count may be minutes old: less this tick's answered calls (as
+        // backfill's spare credits).
+        let spent = self.attempts() as f64;
+        let pushed_back = self
+            .report
+            .borrow()
+            .attempts
+            .iter()
+            .any(|a| a.status == "429");
         let mut state = self.state.borrow_mut();
         // A zero time left grants a token only when no wait is needed.
         let (bucket, reservation) = self.limit.reserve(state.bucket, now_ms, Duration::ZERO);
         let gate = Gate {
             breaker_closed: matches!(state.breaker, BreakerState::Closed { .. }),
-            below_credit_reserve: state
-                .credits
-                .is_some_and(|c| c.below_reserve(self.credit_reserve_percent)),
+            pushed_back,
+            below_credit_reserve: state.credits.is_some_and(|c| {
+                Credits {
+                    remaining: c.remaining - spent,
+                    ..c
+                }
+                .below_reserve(self.credit_reserve_percent)
+            }),
             token_free: matches!(reservation, Reservation::Granted { wait } if wait.is_zero()),
+            within_budget: state.hedge.within_budget(),
             time_left: self.time_left(),
             min_attempt: MIN_ATTEMPT,
         };
         match self.hedge.admit(gate, delay) {
             Ok(()) => {
                 state.bucket = bucket;
+                state.hedge.hedge_sent();
                 true
             }
             Err(skip) => {
@@ -495,5 +518,19 @@ impl<'a, H: Host> Guard<'a, H> {
             reason,
             after: after.map(Box::new),
         }
+    }
+}
+
+/// Of the errors of an attempt's two copies, the one the breaker and the retry act on: an
+/// authentication failure (it opens the breaker at once and is not retried), else the longer
+/// `Retry-After` (a retry must not come sooner than LCW asked), else the later one.
+fn graver(earlier: LcwError, later: LcwError) -> LcwError {
+    let auth = |error: &LcwError| error.class() == ErrorClass::Auth;
+    if auth(&later) {
+        later
+    } else if auth(&earlier) || earlier.retry_after() > later.retry_after() {
+        earlier
+    } else {
+        later
     }
 }

@@ -27,26 +27,41 @@ pub const DEFAULT_DELAY: Duration = Duration::from_secs(2);
 pub const MIN_DELAY: Duration = Duration::from_millis(100);
 /// A sample above this (ten minutes, the largest timeout) is not a latency.
 const MAX_SAMPLE_MS: u64 = 600_000;
+/// Calls that pay for one hedge. Each call pays one back, a hedge goes only while what is owed
+/// stays within [`HEDGE_BURST`] hedges: n calls in a row send at most n/11 + 5 hedges, at most a
+/// tenth of them from 550 calls on (a day has 5 472 at the defaults). The learnt delay alone
+/// does not bound the hedged share: latencies above the largest delay, hedges that always win (a
+/// won hedge teaches only "delay + the hedge's time") or a short fixed delay hedge every call.
+pub const CALLS_PER_HEDGE: u32 = 11;
+/// Hedges that may go out before calls have paid for more.
+pub const HEDGE_BURST: u32 = 5;
+/// The most that may be owed, in calls.
+const MAX_DEBT: u32 = HEDGE_BURST * CALLS_PER_HEDGE;
 
 /// What the hedge rules learnt, persisted between ticks with the rest of the resilience state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HedgeState {
     /// First-attempt latencies in milliseconds, newest last, at most [`SAMPLES_KEPT`].
     pub latencies_ms: VecDeque<u32>,
+    /// Calls owed to the hedge budget: a hedge adds [`CALLS_PER_HEDGE`], a call pays one back; a
+    /// hedge goes only while the debt stays within [`HEDGE_BURST`] hedges.
+    pub hedge_debt: u32,
 }
 
 impl<'de> Deserialize<'de> for HedgeState {
     /// Keeps the plausible samples of whatever is stored: a wrong shape is an empty history, a
     /// sample that is not a whole number of milliseconds in range is dropped, at most
-    /// [`SAMPLES_KEPT`] (the newest) are kept.
+    /// [`SAMPLES_KEPT`] (the newest) are kept; likewise the hedge counts of the last calls.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(deserializer)?;
-        let samples = value
-            .get("latencies_ms")
-            .and_then(serde_json::Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let mut latencies_ms: VecDeque<u32> = samples
+        let array = |name: &str| {
+            value
+                .get(name)
+                .and_then(serde_json::Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+        };
+        let mut latencies_ms: VecDeque<u32> = array("latencies_ms")
             .iter()
             .filter_map(serde_json::Value::as_u64)
             .filter(|ms| (1..=MAX_SAMPLE_MS).contains(ms))
@@ -55,7 +70,17 @@ impl<'de> Deserialize<'de> for HedgeState {
         while latencies_ms.len() > SAMPLES_KEPT {
             latencies_ms.pop_front();
         }
-        Ok(Self { latencies_ms })
+        // Absent (an older release): no debt. Not a count in range: the whole budget spent
+        // (a corrupt value must not free it).
+        let hedge_debt = value.get("hedge_debt").map_or(0, |debt| {
+            debt.as_u64()
+                .filter(|&d| d <= u64::from(MAX_DEBT))
+                .map_or(MAX_DEBT, |d| d as u32)
+        });
+        Ok(Self {
+            latencies_ms,
+            hedge_debt,
+        })
     }
 }
 
@@ -69,6 +94,21 @@ impl HedgeState {
         while self.latencies_ms.len() > SAMPLES_KEPT {
             self.latencies_ms.pop_front();
         }
+    }
+
+    /// A call begins: it pays back one call of the hedge debt.
+    pub fn call_started(&mut self) {
+        self.hedge_debt = self.hedge_debt.saturating_sub(1);
+    }
+
+    /// True when a hedge would keep the debt within [`HEDGE_BURST`] hedges.
+    pub fn within_budget(&self) -> bool {
+        self.hedge_debt + CALLS_PER_HEDGE <= MAX_DEBT
+    }
+
+    /// A hedge went out.
+    pub fn hedge_sent(&mut self) {
+        self.hedge_debt = (self.hedge_debt + CALLS_PER_HEDGE).min(MAX_DEBT);
     }
 
     /// The [`QUANTILE`] of the samples, once there are [`MIN_SAMPLES`]: the sample of rank
@@ -105,6 +145,10 @@ pub enum Skip {
     CreditReserve,
     /// The rate limiter has no token without a wait.
     RateLimit,
+    /// LCW answered 429 during this tick: a second copy would add load when it pushes back.
+    Pushback,
+    /// The hedge budget is spent: recent calls have not yet paid for another hedge.
+    Budget,
     /// Too little time is left before the deadline for a copy to answer.
     Deadline,
 }
@@ -115,6 +159,8 @@ impl Skip {
             Self::Breaker => "breaker",
             Self::CreditReserve => "credit_reserve",
             Self::RateLimit => "rate_limit",
+            Self::Pushback => "pushback",
+            Self::Budget => "budget",
             Self::Deadline => "deadline",
         }
     }
@@ -124,8 +170,13 @@ impl Skip {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gate {
     pub breaker_closed: bool,
+    /// LCW answered 429 during this tick.
+    pub pushed_back: bool,
+    /// The day's credits, less this tick's calls, are at or below the reserve.
     pub below_credit_reserve: bool,
     pub token_free: bool,
+    /// The hedge budget of the last calls is not spent ([`HedgeState::within_budget`]).
+    pub within_budget: bool,
     pub time_left: Duration,
     /// The least time an attempt needs (`resilience::MIN_ATTEMPT`).
     pub min_attempt: Duration,
@@ -158,8 +209,12 @@ impl HedgePolicy {
     pub fn admit(&self, gate: Gate, delay: Duration) -> Result<(), Skip> {
         if !gate.breaker_closed {
             Err(Skip::Breaker)
+        } else if gate.pushed_back {
+            Err(Skip::Pushback)
         } else if gate.below_credit_reserve {
             Err(Skip::CreditReserve)
+        } else if !gate.within_budget {
+            Err(Skip::Budget)
         } else if gate.time_left < delay.max(gate.min_attempt) {
             Err(Skip::Deadline)
         } else if !gate.token_free {
@@ -171,7 +226,8 @@ impl HedgePolicy {
 
     /// The share of first attempts expected to get a second copy, for the daily plan: 1 −
     /// [`QUANTILE`] when learnt; with a fixed delay the same estimate (the latencies it meets are
-    /// unknown in advance); none when off.
+    /// unknown in advance); none when off. An upper bound either way: the hedge budget keeps
+    /// any 550 calls in a row or more to a tenth of them ([`CALLS_PER_HEDGE`]).
     pub fn expected_share(after: HedgeAfter) -> f64 {
         match after {
             HedgeAfter::Off => 0.0,
@@ -241,8 +297,10 @@ mod tests {
     fn every_gate_can_refuse() {
         let open = Gate {
             breaker_closed: true,
+            pushed_back: false,
             below_credit_reserve: false,
             token_free: true,
+            within_budget: true,
             time_left: 10_000 * MS,
             min_attempt: 1_000 * MS,
         };
@@ -259,6 +317,13 @@ mod tests {
         );
         assert_eq!(
             refused(Gate {
+                pushed_back: true,
+                ..open
+            }),
+            Skip::Pushback
+        );
+        assert_eq!(
+            refused(Gate {
                 below_credit_reserve: true,
                 ..open
             }),
@@ -270,6 +335,13 @@ mod tests {
                 ..open
             }),
             Skip::RateLimit
+        );
+        assert_eq!(
+            refused(Gate {
+                within_budget: false,
+                ..open
+            }),
+            Skip::Budget
         );
         assert_eq!(
             refused(Gate {
@@ -310,5 +382,53 @@ mod tests {
         // What it writes it reads back.
         let again = read(&serde_json::to_string(&state).unwrap());
         assert_eq!(again, state);
+    }
+
+    #[test]
+    fn any_run_of_calls_sends_at_most_its_budget_of_hedges() {
+        let mut state = HedgeState::default();
+        let mut sent = Vec::new();
+        for _ in 0..6_000 {
+            state.call_started();
+            // Every call would hedge, some twice (a retry's hedge).
+            let mut n = 0;
+            while n < 2 && state.within_budget() {
+                state.hedge_sent();
+                n += 1;
+            }
+            sent.push(n);
+        }
+        for run in [1, 10, 100, 550, 1_000, 5_472] {
+            for window in sent.windows(run) {
+                let hedges = window.iter().sum::<u32>();
+                assert!(
+                    hedges <= run as u32 / CALLS_PER_HEDGE + HEDGE_BURST,
+                    "{run}"
+                );
+                if run >= 550 {
+                    assert!(hedges * 10 <= run as u32, "{hedges} in {run}");
+                }
+            }
+        }
+        // A corrupt debt never frees the budget; an absent one (an older release) is none.
+        let read = |json: &str| serde_json::from_str::<HedgeState>(json).unwrap();
+        for corrupt in [
+            "-1",
+            "\"x\"",
+            "1e9",
+            "null",
+            "[]",
+            "56",
+            "18446744073709551615",
+        ] {
+            let state = read(&format!(r#"{{"hedge_debt": {corrupt}}}"#));
+            assert_eq!(state.hedge_debt, MAX_DEBT, "{corrupt}");
+            assert!(!state.within_budget());
+        }
+        assert_eq!(read(r#"{"hedge_debt": 44}"#).hedge_debt, 44);
+        assert!(read(r#"{"hedge_debt": 44}"#).within_budget());
+        assert!(!read(r#"{"hedge_debt": 45}"#).within_budget());
+        assert_eq!(read("{}").hedge_debt, 0);
+        assert_eq!(read(&serde_json::to_string(&state).unwrap()), state);
     }
 }
