@@ -58,7 +58,7 @@ pub const VARIABLES: &[VariableSpec] = &[
     var("lcw_connect_timeout_ms", "10000", "connect timeout of one LCW call"),
     var("lcw_first_byte_timeout_ms", "10000", "an LCW call with no answer started by then is given up (and retried)"),
     var("lcw_response_timeout_ms", "30000", "whole-response timeout of one LCW call"),
-    var("lcw_hedge_after_ms", "auto", "a second copy of an LCW request still unanswered after this: auto (the p90 of recent latencies), 0 (never) or milliseconds"),
+    var("lcw_hedge_after_ms", "auto", "a second copy of an LCW request still unanswered after this: auto (the p93 of recent latencies), 0 (never) or milliseconds"),
     var("retry_base_ms", "2000", "first retry's backoff ceiling (full jitter below it)"),
     var("retry_cap_ms", "8000", "largest backoff ceiling"),
     var("retry_max", "3", "retries after the first attempt (transient and 429 only)"),
@@ -161,7 +161,7 @@ impl SinkKind {
 pub enum HedgeAfter {
     /// Never: one copy of each attempt.
     Off,
-    /// After the p90 of recently observed latencies (`hedge::HedgePolicy`).
+    /// After the p93 of recently observed latencies (`hedge::HedgePolicy`).
     Auto,
     /// After this many milliseconds.
     Fixed(u64),
