@@ -1,4 +1,5 @@
-//! HTTP component: the routes of `lcw_fetcher::routes` on a Spin host. Glue only.
+//! HTTP component: the routes of `lcw_fetcher::routes` on a Spin host, but `POST /collect`,
+//! which spin.toml routes to the collector component. Glue only.
 #![cfg(target_arch = "wasm32")]
 
 use lcw_fetcher::spin_host::SpinHost;
@@ -10,6 +11,6 @@ async fn handle(request: Request) -> anyhow::Result<http::Response<FullBody<byte
     let body = body.bytes().await?.to_vec();
     let host = SpinHost::open("api").await;
     let response =
-        lcw_fetcher::routes::handle(&host, &http::Request::from_parts(parts, body)).await;
+        lcw_fetcher::routes::handle_api(&host, &http::Request::from_parts(parts, body)).await;
     Ok(response.map(|body| FullBody::new(bytes::Bytes::from(body))))
 }
