@@ -4,9 +4,10 @@
 
 use lcw_fetcher::spin_host::SpinHost;
 use spin_sdk::http::{FullBody, Request, body::IncomingBodyExt as _};
+use spin_sdk::wasip3::http::types::ErrorCode;
 
 #[spin_sdk::http_service]
-async fn handle(request: Request) -> anyhow::Result<http::Response<FullBody<bytes::Bytes>>> {
+async fn handle(request: Request) -> Result<http::Response<FullBody<bytes::Bytes>>, ErrorCode> {
     let (parts, body) = request.into_parts();
     let body = body.bytes().await?.to_vec();
     let host = SpinHost::open("api").await;
