@@ -17,6 +17,12 @@
 //! | `GET /` | the page: collector health, latest prices, a price chart (HTML, no external resource) |
 //! | `GET /api/v1/…` | the query API over the embedded store (`query`): no token, read-only |
 //!
+//! Under Spin, `POST /collect` is served by the collector component ([`handle_collect`], its
+//! own route in spin.toml) and every other route by the api component ([`handle_api`]), so that
+//! neither wasm component carries code only the other runs (the fetch cycle is most of the
+//! collector: 303 KB of the api component, docs/PERFORMANCE.md). [`handle`] serves them all
+//! alike; it is what the native tests call.
+//!
 //! Admin routes want `Authorization: Bearer <admin_token>` and do not exist while `admin_token`
 //! is empty. Public routes do bounded work: `/status` makes at most one live check of each
 //! remote per `cache_ttl_status_s`, whoever asks and however often. It must not hold state between requests (a Spin instance may be fresh for each) and
@@ -63,8 +69,36 @@ pub const STALE_AFTER: Duration = Duration::from_secs(300);
 /// Limit of the live checks `/status` makes.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Answers one request.
+/// Answers one request, on any route.
 pub async fn handle<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
+    if request.uri().path() == "/collect" {
+        handle_collect(host, request).await
+    } else {
+        handle_api(host, request).await
+    }
+}
+
+/// The collector component's HTTP entry: `/collect` answered as [`handle`] answers it (the
+/// method, the token, the tick); any other path is a 404. Separate async functions, not one with
+/// a flag: a wasm build keeps the code of every state of an async function it calls.
+pub async fn handle_collect<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
+    let path = request.uri().path();
+    if path != "/collect" {
+        let method = request.method();
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no route for {method} {path}"),
+        );
+    }
+    if let Err(response) = admit(host, request).await {
+        return response;
+    }
+    collect(host).await
+}
+
+/// The api component's entry: every route but `POST /collect`, which spin.toml routes to the
+/// collector component. A `/collect` request that reaches it anyway is a 404 that says so.
+pub async fn handle_api<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
     let path = request.uri().path();
     let method = request.method();
     if path.starts_with("/api/v1/") {
@@ -80,31 +114,7 @@ pub async fn handle<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Resp
         }
         return api_v1(host, request).await;
     }
-    let Some((_, _, admin)) = ROUTES.iter().find(|(p, m, _)| *p == path && m == method) else {
-        let allowed: Vec<&str> = ROUTES
-            .iter()
-            .filter(|(p, _, _)| *p == path)
-            .map(|(_, m, _)| m.as_str())
-            .collect();
-        if allowed.is_empty() {
-            return error(
-                StatusCode::NOT_FOUND,
-                &format!("no route for {method} {path}"),
-            );
-        }
-        let mut response = error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!(
-                "{method} is not allowed on {path}; use {}",
-                allowed.join(", ")
-            ),
-        );
-        if let Ok(value) = header::HeaderValue::from_str(&allowed.join(", ")) {
-            response.headers_mut().insert(header::ALLOW, value);
-        }
-        return response;
-    };
-    if *admin && let Err(response) = authorize(host, request).await {
+    if let Err(response) = admit(host, request).await {
         return response;
     }
     match path {
@@ -118,13 +128,51 @@ pub async fn handle<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Resp
             .await
         }
         "/status" => status(host).await,
-        "/collect" => collect(host).await,
+        "/collect" => error(
+            StatusCode::NOT_FOUND,
+            "POST /collect is the collector component's route (spin.toml), not the api's",
+        ),
         "/cache/clear" => clear_cache(host).await,
         "/quarantine/retry" => retry_quarantine(host).await,
         "/quarantine/clear" => clear_quarantine(host).await,
         "/backfill" => queue_backfill(host, request).await,
         _ => quarantine(host).await,
     }
+}
+
+/// A request for a route of [`ROUTES`] with its method, and the token when the route is an
+/// admin one; else the answer that refuses it (404, 405 with `Allow`, 401).
+async fn admit<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Result<(), Response> {
+    let path = request.uri().path();
+    let method = request.method();
+    let Some((_, _, admin)) = ROUTES.iter().find(|(p, m, _)| *p == path && m == method) else {
+        let allowed: Vec<&str> = ROUTES
+            .iter()
+            .filter(|(p, _, _)| *p == path)
+            .map(|(_, m, _)| m.as_str())
+            .collect();
+        if allowed.is_empty() {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                &format!("no route for {method} {path}"),
+            ));
+        }
+        let mut response = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!(
+                "{method} is not allowed on {path}; use {}",
+                allowed.join(", ")
+            ),
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&allowed.join(", ")) {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+        return Err(response);
+    };
+    if *admin {
+        authorize(host, request).await?;
+    }
+    Ok(())
 }
 
 /// Admin routes: present only with an `admin_token`, and only for its bearer.

@@ -139,7 +139,7 @@ fn sources_are_the_artifacts_of_the_build_commands() {
 }
 
 #[test]
-fn triggers_are_a_six_field_cron_and_a_catch_all_route() {
+fn triggers_are_a_six_field_cron_a_catch_all_route_and_the_collectors_route() {
     let manifest = read_toml("spin.toml");
     let crons = manifest["trigger"]["cron"].as_array().unwrap();
     assert_eq!(crons.len(), 1);
@@ -162,6 +162,11 @@ fn triggers_are_a_six_field_cron_and_a_catch_all_route() {
     let http = manifest["trigger"]["http"].as_array().unwrap();
     assert_eq!(http[0]["component"].as_str(), Some("api"));
     assert_eq!(http[0]["route"].as_str(), Some("/..."));
+    // `POST /collect` runs the tick in the collector component (routes::handle_collect), so the
+    // api component carries no fetch cycle; an exact route wins over the catch-all.
+    assert_eq!(http.len(), 2);
+    assert_eq!(http[1]["component"].as_str(), Some("collector"));
+    assert_eq!(http[1]["route"].as_str(), Some("/collect"));
 }
 
 #[test]

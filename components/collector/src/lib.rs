@@ -1,5 +1,7 @@
-//! Cron-triggered component: one fetch cycle per tick. Glue only — the cycle is
-//! `lcw_fetcher::cycle::run`, the host is `lcw_fetcher::spin_host::SpinHost`.
+//! Collector component: one fetch cycle per cron tick, and `POST /collect` (spin.toml routes that
+//! one path here, so that the api component does not carry the cycle's code). Glue only — the
+//! cycle is `lcw_fetcher::cycle::run`, the route `lcw_fetcher::routes::handle_collect`, the host
+//! `lcw_fetcher::spin_host::SpinHost`.
 #![cfg(target_arch = "wasm32")]
 
 spin_sdk::wit_bindgen::generate!({
@@ -24,3 +26,21 @@ impl Guest for Collector {
 }
 
 export!(Collector);
+
+/// `POST /collect`: a tick now, answered as the full route table answers it.
+mod collect_route {
+    use lcw_fetcher::spin_host::SpinHost;
+    use spin_sdk::http::{FullBody, Request, body::IncomingBodyExt as _};
+    use spin_sdk::wasip3::http::types::ErrorCode;
+
+    #[spin_sdk::http_service]
+    async fn handle(request: Request) -> Result<http::Response<FullBody<bytes::Bytes>>, ErrorCode> {
+        let (parts, body) = request.into_parts();
+        let body = body.bytes().await?.to_vec();
+        let host = SpinHost::open("collector").await;
+        let response =
+            lcw_fetcher::routes::handle_collect(&host, &http::Request::from_parts(parts, body))
+                .await;
+        Ok(response.map(|body| FullBody::new(bytes::Bytes::from(body))))
+    }
+}
