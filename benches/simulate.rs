@@ -1,8 +1,8 @@
 //! The latency simulation: our real `cycle::run` against the model of the original service
 //! (`sim::Original`, rebuilt from its code), paired: both take the same keyed draw for the same
-//! endpoint call in the same tick (common random numbers), over several seeds, in virtual time;
-//! then the cost of a tick, measured natively. Prints tables, asserts nothing (see
-//! docs/PERFORMANCE.md).
+//! endpoint call in the same tick (common random numbers), over several seeds, in virtual time.
+//! Prints tables, asserts nothing (see docs/PERFORMANCE.md); the CPU cost of a tick is
+//! `benches/tick_cost.rs`.
 //!
 //! `cargo bench --bench simulate` (10 seeds x 3,000 ticks per profile); `-- --seeds N --ticks N`
 //! for other sizes; `-- --calibrate` searches the seed profile's parameters against the
@@ -17,34 +17,10 @@ mod sim;
 #[path = "../tests/support/sql.rs"]
 mod sql;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lcw_fetcher::telemetry::history::Outcome;
 use sim::{Network, Original, OriginalCycle, Profile, TickResult, World, our_tick, our_variables};
-
-/// Counts allocations, for the cost-per-tick table.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// The original's published figures: 4,235 fetch cycles over 72 hours, before 2025-09-22
 /// (jrbgit/lcw-fetch, `performance_optimization_plan.md` at 9c99c5d).
@@ -550,104 +526,6 @@ fn calibrate(seeds: u64, ticks: usize, rounds: usize) {
     println!("best: {best:?}");
 }
 
-fn cost_table() {
-    use lcw_fetcher::influx::line_protocol::encode_points;
-    use lcw_fetcher::lcw::{Coin, Endpoint, parse_body};
-    use lcw_fetcher::schema::coin_point;
-
-    println!("## Cost of a tick, native (release build, this machine)\n");
-    let template: serde_json::Value = lcw_fake::fixture_json("coins_contract.json");
-    let page = |n: usize| -> Vec<u8> {
-        let coins: Vec<serde_json::Value> = (0..n)
-            .map(|i| {
-                let mut c = template.clone();
-                c["code"] = serde_json::json!(format!("C{i:03}"));
-                c["rate"] = serde_json::json!(1.0 / (i as f64 + 3.0));
-                c
-            })
-            .collect();
-        serde_json::to_vec(&coins).unwrap()
-    };
-    let hundred = page(100);
-    let time = |f: &mut dyn FnMut()| {
-        for _ in 0..20 {
-            f();
-        }
-        let started = Instant::now();
-        let mut n = 0u32;
-        while started.elapsed() < Duration::from_secs(1) {
-            f();
-            n += 1;
-        }
-        started.elapsed() / n
-    };
-    let parse = time(&mut || {
-        std::hint::black_box(parse_body::<Vec<Coin>>(Endpoint::CoinsList, &hundred).unwrap());
-    });
-    let two_pages = [page(100), page(100)];
-    let doc = lcw_fetcher::cycle::CollectorState::default();
-    let mut process = || {
-        let mut points = Vec::with_capacity(200);
-        for body in &two_pages {
-            let coins: Vec<Coin> = parse_body(Endpoint::CoinsList, body).unwrap();
-            points.extend(
-                coins
-                    .iter()
-                    .map(|c| coin_point(c, "USD", 1_800_000_000_000)),
-            );
-        }
-        let mut lines = String::with_capacity(200 * 400);
-        encode_points(&points, &mut lines);
-        let packed = lcw_fetcher::influx::line_protocol::gzip(lines.as_bytes()).unwrap();
-        let state = serde_json::to_vec(&doc).unwrap();
-        std::hint::black_box((packed, state));
-    };
-    let full = time(&mut process);
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    process();
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-
-    // KV round trips and bytes of a steady-state simulated tick.
-    let world = World::new(Profile::CALM, 1);
-    let variables = our_variables();
-    for n in 0..5 {
-        our_tick(&world, &variables, n);
-    }
-    let (trips, bytes) = (world.kv_round_trips.get(), world.kv_bytes_written.get());
-    our_tick(&world, &variables, 5);
-    let trips = world.kv_round_trips.get() - trips;
-    let bytes = world.kv_bytes_written.get() - bytes;
-
-    let wasm = |name: &str| {
-        std::fs::metadata(format!(
-            "{}/target/wasm32-wasip2/release/{name}.wasm",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .map_or("not built (scripts/test-all builds it)".to_owned(), |m| {
-            format!("{} bytes", m.len())
-        })
-    };
-    println!("| measure | value |");
-    println!("|---|---:|");
-    println!(
-        "| parse a 100-coin `meta: true` /coins/list answer ({} bytes) | {:.1} µs |",
-        hundred.len(),
-        parse.as_secs_f64() * 1e6
-    );
-    println!(
-        "| 200-coin tick processing: parse + points + encode + gzip + state serialisation | {:.2} ms |",
-        full.as_secs_f64() * 1e3
-    );
-    println!("| allocations in that processing | {allocations} |");
-    println!("| KV round trips of a steady-state tick (calm profile) | {trips} |");
-    println!("| bytes written to KV by that tick | {bytes} |");
-    println!(
-        "| collector component (release wasm) | {} |",
-        wasm("lcw_collector")
-    );
-    println!("| api component (release wasm) | {} |", wasm("lcw_api"));
-}
-
 fn main() {
     let arg = |name: &str| {
         std::env::args()
@@ -665,9 +543,8 @@ fn main() {
     fit_table(seeds, ticks);
     paired_tables(seeds, ticks);
     outage_table();
-    cost_table();
     println!(
-        "\n(simulation and measurements took {:.1} s of wall time)",
+        "\n(the simulation took {:.1} s of wall time)",
         started.elapsed().as_secs_f64()
     );
 }
