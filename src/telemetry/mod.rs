@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache;
 use crate::config::Thresholds;
-use crate::guard::{Attempt, ResilienceState};
+use crate::guard::{Attempt, DROPPED, ResilienceState};
 use crate::host::{Level, Log};
 use crate::influx::sink::{DatabaseRequest, SinkCounters};
 use history::{CycleHistory, bump};
@@ -276,10 +276,14 @@ impl TelemetryState {
                 attempt.status.clone(),
                 1,
             );
-            self.api_response
-                .entry(attempt.endpoint.clone())
-                .or_default()
-                .observe(&OPERATION_BUCKETS, attempt.duration_ms as f64 / 1000.0);
+            // A dropped copy is a call (and a credit) but no response: its time is only how
+            // long it waited until cancelled, and would pull the response times down.
+            if attempt.status != DROPPED {
+                self.api_response
+                    .entry(attempt.endpoint.clone())
+                    .or_default()
+                    .observe(&OPERATION_BUCKETS, attempt.duration_ms as f64 / 1000.0);
+            }
         }
         for request in database {
             bump(&mut self.database_operations, request.status.clone(), 1);
@@ -441,6 +445,37 @@ mod tests {
             1_800_000_000_000,
         );
         assert_eq!(alerts.len(), 1);
+    }
+
+    #[test]
+    fn a_dropped_copy_is_a_call_but_not_a_response() {
+        let attempt = |status: &str, duration_ms: u64, hedge: bool| Attempt {
+            endpoint: "/coins/list".into(),
+            status: status.into(),
+            duration_ms,
+            hedge,
+        };
+        let mut doc = TelemetryState::default();
+        doc.record_tick(
+            &[],
+            &[
+                // The first copy answered after 2 s; the hedge, sent at 1.6 s, was dropped.
+                attempt("200", 2_000, false),
+                attempt(DROPPED, 400, true),
+                // The hedge won after 0.3 s; the first copy, waited for 1.3 s, was dropped.
+                attempt("200", 300, true),
+                attempt(DROPPED, 1_300, false),
+            ],
+            &[],
+            thresholds(),
+            0,
+        );
+        // Every copy is a request (and a credit)…
+        assert_eq!(doc.api_calls["/coins/list"].values().sum::<u64>(), 4);
+        // …but only answers are response times.
+        let response = &doc.api_response["/coins/list"];
+        assert_eq!(response.count, 2);
+        assert!((response.sum - 2.3).abs() < 1e-9, "{}", response.sum);
     }
 
     fn thresholds() -> Thresholds {
