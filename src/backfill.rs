@@ -102,13 +102,13 @@ impl BackfillState {
             };
             if !self.queue.iter().any(|queued| same_range(queued, &range)) {
                 self.queue.push_back(range);
-                self.queued_total += 1;
+                self.queued_total = self.queued_total.saturating_add(1);
             }
             start = end.saturating_add(1);
         }
         while self.queue.len() > QUEUE_KEPT {
             self.queue.pop_front();
-            self.abandoned += 1;
+            self.abandoned = self.abandoned.saturating_add(1);
         }
     }
 }
@@ -184,7 +184,9 @@ pub fn observe(state: &mut BackfillState, settings: &Settings, points: &[Point],
     // Ranges from the future were queued under a clock that had jumped ahead.
     let queued = state.queue.len();
     state.queue.retain(|range| range.from_ms <= now_ms);
-    state.abandoned += (queued - state.queue.len()) as u64;
+    state.abandoned = state
+        .abandoned
+        .saturating_add((queued - state.queue.len()) as u64);
     // Coins no longer watched are forgotten, so the document stays bounded.
     let is_watched = |code: &str| watched.iter().any(|w| w == code);
     state.last_point_ms.retain(|family, _| {
@@ -279,14 +281,15 @@ pub async fn fill<H: Host>(
         };
         // Queued by a clock that had jumped ahead, or by a newer release: nothing to ask.
         if range.from_ms > now_ms || range.target == Target::Unknown {
-            state.abandoned += 1;
+            state.abandoned = state.abandoned.saturating_add(1);
             continue;
         }
         filled.calls += 1;
         match history(&client, settings, guard, &range, &names(state, live)).await {
             Ok(points) => {
-                state.filled += 1;
-                state.points += points.len() as u64;
+                // Totals of the stored document: saturating, whatever it held.
+                state.filled = state.filled.saturating_add(1);
+                state.points = state.points.saturating_add(points.len() as u64);
                 filled.points.extend(points);
             }
             // Not sent (breaker, rate limit, deadline): the range waits for a later tick.
@@ -295,7 +298,7 @@ pub async fn fill<H: Host>(
                 break;
             }
             Err(error) => {
-                range.attempts += 1;
+                range.attempts = range.attempts.saturating_add(1);
                 let retry = matches!(
                     error.class(),
                     ErrorClass::Transient | ErrorClass::RateLimited
@@ -304,7 +307,7 @@ pub async fn fill<H: Host>(
                 if retry {
                     state.queue.push_back(range);
                 } else {
-                    state.abandoned += 1;
+                    state.abandoned = state.abandoned.saturating_add(1);
                 }
             }
         }

@@ -80,11 +80,12 @@ pub struct CacheStats {
 impl CacheStats {
     /// Hits over lookups, 0 when there were none.
     pub fn hit_rate(&self) -> f64 {
-        let lookups = self.hits + self.misses;
-        if lookups == 0 {
+        // In floating point: the stored counts may be anywhere up to their largest.
+        let lookups = self.hits as f64 + self.misses as f64;
+        if lookups == 0.0 {
             0.0
         } else {
-            self.hits as f64 / lookups as f64
+            self.hits as f64 / lookups
         }
     }
 }
@@ -176,7 +177,7 @@ impl TickCache {
         let expired: Vec<String> = index
             .entries
             .iter()
-            .filter(|(_, e)| e.expires_at_ms - TTL_SLACK_MS <= now_ms)
+            .filter(|(_, e)| e.expires_at_ms.saturating_sub(TTL_SLACK_MS) <= now_ms)
             .map(|(k, _)| k.clone())
             .collect();
         let mut cache = Self {
@@ -192,7 +193,7 @@ impl TickCache {
         };
         for key in expired {
             cache.remove(&key);
-            cache.index.stats.expirations += 1;
+            cache.index.stats.expirations = cache.index.stats.expirations.saturating_add(1);
         }
         cache
     }
@@ -230,11 +231,11 @@ impl TickCache {
     /// its body: for answers a tick takes into account only when they arrive.
     pub fn fresh(&mut self, key: &str, now_ms: i64) -> Option<i64> {
         let Some(entry) = self.index.entries.get_mut(key) else {
-            self.index.stats.misses += 1;
+            self.index.stats.misses = self.index.stats.misses.saturating_add(1);
             return None;
         };
         entry.last_used_ms = now_ms;
-        self.index.stats.hits += 1;
+        self.index.stats.hits = self.index.stats.hits.saturating_add(1);
         Some(entry.fetched_at_ms)
     }
 
@@ -247,7 +248,7 @@ impl TickCache {
         now_ms: i64,
     ) -> Option<Hit> {
         let Some(entry) = self.index.entries.get(key).cloned() else {
-            self.index.stats.misses += 1;
+            self.index.stats.misses = self.index.stats.misses.saturating_add(1);
             return None;
         };
         if !entry.inline.is_empty() {
@@ -259,10 +260,10 @@ impl TickCache {
                     ),
                 );
                 self.remove(key);
-                self.index.stats.misses += 1;
+                self.index.stats.misses = self.index.stats.misses.saturating_add(1);
                 return None;
             };
-            self.index.stats.hits += 1;
+            self.index.stats.hits = self.index.stats.hits.saturating_add(1);
             if let Some(e) = self.index.entries.get_mut(key) {
                 e.last_used_ms = now_ms;
             }
@@ -274,13 +275,13 @@ impl TickCache {
         if entry.segment.is_empty() {
             // Kept without its body: nothing to serve.
             self.remove(key);
-            self.index.stats.misses += 1;
+            self.index.stats.misses = self.index.stats.misses.saturating_add(1);
             return None;
         }
         if entry.segment == self.segment_for_tick {
             // Stored earlier in this same tick: not written yet.
             let body = self.new_bodies.get(key).cloned()?;
-            self.index.stats.hits += 1;
+            self.index.stats.hits = self.index.stats.hits.saturating_add(1);
             return Some(Hit {
                 body,
                 fetched_at_ms: entry.fetched_at_ms,
@@ -308,10 +309,10 @@ impl TickCache {
             .cloned();
         let Some(body) = body else {
             self.remove(key);
-            self.index.stats.misses += 1;
+            self.index.stats.misses = self.index.stats.misses.saturating_add(1);
             return None;
         };
-        self.index.stats.hits += 1;
+        self.index.stats.hits = self.index.stats.hits.saturating_add(1);
         if let Some(e) = self.index.entries.get_mut(key) {
             e.last_used_ms = now_ms;
         }
@@ -402,7 +403,7 @@ impl TickCache {
                 break;
             };
             self.remove(&oldest);
-            self.index.stats.evictions += 1;
+            self.index.stats.evictions = self.index.stats.evictions.saturating_add(1);
         }
         true
     }
@@ -690,6 +691,34 @@ mod tests {
             .hit_rate(),
             0.75
         );
+    }
+
+    /// Statistics of a stored index (another release, a hostile store) at their largest stay
+    /// there: no overflow, no counter going backwards.
+    #[test]
+    fn statistics_at_their_largest_stay_there() {
+        let max = CacheStats {
+            hits: u64::MAX,
+            misses: u64::MAX,
+            evictions: u64::MAX,
+            expirations: u64::MAX,
+        };
+        let index = Index {
+            entries: BTreeMap::from([(
+                "old".to_owned(),
+                Entry {
+                    expires_at_ms: i64::MIN,
+                    ..Entry::default()
+                },
+            )]),
+            stats: max,
+        };
+        let mut tick = TickCache::new(index, ttls(), 1, "t", 1_000);
+        assert!(tick.store_fetched_only(Endpoint::Status, "a".into(), b"{}", 1_000, 1_000));
+        assert!(tick.store_fetched_only(Endpoint::Status, "b".into(), b"{}", 2_000, 2_000));
+        assert_eq!(tick.len(), 1, "one evicted");
+        assert_eq!(tick.stats(), max);
+        assert_eq!(max.hit_rate(), 0.5);
     }
 
     #[test]

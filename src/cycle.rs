@@ -36,7 +36,7 @@ use crate::resilience::Credits;
 use crate::schema;
 use crate::sqlite::Db;
 use crate::state;
-use crate::telemetry::history::{CycleHistory, CycleRecord, Outcome, Overlaps};
+use crate::telemetry::history::{CycleHistory, CycleRecord, Outcome, Overlaps, bump};
 use crate::telemetry::{
     self, BackfillSnapshot, SinkSnapshot, Snapshot, TelemetryState, Timing, op,
 };
@@ -83,13 +83,19 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         sink,
         telemetry,
     } = doc;
+    // Stored counts and sizes: saturating sums, whatever the documents hold.
     if overlaps.count > 0 {
-        *history
-            .cycles_by_outcome
-            .entry(Outcome::SkippedOverlap)
-            .or_default() += overlaps.count;
+        bump(
+            &mut history.cycles_by_outcome,
+            Outcome::SkippedOverlap,
+            overlaps.count,
+        );
     }
-    state_bytes += sink.spool.segments.iter().map(|s| s.bytes).sum::<u64>();
+    state_bytes = sink
+        .spool
+        .segments
+        .iter()
+        .fold(state_bytes, |total, s| total.saturating_add(s.bytes));
     Ok(Snapshot {
         history,
         resilience,
@@ -418,7 +424,11 @@ async fn sweep<H: Host>(host: &H, doc: &mut CollectorState, now_ms: i64) {
                     ),
                 );
             }
-            doc.sink.counters.evicted += adopted.lost_points;
+            doc.sink.counters.evicted = doc
+                .sink
+                .counters
+                .evicted
+                .saturating_add(adopted.lost_points);
         }
         Err(error) => host.log(Level::Warn, &format!("spool keys not listed: {error}")),
     }
@@ -462,7 +472,7 @@ async fn replay<H: Host>(host: &H, sink: &mut Sink<'_, H>, deadline: Duration, t
 async fn count_overlap<H: Host>(host: &H, now_ms: i64) {
     let result = async {
         let mut overlaps: Overlaps = state::load(host, state::OVERLAPS_KEY).await?;
-        overlaps.count += 1;
+        overlaps.count = overlaps.count.saturating_add(1);
         overlaps.last_at_ms = Some(now_ms);
         state::save(host, state::OVERLAPS_KEY, &overlaps).await
     }
@@ -629,7 +639,8 @@ async fn collect<H: Host>(
     record.points_evicted = delivery.evicted;
     record.errors.extend(delivery.errors);
     if record.outcome != Outcome::SkippedBreaker {
-        let kept_back = delivery.spooled + delivery.quarantined + delivery.evicted > 0;
+        // Not a sum: evicted counts come from stored segment headers and may be any size.
+        let kept_back = delivery.spooled > 0 || delivery.quarantined > 0 || delivery.evicted > 0;
         record.outcome = match (
             record.outcome == Outcome::Partial || kept_back,
             record.total_written() > 0,

@@ -106,7 +106,7 @@ fn health(html: &mut String, settings: Option<&Settings>, snapshot: &Snapshot, n
                 &format!(
                     "{} ({} s ago)",
                     query::iso(record.started_at_ms),
-                    (now_ms - record.started_at_ms).max(0) / 1000
+                    now_ms.saturating_sub(record.started_at_ms).max(0) / 1000
                 ),
             );
             item(html, "outcome", "outcome", record.outcome.as_str());

@@ -153,7 +153,7 @@ impl BreakerPolicy {
             }
             // A probe that never reported (its tick died) is given up after a cool-down.
             BreakerState::HalfOpen { probe_started_ms }
-                if now_ms - probe_started_ms >= self.cool_down_ms() =>
+                if now_ms.saturating_sub(probe_started_ms) >= self.cool_down_ms() =>
             {
                 let next = BreakerState::HalfOpen {
                     probe_started_ms: now_ms,
@@ -197,7 +197,7 @@ impl BreakerPolicy {
         let open = |reason: String| {
             let next = BreakerState::Open {
                 since_ms: now_ms,
-                until_ms: now_ms + self.cool_down_ms(),
+                until_ms: now_ms.saturating_add(self.cool_down_ms()),
             };
             (next, Some(transition(now_ms, state, next, &reason)))
         };
@@ -210,7 +210,7 @@ impl BreakerPolicy {
                     consecutive_failures,
                 },
             ) => {
-                let failures = consecutive_failures + 1;
+                let failures = consecutive_failures.saturating_add(1);
                 if failures >= self.failure_threshold {
                     open(format!("{failures} consecutive transient failures"))
                 } else {
@@ -286,7 +286,7 @@ impl RateLimit {
         match bucket {
             None => self.capacity,
             Some(b) => {
-                let elapsed_ms = (now_ms - b.updated_ms).max(0) as f64;
+                let elapsed_ms = now_ms.saturating_sub(b.updated_ms).max(0) as f64;
                 (b.tokens + elapsed_ms * f64::from(self.per_minute) / 60_000.0).min(self.capacity)
             }
         }

@@ -391,7 +391,7 @@ fn shown(check: Option<&LiveCheck>, now_ms: i64, live: bool) -> serde_json::Valu
             "ok": c.ok,
             "error": c.error,
             "checked_at_ms": c.checked_at_ms,
-            "age_s": (now_ms - c.checked_at_ms).max(0) / 1000,
+            "age_s": now_ms.saturating_sub(c.checked_at_ms).max(0) / 1000,
             "live": live,
         }),
         None => json!({ "ok": null, "error": "not checked yet", "live": false }),
@@ -440,11 +440,11 @@ async fn status<H: Host>(host: &H) -> Response {
         let ttl_ms = (s.cache_ttls.status_s as i64).saturating_mul(1000);
         let stale = |c: &Option<LiveCheck>| {
             c.as_ref()
-                .is_none_or(|c| now_ms - c.checked_at_ms >= ttl_ms)
+                .is_none_or(|c| now_ms.saturating_sub(c.checked_at_ms) >= ttl_ms)
         };
         let attempted_recently = doc
             .attempted_at_ms
-            .is_some_and(|t| now_ms - t < ttl_ms && now_ms >= t);
+            .is_some_and(|t| now_ms.saturating_sub(t) < ttl_ms && now_ms >= t);
         let uses_influx = s.sink == SinkKind::Influxdb;
         if (stale(&doc.lcw) || (uses_influx && stale(&doc.influx))) && !attempted_recently {
             // Recorded before the calls: whoever comes meanwhile is served what there is.
@@ -527,7 +527,7 @@ async fn status<H: Host>(host: &H) -> Response {
                 "ok": w.ok,
                 "error": w.error,
                 "at_ms": w.at_ms,
-                "age_s": (now_ms - w.at_ms).max(0) / 1000,
+                "age_s": now_ms.saturating_sub(w.at_ms).max(0) / 1000,
             })),
             "config_error": delivery.config_error,
         })
@@ -560,7 +560,7 @@ async fn status<H: Host>(host: &H) -> Response {
     let last_success_age_s = snapshot
         .history
         .last_success_at_ms
-        .map(|t| (now_ms - t) / 1000);
+        .map(|t| now_ms.saturating_sub(t) / 1000);
     match last_success_age_s {
         None => problems.push("no successful tick yet".into()),
         Some(age) if age > STALE_AFTER.as_secs() as i64 => {
@@ -889,7 +889,7 @@ async fn retry_quarantine<H: Host>(host: &H) -> Response {
         quarantine.recent = remaining.into();
         save_if_held(host, held, state::QUARANTINE_KEY, &quarantine).await?;
         // The lines written are points written: the sink's counters say so.
-        doc.sink.counters.points_written += written;
+        doc.sink.counters.points_written = doc.sink.counters.points_written.saturating_add(written);
         save_if_held(host, held, state::STATE_KEY, &doc).await?;
         Ok::<_, KvError>(Some((written, quarantine.recent.len())))
     })

@@ -109,7 +109,7 @@ async fn count_unreadable<S: KeyValue>(store: &S) -> Result<(), KvError> {
             .await?
             .and_then(|v| String::from_utf8_lossy(&v).trim().parse::<u64>().ok())
             .unwrap_or(0)
-            + 1;
+            .saturating_add(1);
         store
             .kv_set(UNREADABLE_COUNT_KEY, count.to_string().as_bytes())
             .await?;

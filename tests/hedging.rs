@@ -14,6 +14,7 @@ use lcw_fetcher::hedge::{HedgeState, SAMPLES_KEPT};
 use lcw_fetcher::host::Clock;
 use lcw_fetcher::lcw::{Endpoint, LcwError};
 use lcw_fetcher::resilience::{BreakerState, Bucket, Credits};
+use lcw_fetcher::telemetry::Snapshot;
 use support::sim::{Profile, SimHost, World, our_tick, our_variables};
 
 const MS: Duration = Duration::from_millis(1);
@@ -193,6 +194,61 @@ fn the_first_copy_answering_first_drops_the_hedge() {
         statuses(&out.report),
         [("200".to_owned(), false), (DROPPED.to_owned(), true)]
     );
+}
+
+/// A dropped copy is a request (and a credit) but not a response: its duration is only how long
+/// it ran until cancelled. In the response-time histogram it would pull the figures down.
+#[test]
+fn a_dropped_copy_is_counted_as_a_call_but_not_as_a_response_time() {
+    let settings = settings(&[]);
+    for copies in [[ok(1_500), ok(2_000)], [ok(9_000), ok(300)]] {
+        let out = call(&settings, learnt_1s(), 40 * 1000 * MS, &copies);
+        assert!(out.report.attempts.iter().any(|a| a.status == DROPPED));
+        let mut snapshot = Snapshot::default();
+        snapshot.telemetry.record_tick(
+            &[],
+            &out.report.attempts,
+            &[],
+            settings.alert_thresholds(),
+            0,
+        );
+        let metrics = lcw_fetcher::telemetry::prometheus::render(&snapshot).unwrap();
+        let sample = |name: &str| -> f64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let endpoint = r#"{endpoint="/coins/list"}"#;
+        // Both copies are calls…
+        assert_eq!(
+            sample(r#"lcw_api_calls_total{endpoint="/coins/list",status_code="200"}"#)
+                + sample(&format!(
+                    r#"lcw_api_calls_total{{endpoint="/coins/list",status_code="{DROPPED}"}}"#
+                )),
+            2.0
+        );
+        // …one is a response, with the time the answer took.
+        let answered = out
+            .report
+            .attempts
+            .iter()
+            .find(|a| a.status == "200")
+            .unwrap();
+        assert_eq!(
+            sample(&format!(
+                "lcw_api_response_duration_seconds_count{endpoint}"
+            )),
+            1.0
+        );
+        assert_eq!(
+            sample(&format!("lcw_api_response_duration_seconds_sum{endpoint}")),
+            answered.duration_ms as f64 / 1000.0
+        );
+    }
 }
 
 #[test]

@@ -154,7 +154,9 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn written_total(&self) -> u64 {
-        self.written.values().sum()
+        self.written
+            .values()
+            .fold(0, |total, &n| u64::saturating_add(total, n))
     }
 }
 
@@ -218,8 +220,9 @@ impl<'a, H: Host> Sink<'a, H> {
             let lines = match spool::read(self.host, &meta).await {
                 Ok(Some(lines)) => lines,
                 Ok(None) => {
-                    self.state.counters.evicted += meta.points;
-                    self.delivery.evicted += meta.points;
+                    self.state.counters.evicted =
+                        self.state.counters.evicted.saturating_add(meta.points);
+                    self.delivery.evicted = self.delivery.evicted.saturating_add(meta.points);
                     self.drop_front_segment(&meta).await;
                     continue;
                 }
@@ -229,8 +232,8 @@ impl<'a, H: Host> Sink<'a, H> {
                 }
             };
             let (written, kept) = self.send_all(&lines).await;
-            self.delivery.replayed += written;
-            self.state.counters.replayed += written;
+            self.delivery.replayed = self.delivery.replayed.saturating_add(written);
+            self.state.counters.replayed = self.state.counters.replayed.saturating_add(written);
             if kept.is_empty() {
                 self.drop_front_segment(&meta).await;
             } else {
@@ -319,8 +322,13 @@ impl<'a, H: Host> Sink<'a, H> {
                     let stored = end - start - dropped as usize;
                     written += stored as u64;
                     self.count_written(&all[start..start + stored]);
-                    self.state.counters.dropped_retention += dropped;
-                    self.delivery.dropped_retention += dropped;
+                    self.state.counters.dropped_retention = self
+                        .state
+                        .counters
+                        .dropped_retention
+                        .saturating_add(dropped);
+                    self.delivery.dropped_retention =
+                        self.delivery.dropped_retention.saturating_add(dropped);
                     self.host.log(
                         Level::Warn,
                         &format!("InfluxDB dropped {dropped} points older than its retention policy: {message}"),
@@ -452,9 +460,9 @@ impl<'a, H: Host> Sink<'a, H> {
                 SinkKind::Sqlite => self.write_sqlite(body).await,
             };
             let counters = &mut self.state.counters;
-            counters.requests += 1;
-            counters.bytes_raw += sent.raw_bytes as u64;
-            counters.bytes_wire += sent.wire_bytes as u64;
+            counters.requests = counters.requests.saturating_add(1);
+            counters.bytes_raw = counters.bytes_raw.saturating_add(sent.raw_bytes as u64);
+            counters.bytes_wire = counters.bytes_wire.saturating_add(sent.wire_bytes as u64);
             let duration_ms = self.host.monotonic().saturating_sub(started).as_millis() as u64;
             let status = if matches!(
                 outcome,
@@ -490,7 +498,7 @@ impl<'a, H: Host> Sink<'a, H> {
                         ),
                     );
                     self.host.sleep(wait).await;
-                    self.state.counters.retries += 1;
+                    self.state.counters.retries = self.state.counters.retries.saturating_add(1);
                     retry += 1;
                 }
                 _ => return outcome,
@@ -532,8 +540,12 @@ impl<'a, H: Host> Sink<'a, H> {
     }
 
     fn count_written(&mut self, lines: &[&str]) {
-        self.state.counters.batches_written += 1;
-        self.state.counters.points_written += lines.len() as u64;
+        self.state.counters.batches_written = self.state.counters.batches_written.saturating_add(1);
+        self.state.counters.points_written = self
+            .state
+            .counters
+            .points_written
+            .saturating_add(lines.len() as u64);
         for line in lines {
             *self
                 .delivery
@@ -557,8 +569,8 @@ impl<'a, H: Host> Sink<'a, H> {
             line: line.trim_end().to_owned(),
             message,
         });
-        self.delivery.quarantined += 1;
-        self.state.counters.quarantined += 1;
+        self.delivery.quarantined = self.delivery.quarantined.saturating_add(1);
+        self.state.counters.quarantined = self.state.counters.quarantined.saturating_add(1);
     }
 
     fn note_error(&mut self, message: String) {
@@ -588,11 +600,19 @@ impl<'a, H: Host> Sink<'a, H> {
             )
             .await;
             // Points neither stored nor counted by the spool: nowhere left to keep them.
-            let lost = count - appended.stored;
-            self.delivery.spooled += appended.stored;
-            self.state.counters.spooled += appended.stored;
-            self.delivery.evicted += appended.evicted + lost;
-            self.state.counters.evicted += appended.evicted + lost;
+            let lost = count.saturating_sub(appended.stored);
+            self.delivery.spooled = self.delivery.spooled.saturating_add(appended.stored);
+            self.state.counters.spooled =
+                self.state.counters.spooled.saturating_add(appended.stored);
+            self.delivery.evicted = self
+                .delivery
+                .evicted
+                .saturating_add(appended.evicted.saturating_add(lost));
+            self.state.counters.evicted = self
+                .state
+                .counters
+                .evicted
+                .saturating_add(appended.evicted.saturating_add(lost));
             self.host.log(
                 Level::Warn,
                 &format!(
@@ -619,7 +639,9 @@ impl<'a, H: Host> Sink<'a, H> {
 
     async fn save_quarantine(&self) -> Result<(), KvError> {
         let mut quarantine: Quarantine = state::load(self.host, state::QUARANTINE_KEY).await?;
-        quarantine.total += self.quarantined.len() as u64;
+        quarantine.total = quarantine
+            .total
+            .saturating_add(self.quarantined.len() as u64);
         quarantine.recent.extend(self.quarantined.iter().cloned());
         while quarantine.recent.len() > QUARANTINE_KEPT {
             quarantine.recent.pop_front();

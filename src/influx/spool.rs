@@ -80,7 +80,10 @@ pub struct SpoolIndex {
 
 impl SpoolIndex {
     pub fn points(&self) -> u64 {
-        self.segments.iter().map(|s| s.points).sum()
+        // Saturating: the index is a stored document, its counts may be anything.
+        self.segments
+            .iter()
+            .fold(0, |total, s| total.saturating_add(s.points))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -235,8 +238,9 @@ pub async fn append<S: KeyValue + Log + Random>(
     // Compressed line protocol is a fifth to a tenth of its text: estimate on the safe side.
     let tail = index.segments.back().filter(|tail| {
         index.may_extend_tail
-            && tail.bytes as usize + lines.len() / 4 < SEGMENT_BYTES
-            && tail.points + new_points <= cap
+            && usize::try_from(tail.bytes)
+                .is_ok_and(|bytes| bytes.saturating_add(lines.len() / 4) < SEGMENT_BYTES)
+            && tail.points.saturating_add(new_points) <= cap
     });
     let extended = match tail.cloned() {
         Some(tail) => extend(store, &tail, lines).await.unwrap_or_else(|error| {
@@ -264,7 +268,7 @@ pub async fn append<S: KeyValue + Log + Random>(
             let (lines, tail) = rest.split_at(cut);
             match write(store, &new_key(store, now_ms, chunk), lines, now_ms).await {
                 Ok(meta) => {
-                    done.stored += meta.points;
+                    done.stored = done.stored.saturating_add(meta.points);
                     index.segments.push_back(meta);
                 }
                 Err(error) => {
@@ -323,7 +327,7 @@ async fn evict<S: KeyValue + Log>(store: &S, index: &mut SpoolIndex, max_points:
             );
             break;
         }
-        evicted += oldest.points;
+        evicted = u64::saturating_add(evicted, oldest.points);
         index.segments.pop_front();
     }
     if evicted > 0 {
@@ -416,7 +420,7 @@ pub async fn adopt<S: KeyValue + Log>(
                     ),
                 );
                 store.kv_delete(&key).await?;
-                adopted.lost_points += points;
+                adopted.lost_points = adopted.lost_points.saturating_add(points);
             }
         }
     }

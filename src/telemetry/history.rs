@@ -119,15 +119,20 @@ impl CycleRecord {
     /// rest. Errors quote remote text: this is the last gate before a log or the store.
     pub fn bound_errors(&mut self) {
         let kept = self.errors.len().min(ERRORS_KEPT);
-        self.errors_omitted += (self.errors.len() - kept) as u64;
+        self.errors_omitted = self
+            .errors_omitted
+            .saturating_add((self.errors.len() - kept) as u64);
         self.errors.truncate(kept);
         for error in &mut self.errors {
             *error = crate::remote::sanitize_to(error, 2 * crate::remote::TEXT_LIMIT);
         }
     }
 
+    /// Saturating: a stored record (of another release, or a hostile store) may hold any count.
     pub fn total_written(&self) -> u64 {
-        self.points_written.values().sum()
+        self.points_written
+            .values()
+            .fold(0, |total, &n| u64::saturating_add(total, n))
     }
 }
 
@@ -186,20 +191,16 @@ impl CycleHistory {
         cycle.bound_errors();
         for (endpoint, reasons) in &cycle.records_skipped {
             for (reason, count) in reasons {
-                *self
-                    .records_skipped
-                    .entry(endpoint.clone())
-                    .or_default()
-                    .entry(reason.clone())
-                    .or_default() += count;
+                bump(
+                    self.records_skipped.entry(endpoint.clone()).or_default(),
+                    reason.clone(),
+                    *count,
+                );
             }
         }
-        *self.cycles_by_outcome.entry(cycle.outcome).or_default() += 1;
+        bump(&mut self.cycles_by_outcome, cycle.outcome, 1);
         for (data_type, count) in &cycle.points_written {
-            *self
-                .points_written_by_type
-                .entry(data_type.clone())
-                .or_default() += count;
+            bump(&mut self.points_written_by_type, data_type.clone(), *count);
         }
         if cycle.outcome == Outcome::Success {
             self.last_success_at_ms = Some(cycle.started_at_ms);
@@ -217,6 +218,13 @@ impl CycleHistory {
     pub fn last(&self) -> Option<&CycleRecord> {
         self.recent.back()
     }
+}
+
+/// Adds `n` to a total loaded from the stored document: saturating, so that a total at its
+/// largest stays there (a counter never goes backwards) instead of overflowing.
+pub fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, n: u64) {
+    let total = map.entry(key).or_default();
+    *total = total.saturating_add(n);
 }
 
 fn trim<T>(window: &mut VecDeque<T>, keep: usize) {

@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache;
 use crate::config::Thresholds;
-use crate::guard::{Attempt, ResilienceState};
+use crate::guard::{Attempt, DROPPED, ResilienceState};
 use crate::host::{Level, Log};
 use crate::influx::sink::{DatabaseRequest, SinkCounters};
-use history::CycleHistory;
+use history::{CycleHistory, bump};
 
 /// Bucket upper bounds (seconds) of operation, API and database durations.
 pub const OPERATION_BUCKETS: [f64; 11] =
@@ -67,8 +67,10 @@ impl Histogram {
             .iter()
             .position(|&b| seconds <= b)
             .unwrap_or(bounds.len());
-        self.counts[slot] += 1;
-        self.count += 1;
+        // Stored counts may come from another release or a hostile store: a count at its
+        // largest stays there (a counter never goes backwards).
+        self.counts[slot] = self.counts[slot].saturating_add(1);
+        self.count = self.count.saturating_add(1);
         self.sum += seconds;
     }
 
@@ -77,7 +79,10 @@ impl Histogram {
         let mut running = 0;
         (0..=bounds.len())
             .map(|i| {
-                running += self.counts.get(i).copied().unwrap_or(0);
+                running = self
+                    .counts
+                    .get(i)
+                    .map_or(running, |&c| u64::saturating_add(running, c));
                 running
             })
             .collect()
@@ -100,7 +105,8 @@ impl Histogram {
         }
         let lower = if slot == 0 { 0.0 } else { bounds[slot - 1] };
         let below = if slot == 0 { 0 } else { cumulative[slot - 1] };
-        let in_bucket = self.counts[slot].max(1) as f64;
+        // A stored document may hold fewer counts than bounds.
+        let in_bucket = self.counts.get(slot).copied().unwrap_or(0).max(1) as f64;
         Some(lower + (bounds[slot] - lower) * ((rank - below as f64) / in_bucket).clamp(0.0, 1.0))
     }
 }
@@ -148,9 +154,9 @@ impl OperationStats {
                 all.counts.resize(h.counts.len(), 0);
             }
             for (a, c) in all.counts.iter_mut().zip(&h.counts) {
-                *a += c;
+                *a = a.saturating_add(*c);
             }
-            all.count += h.count;
+            all.count = all.count.saturating_add(h.count);
             all.sum += h.sum;
         }
         all
@@ -211,11 +217,12 @@ impl TelemetryState {
                 .operations
                 .entry(timing.operation.to_owned())
                 .or_default();
-            stats.count += 1;
+            // Counters loaded from the stored document: saturating, never wrapping.
+            stats.count = stats.count.saturating_add(1);
             if timing.ok {
-                stats.successes += 1;
+                stats.successes = stats.successes.saturating_add(1);
             } else {
-                stats.errors += 1;
+                stats.errors = stats.errors.saturating_add(1);
             }
             stats.min_ms = Some(stats.min_ms.map_or(ms, |m| m.min(ms)));
             stats.max_ms = stats.max_ms.max(ms);
@@ -231,11 +238,11 @@ impl TelemetryState {
                 self.last_tick_duration_ms = Some(ms);
             }
             let level = if timing.duration > thresholds.critical {
-                stats.critical += 1;
-                stats.slow += 1;
+                stats.critical = stats.critical.saturating_add(1);
+                stats.slow = stats.slow.saturating_add(1);
                 Some(("critical", thresholds.critical))
             } else if timing.duration > thresholds.warning {
-                stats.slow += 1;
+                stats.slow = stats.slow.saturating_add(1);
                 Some(("warning", thresholds.warning))
             } else {
                 None
@@ -243,7 +250,7 @@ impl TelemetryState {
             if let Some((level, threshold)) = level {
                 let last = self.last_alert_ms.get(timing.operation).copied();
                 let cool_ms = thresholds.cool_down.as_millis() as i64;
-                if last.is_none_or(|t| now_ms - t >= cool_ms) {
+                if last.is_none_or(|t| now_ms.saturating_sub(t) >= cool_ms) {
                     self.last_alert_ms
                         .insert(timing.operation.to_owned(), now_ms);
                     alerts.push(Alert {
@@ -257,29 +264,29 @@ impl TelemetryState {
         }
         for attempt in attempts {
             if attempt.hedge {
-                self.hedges += 1;
+                self.hedges = self.hedges.saturating_add(1);
                 // The first answer wins and the other copy is dropped: a hedge that answered
                 // 200 is the one whose answer was used.
                 if attempt.status == "200" {
-                    self.hedges_won += 1;
+                    self.hedges_won = self.hedges_won.saturating_add(1);
                 }
             }
-            *self
-                .api_calls
-                .entry(attempt.endpoint.clone())
-                .or_default()
-                .entry(attempt.status.clone())
-                .or_default() += 1;
-            self.api_response
-                .entry(attempt.endpoint.clone())
-                .or_default()
-                .observe(&OPERATION_BUCKETS, attempt.duration_ms as f64 / 1000.0);
+            bump(
+                self.api_calls.entry(attempt.endpoint.clone()).or_default(),
+                attempt.status.clone(),
+                1,
+            );
+            // A dropped copy is a call (and a credit) but no response: its time is only how
+            // long it waited until cancelled, and would pull the response times down.
+            if attempt.status != DROPPED {
+                self.api_response
+                    .entry(attempt.endpoint.clone())
+                    .or_default()
+                    .observe(&OPERATION_BUCKETS, attempt.duration_ms as f64 / 1000.0);
+            }
         }
         for request in database {
-            *self
-                .database_operations
-                .entry(request.status.clone())
-                .or_default() += 1;
+            bump(&mut self.database_operations, request.status.clone(), 1);
             self.database_response
                 .observe(&OPERATION_BUCKETS, request.duration_ms as f64 / 1000.0);
         }
@@ -422,6 +429,53 @@ mod tests {
         // Every copy is a call.
         assert_eq!(doc.api_calls["/coins/list"].values().sum::<u64>(), 6);
         assert_eq!(doc.api_calls["/coins/list"][crate::guard::DROPPED], 2);
+    }
+
+    /// A stored last alert in the far past (another release, a hostile store): the cool-down
+    /// is over, and measuring it must not overflow.
+    #[test]
+    fn a_last_alert_in_the_far_past_does_not_overflow_the_cool_down() {
+        let mut doc = TelemetryState::default();
+        doc.last_alert_ms.insert(op::OVERVIEW.to_owned(), i64::MIN);
+        let alerts = doc.record_tick(
+            &[timing(op::OVERVIEW, 61, false)],
+            &[],
+            &[],
+            thresholds(),
+            1_800_000_000_000,
+        );
+        assert_eq!(alerts.len(), 1);
+    }
+
+    #[test]
+    fn a_dropped_copy_is_a_call_but_not_a_response() {
+        let attempt = |status: &str, duration_ms: u64, hedge: bool| Attempt {
+            endpoint: "/coins/list".into(),
+            status: status.into(),
+            duration_ms,
+            hedge,
+        };
+        let mut doc = TelemetryState::default();
+        doc.record_tick(
+            &[],
+            &[
+                // The first copy answered after 2 s; the hedge, sent at 1.6 s, was dropped.
+                attempt("200", 2_000, false),
+                attempt(DROPPED, 400, true),
+                // The hedge won after 0.3 s; the first copy, waited for 1.3 s, was dropped.
+                attempt("200", 300, true),
+                attempt(DROPPED, 1_300, false),
+            ],
+            &[],
+            thresholds(),
+            0,
+        );
+        // Every copy is a request (and a credit)…
+        assert_eq!(doc.api_calls["/coins/list"].values().sum::<u64>(), 4);
+        // …but only answers are response times.
+        let response = &doc.api_response["/coins/list"];
+        assert_eq!(response.count, 2);
+        assert!((response.sum - 2.3).abs() < 1e-9, "{}", response.sum);
     }
 
     fn thresholds() -> Thresholds {

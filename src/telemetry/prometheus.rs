@@ -189,7 +189,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
     );
     f.histograms(
         "lcw_api_response_duration_seconds",
-        "Duration of single LCW requests.",
+        "Duration of single LCW requests that got an answer (a dropped hedge copy is a call, not a response).",
         &OPERATION_BUCKETS,
         t.api_response
             .iter()

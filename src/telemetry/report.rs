@@ -102,7 +102,7 @@ pub fn stats_json(
 /// Hit rate 50 % and up is good, 20 % and up fair, else poor; under 20 lookups, too early to say.
 pub fn cache_verdict(snapshot: &Snapshot) -> &'static str {
     let stats = snapshot.cache.stats;
-    if stats.hits + stats.misses < 20 {
+    if stats.hits.saturating_add(stats.misses) < 20 {
         "not enough lookups yet"
     } else if stats.hit_rate() >= 0.5 {
         "good"
