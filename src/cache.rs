@@ -529,10 +529,15 @@ fn unpack_inline(text: &str) -> Option<Vec<u8>> {
 /// Deletes cache segments no entry of `index` refers to that are older than `OLD_SEGMENT`
 /// (written by ticks whose state was never saved; a younger one may belong to a tick running
 /// now). Returns how many went.
-pub async fn sweep<S: KeyValue>(store: &S, index: &Index, now_ms: i64) -> Result<usize, KvError> {
+pub async fn sweep<S: KeyValue>(
+    store: &S,
+    index: &Index,
+    keys: &[String],
+    now_ms: i64,
+) -> Result<usize, KvError> {
     let referenced: BTreeSet<&str> = index.entries.values().map(|e| e.segment.as_str()).collect();
     let mut deleted = 0;
-    for key in store.kv_keys(SEGMENT_PREFIX).await? {
+    for key in keys.iter().filter(|k| k.starts_with(SEGMENT_PREFIX)) {
         let written_ms = key[SEGMENT_PREFIX.len()..]
             .split('-')
             .next()
@@ -540,7 +545,7 @@ pub async fn sweep<S: KeyValue>(store: &S, index: &Index, now_ms: i64) -> Result
             .unwrap_or(0);
         if !referenced.contains(key.as_str()) && now_ms.saturating_sub(written_ms) > OLD_SEGMENT_MS
         {
-            store.kv_delete(&key).await?;
+            store.kv_delete(key).await?;
             deleted += 1;
         }
     }

@@ -402,9 +402,11 @@ async fn open_backfill<H: Host>(host: &H, now_ms: i64) -> Option<BackfillState> 
     }
 }
 
-/// Deletes again what could not be deleted; every [`ADOPT_EVERY`], checks the spool index and
-/// the cache index against the store's keys: segments of ticks whose state was never saved are
-/// adopted (spool) or deleted (cache), so nothing is lost and nothing piles up.
+/// Deletes again what could not be deleted; every [`ADOPT_EVERY`], lists the store's keys once
+/// and checks the spool index and the cache index against them: segments of ticks whose state
+/// was never saved are adopted (spool) or deleted (cache), and slot tickets no claim deleted
+/// go, so nothing is lost and nothing piles up. One listing for the three: a store lists all
+/// its keys whatever the prefix (Spin's does), and the tick stays within ten round trips.
 async fn sweep<H: Host>(host: &H, doc: &mut CollectorState, now_ms: i64) {
     let spool = &mut doc.sink.spool;
     if !spool.doomed.is_empty() {
@@ -413,7 +415,14 @@ async fn sweep<H: Host>(host: &H, doc: &mut CollectorState, now_ms: i64) {
     if now_ms.saturating_sub(spool.adopted_at_ms) < ADOPT_EVERY.as_millis() as i64 {
         return;
     }
-    match spool::adopt(host, spool, now_ms).await {
+    let keys = match host.kv_keys(KEYS_PREFIX).await {
+        Ok(keys) => keys,
+        Err(error) => {
+            host.log(Level::Warn, &format!("store keys not listed: {error}"));
+            return;
+        }
+    };
+    match spool::adopt(host, spool, &keys, now_ms).await {
         Ok(adopted) => {
             if adopted.segments > 0 {
                 host.log(
@@ -430,12 +439,22 @@ async fn sweep<H: Host>(host: &H, doc: &mut CollectorState, now_ms: i64) {
                 .evicted
                 .saturating_add(adopted.lost_points);
         }
-        Err(error) => host.log(Level::Warn, &format!("spool keys not listed: {error}")),
+        Err(error) => host.log(Level::Warn, &format!("spool segments not adopted: {error}")),
     }
-    if let Err(error) = cache::sweep(host, &doc.cache, now_ms).await {
+    if let Err(error) = cache::sweep(host, &doc.cache, &keys, now_ms).await {
         host.log(Level::Warn, &format!("cache segments not swept: {error}"));
     }
+    let now_s = u64::try_from(now_ms / 1000).unwrap_or(0);
+    if let Err(error) = lease::forget_old_slots(host, &keys, now_s).await {
+        host.log(
+            Level::Warn,
+            &format!("old slot tickets not deleted: {error}"),
+        );
+    }
 }
+
+/// The prefix of every key this application writes.
+const KEYS_PREFIX: &str = "lcw/v1/";
 
 /// Saves the state document while the lease is still this tick's.
 async fn save_state<H: Host>(host: &H, held: &lease::Held, doc: &mut CollectorState) {

@@ -341,8 +341,11 @@ pub async fn release<S: KeyValue + Clock + Log>(store: &S, held: &Held) -> Resul
 
 /// Prefix of the per-slot tickets of scheduled ticks.
 pub const SLOTS_PREFIX: &str = "lcw/v1/lease/slots/";
-/// Slot tickets kept: every this many slots, older ones are listed and deleted.
-const SLOTS_KEPT: i64 = 10;
+/// Slot tickets kept: a tick claiming its slot deletes the ticket this many slots back.
+const SLOTS_KEPT: u64 = 10;
+/// A ticket older than this is an orphan (its deleting tick never ran, or the interval changed):
+/// [`forget_old_slots`] deletes it. Far longer than any cron drift between hosts.
+const ORPHAN_AFTER_S: u64 = 600;
 
 /// Claims the scheduled slot of `scheduled_s` (the cron trigger's firing time, Unix seconds)
 /// for this host: of several hosts whose crons fire for the same slot, exactly one gets it, even
@@ -361,15 +364,17 @@ pub async fn claim_slot<S: KeyValue + Log>(
         None => return Ok(true),
         Some(n) => n == 1,
     };
-    // Old tickets are listed away every SLOTS_KEPT slots, not every tick (a round trip).
-    let sweep = (slot / interval_s).is_multiple_of(SLOTS_KEPT as u64);
+    // One delete by key a tick, rather than a listing and ten deletes every tenth tick: no
+    // tick makes more than ten round trips. Slots are on the interval's grid, so the key is
+    // exact; what it misses, the periodic key listing finds (`forget_old_slots`).
+    let old = slot.checked_sub(interval_s.saturating_mul(SLOTS_KEPT));
     if claimed
-        && sweep
-        && let Err(error) = forget_old_slots(store, slot, interval_s).await
+        && let Some(old) = old
+        && let Err(error) = store.kv_delete(&slot_key(old)).await
     {
         store.log(
             Level::Warn,
-            &format!("old slot tickets not deleted: {error}"),
+            &format!("old slot ticket not deleted: {error}"),
         );
     }
     Ok(claimed)
@@ -379,23 +384,26 @@ fn slot_key(slot: u64) -> String {
     format!("{SLOTS_PREFIX}{slot:020}")
 }
 
-/// Deletes the tickets of slots older than the last [`SLOTS_KEPT`] intervals, whatever their
-/// exact times.
-async fn forget_old_slots<S: KeyValue>(
+/// Deletes the slot tickets among `keys` (a listing of the store) older than
+/// [`ORPHAN_AFTER_S`] at `now_s`: those no claim deleted. Returns how many.
+pub async fn forget_old_slots<S: KeyValue>(
     store: &S,
-    slot: u64,
-    interval_s: u64,
-) -> Result<(), KvError> {
-    let oldest_kept = slot.saturating_sub(interval_s.saturating_mul(SLOTS_KEPT as u64));
-    for key in store.kv_keys(SLOTS_PREFIX).await? {
-        let old = key[SLOTS_PREFIX.len()..]
-            .parse::<u64>()
-            .is_ok_and(|s| s < oldest_kept);
+    keys: &[String],
+    now_s: u64,
+) -> Result<usize, KvError> {
+    let oldest_kept = now_s.saturating_sub(ORPHAN_AFTER_S);
+    let mut deleted = 0;
+    for key in keys {
+        let old = key
+            .strip_prefix(SLOTS_PREFIX)
+            .and_then(|slot| slot.parse::<u64>().ok())
+            .is_some_and(|slot| slot < oldest_kept);
         if old {
-            store.kv_delete(&key).await?;
+            store.kv_delete(key).await?;
+            deleted += 1;
         }
     }
-    Ok(())
+    Ok(deleted)
 }
 
 pub fn holders_key(generation: u64) -> String {

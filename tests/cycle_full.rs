@@ -583,10 +583,11 @@ fn a_ticks_kv_round_trips_do_not_grow_with_the_number_of_coins() {
     assert!(hundred.0 + hundred.1 <= 7, "{hundred:?}");
 }
 
-/// A steady-state cron tick (`run_scheduled`): 8 store round trips, the slot ticket included,
-/// on the ticks that do no housekeeping:
-/// one in 10 lists and deletes old slot tickets, and every 10 minutes the spool and cache keys
-/// are listed (`ADOPT_EVERY`).
+/// A steady-state cron tick (`run_scheduled`): 9 store round trips, the slot ticket and the
+/// deletion of the ticket 10 slots back included; every 10 minutes (`ADOPT_EVERY`) one listing
+/// of the store's keys more, for the spool, the cache and orphaned tickets at once: never more
+/// than 10. (Before, a tick in 10 listed and deleted the old tickets itself, and the spool and
+/// the cache each listed the keys: 21.)
 #[test]
 fn a_steady_cron_tick_makes_at_most_ten_store_round_trips() {
     let fake = LcwFake::start();
@@ -603,8 +604,7 @@ fn a_steady_cron_tick_makes_at_most_ten_store_round_trips() {
         let slot = first_s + 60 * n;
         let record = block_on(cycle::run_scheduled(&host, slot));
         assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
-        let housekeeping = (slot / 60).is_multiple_of(10) || n.is_multiple_of(10);
-        if n >= 12 && !housekeeping {
+        if n >= 12 {
             trips.push(
                 host.calls.kv_reads.load(Ordering::SeqCst)
                     + host.calls.kv_writes.load(Ordering::SeqCst),
@@ -612,7 +612,8 @@ fn a_steady_cron_tick_makes_at_most_ten_store_round_trips() {
         }
     }
     eprintln!("store round trips of steady cron ticks: {trips:?}");
-    assert!(trips.iter().all(|&t| t <= 8), "{trips:?}");
+    assert!(trips.iter().all(|&t| t <= 10), "{trips:?}");
+    assert!(trips.iter().filter(|&&t| t == 9).count() >= 10, "{trips:?}");
 }
 
 /// Small bodies travel inline in the index (within the budget): no segment written or read;

@@ -573,3 +573,44 @@ fn of_two_hosts_firing_for_one_slot_one_runs() {
     // Swept every 10 slots: at most the last 20.
     assert!(tickets <= 20, "{tickets} slot tickets kept");
 }
+
+/// Tickets no claim deletes — slots whose tick never ran, another interval's grid — go with the
+/// store listing a tick makes every `ADOPT_EVERY`: they do not pile up, and the current ones stay.
+#[test]
+fn orphaned_slot_tickets_are_listed_away() {
+    let fake = LcwFake::start();
+    FakeInflux::up(&fake);
+    let kv = SharedKv::default();
+    let variables = variables(&fake);
+    let start = NativeHost::with_kv(&variables, kv.clone());
+    let now_s = u64::try_from(lcw_fetcher::host::Clock::unix_millis(&start) / 60_000 * 60).unwrap();
+    let ticket = |slot: u64| format!("{}{slot:020}", lcw_fetcher::lease::SLOTS_PREFIX);
+    // A day of a 300 s interval's tickets, off the minute grid the ticks below claim on.
+    for n in 1..=288u64 {
+        kv.lock()
+            .unwrap()
+            .insert(ticket(now_s - 300 * n + 7), 1i64.to_le_bytes().to_vec());
+    }
+    for n in 0..12u64 {
+        let host = NativeHost::with_kv(&variables, kv.clone());
+        host.advance(Duration::from_secs(60 * n));
+        let record = block_on(cycle::run_scheduled(&host, now_s + 60 * n));
+        assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
+    }
+    let kept: Vec<String> = kv
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with(lcw_fetcher::lease::SLOTS_PREFIX))
+        .cloned()
+        .collect();
+    assert!(
+        kept.len() <= 12,
+        "{} slot tickets kept: {kept:?}",
+        kept.len()
+    );
+    assert!(
+        kept.contains(&ticket(now_s + 60 * 11)),
+        "the newest ticket stays"
+    );
+}

@@ -378,15 +378,21 @@ pub struct Adopted {
     pub lost_points: u64,
 }
 
-/// Adds to `index` every segment the store holds that it does not list (written by a tick whose
-/// state was never saved, or listed by a document that was lost). An unreadable one is deleted
-/// and its points (as far as its header tells) reported lost, so it is counted once.
+/// Adds to `index` every segment among `keys` (a listing of the store, whatever else it holds)
+/// that it does not list (written by a tick whose state was never saved, or listed by a document
+/// that was lost). An unreadable one is deleted and its points (as far as its header tells)
+/// reported lost, so it is counted once.
 pub async fn adopt<S: KeyValue + Log>(
     store: &S,
     index: &mut SpoolIndex,
+    keys: &[String],
     now_ms: i64,
 ) -> Result<Adopted, KvError> {
-    let mut keys = store.kv_keys(SEGMENT_PREFIX).await?;
+    let mut keys: Vec<String> = keys
+        .iter()
+        .filter(|k| k.starts_with(SEGMENT_PREFIX))
+        .cloned()
+        .collect();
     keys.sort();
     let mut adopted = Adopted::default();
     for key in keys {
