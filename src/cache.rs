@@ -519,11 +519,15 @@ fn unpack_inline(text: &str) -> Option<Vec<u8>> {
     let packed = base64::engine::general_purpose::STANDARD
         .decode(text)
         .ok()?;
+    // No answer is longer than the host lets through: a stored body that inflates further (a
+    // gzip bomb in a hostile or corrupted store) is no body.
+    let limit = crate::host::MAX_RESPONSE_BYTES;
     let mut body = Vec::new();
     flate2::read::GzDecoder::new(&packed[..])
+        .take(limit as u64 + 1)
         .read_to_end(&mut body)
         .ok()?;
-    Some(body)
+    (body.len() <= limit).then_some(body)
 }
 
 /// Deletes cache segments no entry of `index` refers to that are older than `OLD_SEGMENT`

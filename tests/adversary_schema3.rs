@@ -1,0 +1,187 @@
+//! Adversarial tests of state schema 3 (the backfill document inside the state document, its
+//! backup under `lcw/v1/backfill`) and of the inline cache bodies. Each test states a promise
+//! the README gives and FAILED on the code it was written against (commit 7e8c678); see the doc
+//! comment of each for the root cause.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::Write as _;
+use std::time::Duration;
+
+use lcw_fetcher::backfill::{BackfillState, Target};
+use lcw_fetcher::cache::{self, Entry, Index, TickCache};
+use lcw_fetcher::config::Ttls;
+use lcw_fetcher::cycle;
+use lcw_fetcher::state;
+use lcw_fetcher::telemetry::history::CycleRecord;
+use support::lcw_fake::API_KEY;
+use support::native_host::SharedKv;
+use support::{LcwFake, NativeHost, block_on};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR_MS: i64 = 3_600_000;
+
+/// Counts the bytes this thread holds at its peak, for the bomb test (tests run in parallel).
+struct Peak;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn account(delta: isize) {
+    let _ = LIVE.try_with(|live| {
+        live.set(live.get() + delta);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
+    });
+}
+
+unsafe impl GlobalAlloc for Peak {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        account(layout.size() as isize);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        account(-(layout.size() as isize));
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        account(new_size as isize - layout.size() as isize);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Peak = Peak;
+
+/// A tick on the embedded store, no backfill calls (the queue stays as queued).
+fn variables(fake: &LcwFake) -> Vec<(&'static str, String)> {
+    vec![
+        ("lcw_api_key", API_KEY.to_owned()),
+        ("lcw_base_url", fake.base_url.clone()),
+        ("cycle_deadline_ms", "20000".to_owned()),
+        ("initial_history_hours", "0".to_owned()),
+        ("backfill_calls_per_tick", "0".to_owned()),
+    ]
+}
+
+fn tick(variables: &[(&'static str, String)], kv: &SharedKv, at: Duration) -> CycleRecord {
+    let host = NativeHost::with_kv(variables, kv.clone());
+    host.advance(at);
+    block_on(cycle::run(&host))
+}
+
+fn backup(kv: &SharedKv) -> BackfillState {
+    serde_json::from_slice(&kv.lock().unwrap()[state::BACKFILL_KEY]).unwrap()
+}
+
+fn put_backup(kv: &SharedKv, doc: &BackfillState) {
+    kv.lock()
+        .unwrap()
+        .insert(state::BACKFILL_KEY.into(), serde_json::to_vec(doc).unwrap());
+}
+
+fn sol() -> Target {
+    Target::Coin { code: "SOL".into() }
+}
+
+/// During a rollback (or a rolling deploy) the previous release's `POST /backfill` queues into
+/// `lcw/v1/backfill` alone (release 2 knows no other place). When this release runs again, its
+/// state document still says schema 3, so the tick took the queue from the state document and
+/// never looked at the backup; the next change of the queue then wrote the backup over, and the
+/// admin's range was gone without a trace (not filled, not counted abandoned).
+#[test]
+fn a_range_the_previous_release_queued_in_the_backup_alone_is_not_lost() {
+    for gap in [false, true] {
+        let fake = LcwFake::start();
+        let variables = variables(&fake);
+        let kv = SharedKv::default();
+        tick(&variables, &kv, Duration::ZERO);
+        assert_eq!(support::collector_state(&kv).schema, cycle::STATE_SCHEMA);
+
+        // Release 2's route: the backup document alone.
+        let now = NativeHost::new(&variables);
+        let now = lcw_fetcher::host::Clock::unix_millis(&now);
+        let mut old = backup(&kv);
+        old.enqueue(&sol(), now - 2 * HOUR_MS, now - HOUR_MS);
+        put_backup(&kv, &old);
+
+        // Release 3 again: steady ticks, or a gap that changes the queue (and the backup).
+        let minutes: Vec<u32> = if gap {
+            vec![30, 31]
+        } else {
+            (1..=12).collect()
+        };
+        for m in minutes {
+            tick(&variables, &kv, MINUTE * m);
+        }
+        let doc = support::collector_state(&kv).backfill;
+        let queued = doc.queue.iter().any(|r| r.target == sol());
+        assert!(
+            queued,
+            "gap {gap}: the admin's range is neither queued nor counted: {doc:?}"
+        );
+        assert!(
+            backup(&kv).queue.iter().any(|r| r.target == sol()),
+            "gap {gap}: and the backup keeps it"
+        );
+    }
+}
+
+fn gzip_base64(body: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(body).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(encoder.finish().unwrap())
+}
+
+/// An inline body is decompressed with no bound: a stored index (a corrupted or hostile store,
+/// or another release's) whose inline body is a gzip bomb — 64 KB that inflate to 64 MB here,
+/// a 700 KB one to 700 MB under the store's 1 MB value cap — makes a tick allocate all of it (a
+/// trap in the WebAssembly instance's linear memory). No LCW answer is longer than
+/// `host::MAX_RESPONSE_BYTES`, so no cached body can be either.
+#[test]
+fn an_inline_gzip_bomb_inflates_no_further_than_the_longest_answer() {
+    let bomb = gzip_base64(&vec![b' '; 64 * 1024 * 1024]);
+    assert!(bomb.len() < 200 * 1024, "{}", bomb.len());
+    let key = "/coins/list|{}".to_owned();
+    let mut index = Index::default();
+    index.entries.insert(
+        key.clone(),
+        Entry {
+            requested_at_ms: 0,
+            fetched_at_ms: 1,
+            expires_at_ms: i64::MAX,
+            last_used_ms: 0,
+            segment: String::new(),
+            inline: bomb,
+        },
+    );
+    let ttls = Ttls {
+        status_s: 3600,
+        credits_s: 3600,
+        coins_single_s: 3600,
+        coins_list_s: 3600,
+        overview_s: 3600,
+        exchanges_list_s: 3600,
+    };
+    let host = NativeHost::new(&[("lcw_api_key", "k")]);
+    let mut cache = TickCache::new(index, ttls, 100, "1-a", 1_000);
+    let before = LIVE.with(Cell::get);
+    PEAK.with(|peak| peak.set(before));
+    let hit = block_on(cache.lookup(&host, &key, 1_000));
+    let grew = (PEAK.with(Cell::get) - before) as usize;
+    assert!(
+        hit.as_ref()
+            .is_none_or(|h| h.body.len() <= lcw_fetcher::host::MAX_RESPONSE_BYTES),
+        "a body longer than any answer"
+    );
+    assert!(
+        grew <= 3 * lcw_fetcher::host::MAX_RESPONSE_BYTES,
+        "one lookup allocated {} MB",
+        grew >> 20
+    );
+    let _ = cache::INLINE_LIMIT;
+}
