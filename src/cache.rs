@@ -151,6 +151,38 @@ pub fn key(endpoint: Endpoint, body: &[u8]) -> String {
     format!("{}|{}", endpoint.path(), String::from_utf8_lossy(body))
 }
 
+fn longest_ttl_s(ttls: &Ttls) -> u64 {
+    [
+        ttls.status_s,
+        ttls.credits_s,
+        ttls.coins_single_s,
+        ttls.coins_list_s,
+        ttls.overview_s,
+        ttls.exchanges_list_s,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
+}
+
+/// The endpoint whose answer a cache key holds (`None`: not one of this release's).
+fn endpoint_of(key: &str) -> Option<Endpoint> {
+    const ALL: [Endpoint; 10] = [
+        Endpoint::Status,
+        Endpoint::Credits,
+        Endpoint::Overview,
+        Endpoint::OverviewHistory,
+        Endpoint::CoinsList,
+        Endpoint::CoinsMap,
+        Endpoint::CoinsSingle,
+        Endpoint::CoinsSingleHistory,
+        Endpoint::ExchangesList,
+        Endpoint::ExchangesSingle,
+    ];
+    let path = key.split('|').next()?;
+    ALL.into_iter().find(|endpoint| endpoint.path() == path)
+}
+
 /// True for answers with no data: `[]`, `null`, and `{}` from anything but `/status`
 /// (whose documented answer is `{}`).
 pub fn is_empty_answer(endpoint: Endpoint, body: &[u8]) -> bool {
@@ -173,11 +205,26 @@ pub fn is_empty_answer(endpoint: Endpoint, body: &[u8]) -> bool {
 
 impl TickCache {
     /// Takes the stored index and drops the entries that have expired at `now_ms`.
+    /// An entry is fresh for the TTL configured now from when it was asked, whatever expiry
+    /// it was stored with (a TTL since lowered, a corrupted document), and never when it was
+    /// asked in the future (by a clock that had jumped ahead); entries of endpoints this
+    /// release does not know live for the longest TTL at most.
     pub fn new(index: Index, ttls: Ttls, max_entries: usize, tick_id: &str, now_ms: i64) -> Self {
         let expired: Vec<String> = index
             .entries
             .iter()
-            .filter(|(_, e)| e.expires_at_ms.saturating_sub(TTL_SLACK_MS) <= now_ms)
+            .filter(|(key, e)| {
+                let ttl_s = endpoint_of(key)
+                    .map_or_else(|| longest_ttl_s(&ttls), |endpoint| ttl_s(&ttls, endpoint));
+                let ttl_ms = i64::try_from(ttl_s)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000);
+                let expires_at_ms = e
+                    .expires_at_ms
+                    .min(e.requested_at_ms.saturating_add(ttl_ms));
+                e.requested_at_ms > now_ms.saturating_add(TTL_SLACK_MS)
+                    || expires_at_ms.saturating_sub(TTL_SLACK_MS) <= now_ms
+            })
             .map(|(k, _)| k.clone())
             .collect();
         let mut cache = Self {

@@ -185,3 +185,60 @@ fn an_inline_gzip_bomb_inflates_no_further_than_the_longest_answer() {
     );
     let _ = cache::INLINE_LIMIT;
 }
+
+fn ttls_of(seconds: u64) -> Ttls {
+    Ttls {
+        status_s: seconds,
+        credits_s: seconds,
+        coins_single_s: seconds,
+        coins_list_s: seconds,
+        overview_s: seconds,
+        exchanges_list_s: seconds,
+    }
+}
+
+/// A stored entry's expiry was trusted as written: an answer asked by a clock that had jumped a
+/// day ahead (and came back), or one stored under a TTL since lowered from a day to a minute,
+/// or a corrupted expiry, was served as fresh for a day — fresh data held back by old data, the
+/// points of every tick carrying the old `fetched_at`. An entry is fresh for the TTL configured
+/// now from when it was asked, never from the future; entries no endpoint of this release
+/// answers live for the longest TTL at most (they held the inline budget until their expiry).
+#[test]
+fn a_cached_answer_is_fresh_for_the_ttl_configured_now_from_when_it_was_asked() {
+    let now = 1_800_000_000_000;
+    let body = gzip_base64(br#"[{"code":"BTC","rate":1.0}]"#);
+    let entry = |requested_at_ms: i64, expires_at_ms: i64| Entry {
+        requested_at_ms,
+        fetched_at_ms: requested_at_ms,
+        expires_at_ms,
+        last_used_ms: requested_at_ms,
+        segment: String::new(),
+        inline: body.clone(),
+    };
+    let cases = [
+        (
+            "a clock a day ahead",
+            entry(now + 86_400_000, now + 86_460_000),
+        ),
+        (
+            "a TTL since lowered",
+            entry(now - 120_000, now + 86_280_000),
+        ),
+        ("within its TTL", entry(now - 10_000, now + 50_000)),
+    ];
+    let host = NativeHost::new(&[("lcw_api_key", "k")]);
+    for (case, stored) in cases {
+        let key = "/coins/list|{}".to_owned();
+        let mut index = Index::default();
+        index.entries.insert(key.clone(), stored);
+        index.entries.insert(
+            "/no/such/endpoint|{}".into(),
+            entry(now - 120_000, now + 86_280_000),
+        );
+        let mut cache = TickCache::new(index, ttls_of(60), 100, "1-a", now);
+        let fresh = case == "within its TTL";
+        assert_eq!(cache.len(), usize::from(fresh), "{case}: entries kept");
+        let hit = block_on(cache.lookup(&host, &key, now));
+        assert_eq!(hit.is_some(), fresh, "{case}");
+    }
+}
