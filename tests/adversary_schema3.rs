@@ -242,3 +242,49 @@ fn a_cached_answer_is_fresh_for_the_ttl_configured_now_from_when_it_was_asked() 
         assert_eq!(hit.is_some(), fresh, "{case}");
     }
 }
+
+/// Held: an off-schedule `POST /collect` five seconds after a cron tick fetches the data again
+/// (its TTL is not longer than the interval: not cached) but neither `/status` nor `/credits`,
+/// which are kept as index entries without a body; a 30 s interval caches the 60 s answers.
+#[test]
+fn an_off_schedule_collect_refetches_data_but_not_status_or_credits() {
+    for interval in ["60", "30"] {
+        let fake = LcwFake::start();
+        let mut variables = variables(&fake);
+        variables.push(("admin_token", "admin-3".into()));
+        variables.push(("cycle_interval_s", interval.into()));
+        let kv = SharedKv::default();
+        tick(&variables, &kv, Duration::ZERO);
+        let counts =
+            |fake: &LcwFake| ["/status", "/credits", "/coins/list"].map(|p| fake.seen_on(p).len());
+        let before = counts(&fake);
+        assert!(before.iter().all(|&n| n >= 1), "{interval}: {before:?}");
+        let api = NativeHost::with_kv(&variables, kv.clone());
+        api.advance(Duration::from_secs(5));
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri("/collect")
+            .header("authorization", "Bearer admin-3")
+            .body(Vec::new())
+            .unwrap();
+        let answer = block_on(lcw_fetcher::routes::handle(&api, &request));
+        assert_eq!(
+            answer.status(),
+            200,
+            "{}",
+            String::from_utf8_lossy(answer.body())
+        );
+        let after = counts(&fake);
+        assert_eq!(
+            after[..2],
+            before[..2],
+            "{interval}: status and credits cached"
+        );
+        let refetched = after[2] > before[2];
+        assert_eq!(
+            refetched,
+            interval == "60",
+            "{interval}: {before:?} {after:?}"
+        );
+    }
+}
