@@ -222,7 +222,8 @@ impl TickCache {
                 let expires_at_ms = e
                     .expires_at_ms
                     .min(e.requested_at_ms.saturating_add(ttl_ms));
-                e.requested_at_ms > now_ms.saturating_add(TTL_SLACK_MS)
+                // Asked or answered in the future: points from it would be too.
+                e.requested_at_ms.max(e.fetched_at_ms) > now_ms.saturating_add(TTL_SLACK_MS)
                     || expires_at_ms.saturating_sub(TTL_SLACK_MS) <= now_ms
             })
             .map(|(k, _)| k.clone())

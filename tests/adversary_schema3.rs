@@ -199,7 +199,8 @@ fn ttls_of(seconds: u64) -> Ttls {
 
 /// A stored entry's expiry was trusted as written: an answer asked by a clock that had jumped a
 /// day ahead (and came back), or one stored under a TTL since lowered from a day to a minute,
-/// or a corrupted expiry, was served as fresh for a day — fresh data held back by old data, the
+/// or a corrupted expiry, was served as fresh for a day (one answered in the future gave points
+/// from the future) — fresh data held back by old data, the
 /// points of every tick carrying the old `fetched_at`. An entry is fresh for the TTL configured
 /// now from when it was asked, never from the future; entries no endpoint of this release
 /// answers live for the longest TTL at most (they held the inline budget until their expiry).
@@ -225,6 +226,11 @@ fn a_cached_answer_is_fresh_for_the_ttl_configured_now_from_when_it_was_asked() 
             entry(now - 120_000, now + 86_280_000),
         ),
         ("within its TTL", entry(now - 10_000, now + 50_000)),
+        ("answered in a year", {
+            let mut e = entry(now - 10_000, now + 50_000);
+            e.fetched_at_ms = now + 365 * 86_400_000;
+            e
+        }),
     ];
     let host = NativeHost::new(&[("lcw_api_key", "k")]);
     for (case, stored) in cases {
