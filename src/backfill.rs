@@ -106,10 +106,15 @@ impl BackfillState {
             }
             start = end.saturating_add(1);
         }
-        while self.queue.len() > QUEUE_KEPT {
-            self.queue.pop_front();
-            self.abandoned = self.abandoned.saturating_add(1);
-        }
+        self.bound();
+    }
+
+    /// Keeps the queue within [`QUEUE_KEPT`] ranges: the oldest beyond are abandoned (and
+    /// counted). Applied to every queue read too (another release's, a corrupted one).
+    pub fn bound(&mut self) {
+        let excess = self.queue.len().saturating_sub(QUEUE_KEPT);
+        self.queue.drain(..excess);
+        self.abandoned = self.abandoned.saturating_add(excess as u64);
     }
 }
 
@@ -135,10 +140,7 @@ impl BackfillState {
         self.filled = self.filled.max(other.filled);
         self.abandoned = self.abandoned.max(other.abandoned);
         self.points = self.points.max(other.points);
-        while self.queue.len() > QUEUE_KEPT {
-            self.queue.pop_front();
-            self.abandoned = self.abandoned.saturating_add(1);
-        }
+        self.bound();
     }
 }
 

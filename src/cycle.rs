@@ -370,6 +370,7 @@ async fn open_state<H: Host>(host: &H, now_ms: i64) -> Option<CollectorState> {
         // The copy read from the key is not taken in again at the save.
         (doc.backfill, doc.backfill_saved) = open_backfill(host, now_ms).await?;
     }
+    doc.backfill.bound();
     sweep(host, &mut doc, now_ms).await;
     Some(doc)
 }

@@ -294,3 +294,41 @@ fn an_off_schedule_collect_refetches_data_but_not_status_or_credits() {
         );
     }
 }
+
+/// The queue holds `backfill::QUEUE_KEPT` ranges at most, but that bound was applied only when
+/// a tick queued something: a state document (or backup) holding thousands of ranges — another
+/// release's, a corrupted one — kept them all, tick after tick, in the one document every tick
+/// must save under the store's value cap. The bound applies to what is read too (the oldest
+/// beyond it abandoned, and counted).
+#[test]
+fn a_stored_queue_longer_than_the_bound_is_cut_to_it_and_counted() {
+    let fake = LcwFake::start();
+    let variables = variables(&fake);
+    let kv = SharedKv::default();
+    tick(&variables, &kv, Duration::ZERO);
+    let mut doc = support::collector_state(&kv);
+    let long = 4 * lcw_fetcher::backfill::QUEUE_KEPT;
+    let start = doc.backfill.queue.len();
+    for n in 0..long as i64 {
+        doc.backfill.queue.push_back(lcw_fetcher::backfill::Range {
+            target: sol(),
+            from_ms: n * 1_000,
+            to_ms: n * 1_000 + 999,
+            attempts: 0,
+        });
+    }
+    let abandoned = doc.backfill.abandoned;
+    support::put_collector_state(&kv, &doc);
+    tick(&variables, &kv, MINUTE);
+    let doc = support::collector_state(&kv).backfill;
+    assert!(
+        doc.queue.len() <= lcw_fetcher::backfill::QUEUE_KEPT,
+        "{} ranges kept",
+        doc.queue.len()
+    );
+    assert_eq!(
+        doc.abandoned - abandoned,
+        (start + long - doc.queue.len()) as u64,
+        "the ranges cut are counted"
+    );
+}
