@@ -31,6 +31,11 @@ pub const INLINE_LIMIT: usize = 4 * 1024;
 /// What a tick keeps inline at most, all bodies together (the state document's share).
 pub const INLINE_BUDGET: usize = 8 * 1024;
 
+/// The most a segment may inflate to when read: the bodies of one tick (each at most
+/// [`crate::host::MAX_RESPONSE_BYTES`]) whose compressed copy fitted [`SEGMENT_LIMIT`]. A stored
+/// segment that inflates further (a gzip bomb) is unreadable.
+pub const SEGMENT_INFLATED_LIMIT: usize = 8 * crate::host::MAX_RESPONSE_BYTES;
+
 /// A cron tick may fire a little before the previous one's TTL is over; an entry that would
 /// expire within this slack already counts as expired, so a 60 s TTL under a one-minute cron
 /// refreshes every tick.
@@ -642,8 +647,14 @@ async fn read_segment<S: KeyValue>(
     };
     let mut json = Vec::new();
     flate2::read::GzDecoder::new(&packed[..])
+        .take(SEGMENT_INFLATED_LIMIT as u64 + 1)
         .read_to_end(&mut json)
         .map_err(|e| segment_error(e.to_string()))?;
+    if json.len() > SEGMENT_INFLATED_LIMIT {
+        return Err(segment_error(format!(
+            "inflates past {SEGMENT_INFLATED_LIMIT} bytes"
+        )));
+    }
     let bodies: BTreeMap<String, String> =
         serde_json::from_slice(&json).map_err(|e| segment_error(e.to_string()))?;
     Ok(bodies

@@ -332,3 +332,46 @@ fn a_stored_queue_longer_than_the_bound_is_cut_to_it_and_counted() {
         "the ranges cut are counted"
     );
 }
+
+/// A cache segment was inflated with no bound either: a stored segment (900 KB at most when this
+/// release writes one, up to the store's 1 MB cap when a hostile store does) inflating to
+/// 900 MB. A segment holds bodies of one tick, each no longer than any answer: it is read only
+/// while it inflates to at most `cache::SEGMENT_INFLATED_LIMIT`.
+#[test]
+fn a_segment_gzip_bomb_inflates_no_further_than_its_bound() {
+    use base64::Engine as _;
+    let key = "/coins/list|{}".to_owned();
+    let segment = format!("{}1-a", cache::SEGMENT_PREFIX);
+    let mut json = br#"{"/coins/list|{}":""#.to_vec();
+    json.resize(2 * cache::SEGMENT_INFLATED_LIMIT, b' ');
+    json.extend_from_slice(br#""}"#);
+    let packed = base64::engine::general_purpose::STANDARD
+        .decode(gzip_base64(&json))
+        .unwrap();
+    drop(json);
+    let host = NativeHost::new(&[("lcw_api_key", "k")]);
+    host.kv.lock().unwrap().insert(segment.clone(), packed);
+    let mut index = Index::default();
+    index.entries.insert(
+        key.clone(),
+        Entry {
+            requested_at_ms: 1_000,
+            fetched_at_ms: 1_000,
+            expires_at_ms: 60_000,
+            last_used_ms: 0,
+            segment,
+            inline: String::new(),
+        },
+    );
+    let mut cache = TickCache::new(index, ttls_of(60), 100, "2-b", 2_000);
+    let before = LIVE.with(Cell::get);
+    PEAK.with(|peak| peak.set(before));
+    let hit = block_on(cache.lookup(&host, &key, 2_000));
+    let grew = (PEAK.with(Cell::get) - before) as usize;
+    assert!(hit.is_none());
+    assert!(
+        grew <= 2 * cache::SEGMENT_INFLATED_LIMIT + (1 << 20),
+        "one lookup allocated {} MB",
+        grew >> 20
+    );
+}
