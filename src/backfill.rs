@@ -106,10 +106,41 @@ impl BackfillState {
             }
             start = end.saturating_add(1);
         }
-        while self.queue.len() > QUEUE_KEPT {
-            self.queue.pop_front();
-            self.abandoned = self.abandoned.saturating_add(1);
+        self.bound();
+    }
+
+    /// Keeps the queue within [`QUEUE_KEPT`] ranges: the oldest beyond are abandoned (and
+    /// counted). Applied to every queue read too (another release's, a corrupted one).
+    pub fn bound(&mut self) {
+        let excess = self.queue.len().saturating_sub(QUEUE_KEPT);
+        self.queue.drain(..excess);
+        self.abandoned = self.abandoned.saturating_add(excess as u64);
+    }
+}
+
+impl BackfillState {
+    /// Takes in what `other`, another copy of this document, holds and this one lacks: its
+    /// ranges not queued here, names, the later last point of each family, the larger counters.
+    /// Nothing queued in either copy is lost (a range filled here since may be filled again).
+    pub fn merge(&mut self, other: BackfillState) {
+        for range in other.queue {
+            if !self.queue.iter().any(|queued| same_range(queued, &range)) {
+                self.queue.push_back(range);
+            }
         }
+        for (family, at) in other.last_point_ms {
+            let last = self.last_point_ms.entry(family).or_insert(at);
+            *last = (*last).max(at);
+        }
+        for (code, name) in other.names {
+            self.names.entry(code).or_insert(name);
+        }
+        self.initialized |= other.initialized;
+        self.queued_total = self.queued_total.max(other.queued_total);
+        self.filled = self.filled.max(other.filled);
+        self.abandoned = self.abandoned.max(other.abandoned);
+        self.points = self.points.max(other.points);
+        self.bound();
     }
 }
 

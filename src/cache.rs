@@ -31,6 +31,11 @@ pub const INLINE_LIMIT: usize = 4 * 1024;
 /// What a tick keeps inline at most, all bodies together (the state document's share).
 pub const INLINE_BUDGET: usize = 8 * 1024;
 
+/// The most a segment may inflate to when read: the bodies of one tick (each at most
+/// [`crate::host::MAX_RESPONSE_BYTES`]) whose compressed copy fitted [`SEGMENT_LIMIT`]. A stored
+/// segment that inflates further (a gzip bomb) is unreadable.
+pub const SEGMENT_INFLATED_LIMIT: usize = 8 * crate::host::MAX_RESPONSE_BYTES;
+
 /// A cron tick may fire a little before the previous one's TTL is over; an entry that would
 /// expire within this slack already counts as expired, so a 60 s TTL under a one-minute cron
 /// refreshes every tick.
@@ -151,6 +156,38 @@ pub fn key(endpoint: Endpoint, body: &[u8]) -> String {
     format!("{}|{}", endpoint.path(), String::from_utf8_lossy(body))
 }
 
+fn longest_ttl_s(ttls: &Ttls) -> u64 {
+    [
+        ttls.status_s,
+        ttls.credits_s,
+        ttls.coins_single_s,
+        ttls.coins_list_s,
+        ttls.overview_s,
+        ttls.exchanges_list_s,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
+}
+
+/// The endpoint whose answer a cache key holds (`None`: not one of this release's).
+fn endpoint_of(key: &str) -> Option<Endpoint> {
+    const ALL: [Endpoint; 10] = [
+        Endpoint::Status,
+        Endpoint::Credits,
+        Endpoint::Overview,
+        Endpoint::OverviewHistory,
+        Endpoint::CoinsList,
+        Endpoint::CoinsMap,
+        Endpoint::CoinsSingle,
+        Endpoint::CoinsSingleHistory,
+        Endpoint::ExchangesList,
+        Endpoint::ExchangesSingle,
+    ];
+    let path = key.split('|').next()?;
+    ALL.into_iter().find(|endpoint| endpoint.path() == path)
+}
+
 /// True for answers with no data: `[]`, `null`, and `{}` from anything but `/status`
 /// (whose documented answer is `{}`).
 pub fn is_empty_answer(endpoint: Endpoint, body: &[u8]) -> bool {
@@ -173,11 +210,27 @@ pub fn is_empty_answer(endpoint: Endpoint, body: &[u8]) -> bool {
 
 impl TickCache {
     /// Takes the stored index and drops the entries that have expired at `now_ms`.
+    /// An entry is fresh for the TTL configured now from when it was asked, whatever expiry
+    /// it was stored with (a TTL since lowered, a corrupted document), and never when it was
+    /// asked in the future (by a clock that had jumped ahead); entries of endpoints this
+    /// release does not know live for the longest TTL at most.
     pub fn new(index: Index, ttls: Ttls, max_entries: usize, tick_id: &str, now_ms: i64) -> Self {
         let expired: Vec<String> = index
             .entries
             .iter()
-            .filter(|(_, e)| e.expires_at_ms.saturating_sub(TTL_SLACK_MS) <= now_ms)
+            .filter(|(key, e)| {
+                let ttl_s = endpoint_of(key)
+                    .map_or_else(|| longest_ttl_s(&ttls), |endpoint| ttl_s(&ttls, endpoint));
+                let ttl_ms = i64::try_from(ttl_s)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000);
+                let expires_at_ms = e
+                    .expires_at_ms
+                    .min(e.requested_at_ms.saturating_add(ttl_ms));
+                // Asked or answered in the future: points from it would be too.
+                e.requested_at_ms.max(e.fetched_at_ms) > now_ms.saturating_add(TTL_SLACK_MS)
+                    || expires_at_ms.saturating_sub(TTL_SLACK_MS) <= now_ms
+            })
             .map(|(k, _)| k.clone())
             .collect();
         let mut cache = Self {
@@ -519,11 +572,15 @@ fn unpack_inline(text: &str) -> Option<Vec<u8>> {
     let packed = base64::engine::general_purpose::STANDARD
         .decode(text)
         .ok()?;
+    // No answer is longer than the host lets through: a stored body that inflates further (a
+    // gzip bomb in a hostile or corrupted store) is no body.
+    let limit = crate::host::MAX_RESPONSE_BYTES;
     let mut body = Vec::new();
     flate2::read::GzDecoder::new(&packed[..])
+        .take(limit as u64 + 1)
         .read_to_end(&mut body)
         .ok()?;
-    Some(body)
+    (body.len() <= limit).then_some(body)
 }
 
 /// Deletes cache segments no entry of `index` refers to that are older than `OLD_SEGMENT`
@@ -595,8 +652,14 @@ async fn read_segment<S: KeyValue>(
     };
     let mut json = Vec::new();
     flate2::read::GzDecoder::new(&packed[..])
+        .take(SEGMENT_INFLATED_LIMIT as u64 + 1)
         .read_to_end(&mut json)
         .map_err(|e| segment_error(e.to_string()))?;
+    if json.len() > SEGMENT_INFLATED_LIMIT {
+        return Err(segment_error(format!(
+            "inflates past {SEGMENT_INFLATED_LIMIT} bytes"
+        )));
+    }
     let bodies: BTreeMap<String, String> =
         serde_json::from_slice(&json).map_err(|e| segment_error(e.to_string()))?;
     Ok(bodies

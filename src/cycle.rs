@@ -56,6 +56,8 @@ pub struct CollectorState {
     pub backfill: BackfillState,
     /// [`backfill::durable_fingerprint`] of the copy last written to [`state::BACKFILL_KEY`].
     pub backfill_saved: u64,
+    /// When a tick last read that backup for what another writer queued there.
+    pub backup_checked_at_ms: i64,
     pub history: CycleHistory,
     pub resilience: ResilienceState,
     pub cache: cache::Index,
@@ -76,6 +78,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         schema,
         backfill,
         backfill_saved: _,
+        backup_checked_at_ms: _,
         lease_guarantee,
         mut history,
         resilience,
@@ -367,18 +370,25 @@ async fn open_state<H: Host>(host: &H, now_ms: i64) -> Option<CollectorState> {
     // Earlier releases, a fresh store, a document set aside: the backfill document (or its
     // backup) is read; it is written again at the end of the tick.
     if doc.schema < BACKFILL_IN_STATE {
-        doc.backfill = open_backfill(host, now_ms).await?;
-        doc.backfill_saved = 0;
+        // The copy read from the key is not taken in again at the save, nor checked again
+        // before ADOPT_EVERY.
+        (doc.backfill, doc.backfill_saved) = open_backfill(host, now_ms).await?;
+        doc.backup_checked_at_ms = now_ms;
     }
+    doc.backfill.bound();
     sweep(host, &mut doc, now_ms).await;
     Some(doc)
 }
 
-/// The backfill document; an unreadable one is set aside like the state document.
-async fn open_backfill<H: Host>(host: &H, now_ms: i64) -> Option<BackfillState> {
+/// The backfill document and the fingerprint of the copy under its key (0: none that reads);
+/// an unreadable one is set aside like the state document.
+async fn open_backfill<H: Host>(host: &H, now_ms: i64) -> Option<(BackfillState, u64)> {
     match state::load_checked::<BackfillState, _>(host, state::BACKFILL_KEY).await {
-        Ok(state::Loaded::Read(backfill)) => Some(backfill),
-        Ok(state::Loaded::Absent) => Some(BackfillState::default()),
+        Ok(state::Loaded::Read(backfill)) => {
+            let fingerprint = backfill::durable_fingerprint(&backfill);
+            Some((backfill, fingerprint))
+        }
+        Ok(state::Loaded::Absent) => Some((BackfillState::default(), 0)),
         Ok(state::Loaded::Unreadable { bytes, error }) => {
             let kept = state::set_aside(host, state::BACKFILL_KEY, &bytes, now_ms).await;
             host.log(
@@ -387,9 +397,12 @@ async fn open_backfill<H: Host>(host: &H, now_ms: i64) -> Option<BackfillState> 
                     "backfill document unreadable ({error}): kept as {kept:?}; starting it afresh"
                 ),
             );
-            kept.ok().map(|_| BackfillState {
-                initialized: true,
-                ..BackfillState::default()
+            kept.ok().map(|_| {
+                let fresh = BackfillState {
+                    initialized: true,
+                    ..BackfillState::default()
+                };
+                (fresh, 0)
             })
         }
         Err(error) => {
@@ -413,6 +426,7 @@ async fn sweep<H: Host>(host: &H, doc: &mut CollectorState, now_ms: i64) {
         spool::delete_doomed(host, spool).await;
     }
     if now_ms.saturating_sub(spool.adopted_at_ms) < ADOPT_EVERY.as_millis() as i64 {
+        check_backup(host, doc, now_ms).await;
         return;
     }
     let keys = match host.kv_keys(KEYS_PREFIX).await {
@@ -453,6 +467,20 @@ async fn sweep<H: Host>(host: &H, doc: &mut CollectorState, now_ms: i64) {
     }
 }
 
+/// Every [`ADOPT_EVERY`], on a tick that does not list the keys (which keeps every tick within
+/// ten store round trips), reads the backfill backup: a range an earlier release queued there
+/// alone reaches the queue even while this release's queue does not change.
+async fn check_backup<H: Host>(host: &H, doc: &mut CollectorState, now_ms: i64) {
+    if doc.schema < BACKFILL_IN_STATE
+        || now_ms.saturating_sub(doc.backup_checked_at_ms) < ADOPT_EVERY.as_millis() as i64
+    {
+        return;
+    }
+    if take_in_backup(host, &mut doc.backfill, &mut doc.backfill_saved).await {
+        doc.backup_checked_at_ms = now_ms;
+    }
+}
+
 /// The prefix of every key this application writes.
 const KEYS_PREFIX: &str = "lcw/v1/";
 
@@ -467,8 +495,11 @@ async fn save_state<H: Host>(host: &H, held: &lease::Held, doc: &mut CollectorSt
     }
     // The backup first: the state document then says which copy it holds (a failure is
     // retried by the next tick).
-    let fingerprint = backfill::durable_fingerprint(&doc.backfill);
-    if fingerprint != doc.backfill_saved {
+    // Before the backup is written over, what another writer queued there is taken in.
+    if backfill::durable_fingerprint(&doc.backfill) != doc.backfill_saved
+        && take_in_backup(host, &mut doc.backfill, &mut doc.backfill_saved).await
+    {
+        let fingerprint = backfill::durable_fingerprint(&doc.backfill);
         match state::save(host, state::BACKFILL_KEY, &doc.backfill).await {
             Ok(()) => doc.backfill_saved = fingerprint,
             Err(error) => host.log(Level::Error, &format!("backfill backup not saved: {error}")),
@@ -477,6 +508,36 @@ async fn save_state<H: Host>(host: &H, held: &lease::Held, doc: &mut CollectorSt
     doc.schema = STATE_SCHEMA;
     if let Err(error) = state::save(host, state::STATE_KEY, doc).await {
         host.log(Level::Error, &format!("state not saved: {error}"));
+    }
+}
+
+/// Takes into `backfill` what the backup under [`state::BACKFILL_KEY`] holds when another writer
+/// wrote it since this release last did (`saved`, its fingerprint then): an earlier release's
+/// tick or `POST /backfill` (they know no other place), or a tick of this release whose state
+/// document was not saved after the backup. Returns false when the backup could not be read
+/// (it must not be written over then: the next tick tries again).
+pub async fn take_in_backup<S: KeyValue + Log>(
+    store: &S,
+    backfill: &mut BackfillState,
+    saved: &mut u64,
+) -> bool {
+    match state::load_checked::<BackfillState, _>(store, state::BACKFILL_KEY).await {
+        Ok(state::Loaded::Read(backup)) => {
+            if backfill::durable_fingerprint(&backup) != *saved {
+                backfill.merge(backup);
+                *saved = 0;
+            }
+            true
+        }
+        // Nothing to keep (an unreadable backup was set aside when it was the only copy).
+        Ok(state::Loaded::Absent | state::Loaded::Unreadable { .. }) => true,
+        Err(error) => {
+            store.log(
+                Level::Warn,
+                &format!("backfill backup not read ({error}): not written this tick"),
+            );
+            false
+        }
     }
 }
 

@@ -753,6 +753,10 @@ async fn queue_backfill<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> 
             .await?
             .filter(|doc| doc.schema >= cycle::BACKFILL_IN_STATE)
         {
+            // What an earlier release queued in the backup alone is kept.
+            if !cycle::take_in_backup(host, &mut doc.backfill, &mut doc.backfill_saved).await {
+                return Err(KvError(format!("`{}` not read", state::BACKFILL_KEY)));
+            }
             let before = doc.backfill.queued_total;
             for target in &targets {
                 doc.backfill.enqueue(target, from_ms, to_ms);
