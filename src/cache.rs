@@ -6,11 +6,12 @@
 //! time, never a new one. Errors and empty answers are never stored. KV round trips do not grow
 //! with the entries a tick touches: the index (every entry's metadata and the statistics) travels
 //! in the collector's state document, small bodies with it ([`TickCache::inline_up_to`]), and
-//! the other bodies a tick stores go together into one gzip-compressed segment. An answer whose TTL is not longer than the tick interval (plus
-//! [`TTL_SLACK_MS`]) is not cached at all: the next cron tick would find it expired, so storing
-//! it only cost CPU and store bytes. An answer whose body no hit needs (`/status`, `/credits`:
-//! a tick takes them into account when they arrive) is kept as an index entry without a body.
-//! It must not call LCW or decide what a tick fetches.
+//! the other bodies a tick stores go together into one gzip-compressed segment. An answer whose
+//! TTL is not longer than the tick interval (plus [`TTL_SLACK_MS`]) is not cached at all: the
+//! next cron tick would find it expired, so storing it only cost CPU and store bytes. An answer
+//! whose body no hit needs (`/status`, `/credits`: a tick takes them into account when they
+//! arrive) is kept as an index entry without a body. It must not call LCW or decide what a tick
+//! fetches.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
