@@ -425,7 +425,7 @@ async fn sweep<H: Host>(host: &H, doc: &mut CollectorState, now_ms: i64) {
     if !spool.doomed.is_empty() {
         spool::delete_doomed(host, spool).await;
     }
-    if now_ms.saturating_sub(spool.adopted_at_ms) < ADOPT_EVERY.as_millis() as i64 {
+    if !due(spool.adopted_at_ms, now_ms) {
         check_backup(host, doc, now_ms).await;
         return;
     }
@@ -471,14 +471,20 @@ async fn sweep<H: Host>(host: &H, doc: &mut CollectorState, now_ms: i64) {
 /// ten store round trips), reads the backfill backup: a range an earlier release queued there
 /// alone reaches the queue even while this release's queue does not change.
 async fn check_backup<H: Host>(host: &H, doc: &mut CollectorState, now_ms: i64) {
-    if doc.schema < BACKFILL_IN_STATE
-        || now_ms.saturating_sub(doc.backup_checked_at_ms) < ADOPT_EVERY.as_millis() as i64
-    {
+    if doc.schema < BACKFILL_IN_STATE || !due(doc.backup_checked_at_ms, now_ms) {
         return;
     }
     if take_in_backup(host, &mut doc.backfill, &mut doc.backfill_saved).await {
         doc.backup_checked_at_ms = now_ms;
     }
+}
+
+/// Whether a check last made at `last_ms` is due again: [`ADOPT_EVERY`] later, or at once when
+/// the stored time is in the future (a clock that jumped ahead, a corrupted document), which
+/// would otherwise keep it from ever being due.
+fn due(last_ms: i64, now_ms: i64) -> bool {
+    let since = now_ms.saturating_sub(last_ms);
+    since < 0 || since >= ADOPT_EVERY.as_millis() as i64
 }
 
 /// The prefix of every key this application writes.

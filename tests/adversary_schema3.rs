@@ -471,3 +471,41 @@ fn an_entry_without_a_usable_body_for_an_answer_that_needs_one_is_a_miss() {
         assert_eq!(cache.stats().misses, 1);
     }
 }
+
+/// The periodic checks (the store listing, the backup read) were due when `now` minus the
+/// stored time of the last one reached `ADOPT_EVERY`: a stored time in the future (a clock that
+/// had jumped ahead, a corrupted document) made them never due again, and a range queued in the
+/// backup alone was never taken in. A time in the future now counts as due.
+#[test]
+fn stored_check_times_in_the_future_do_not_stop_the_periodic_checks() {
+    let fake = LcwFake::start();
+    let variables = variables(&fake);
+    let kv = SharedKv::default();
+    tick(&variables, &kv, Duration::ZERO);
+    let mut raw: serde_json::Value =
+        serde_json::from_slice(&kv.lock().unwrap()[state::STATE_KEY]).unwrap();
+    raw["backup_checked_at_ms"] = serde_json::json!(i64::MAX);
+    raw["sink"]["spool"]["adopted_at_ms"] = serde_json::json!(i64::MAX);
+    kv.lock().unwrap().insert(
+        state::STATE_KEY.to_owned(),
+        serde_json::to_vec(&raw).unwrap(),
+    );
+
+    let now = lcw_fetcher::host::Clock::unix_millis(&NativeHost::new(&variables));
+    let mut old = backup(&kv);
+    old.enqueue(&sol(), now - 2 * HOUR_MS, now - HOUR_MS);
+    put_backup(&kv, &old);
+    for m in 1..=3 {
+        tick(&variables, &kv, MINUTE * m);
+    }
+    let doc = support::collector_state(&kv);
+    assert!(
+        doc.backfill.queue.iter().any(|r| r.target == sol()),
+        "the range queued in the backup was never taken in: {:?}",
+        doc.backfill
+    );
+    assert!(
+        doc.sink.spool.adopted_at_ms <= now + 4 * 60_000,
+        "the listing ran again"
+    );
+}
