@@ -8,100 +8,18 @@ use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use lcw_fetcher::config::Settings;
-use lcw_fetcher::guard::{Guard, GuardReport, ResilienceState};
+use lcw_fetcher::guard::{Guard, ResilienceState};
 use lcw_fetcher::hedge::HedgeState;
 use lcw_fetcher::host::Clock;
 use lcw_fetcher::lcw::{Endpoint, LcwError};
 use lcw_fetcher::resilience::{BreakerState, Credits};
+use support::scripted_guard::{Copy, call, fails, ok, settings};
 use support::sim::{Profile, SimHost, World, our_tick, our_variables};
 
 const MS: Duration = Duration::from_millis(1);
 /// Calls in a row that the promise is about: a day's at the default settings (the plan's 5 472
 /// calls, rounded to whole windows of 64).
 const DAY: u64 = 5_504;
-
-/// One copy of an attempt: after `after` it answers (200) or fails with `status`, and a 429
-/// carries `retry_after`.
-#[derive(Clone, Copy)]
-struct Copy {
-    after: Duration,
-    status: u16,
-    retry_after: Option<Duration>,
-}
-
-fn ok(ms: u64) -> Copy {
-    fails(ms, 200)
-}
-
-fn fails(ms: u64, status: u16) -> Copy {
-    Copy {
-        after: Duration::from_millis(ms),
-        status,
-        retry_after: None,
-    }
-}
-
-fn settings(pairs: &[(&str, &str)]) -> Settings {
-    let mut all = our_variables();
-    all.extend_from_slice(pairs);
-    Settings::from_pairs(&all).unwrap()
-}
-
-struct Outcome {
-    result: Result<u16, LcwError>,
-    took: Duration,
-    /// When each copy was sent, from the call's start.
-    sent_at: Vec<Duration>,
-    state: ResilienceState,
-    report: GuardReport,
-}
-
-/// One guarded call whose n-th copy behaves as `copies[n]` (the last one repeats), `deadline`
-/// after its start.
-fn call(
-    settings: &Settings,
-    state: ResilienceState,
-    deadline: Duration,
-    copies: &[Copy],
-) -> Outcome {
-    let world = World::new(Profile::CALM, 1);
-    let host = SimHost::new(&world, &[]);
-    let started = host.monotonic();
-    let guard = Guard::new(&host, settings, started + deadline, state);
-    let sent_at = RefCell::new(Vec::new());
-    let result = world
-        .clock
-        .run(guard.call(Endpoint::CoinsList, |_timeouts| {
-            let index = {
-                let mut sent_at = sent_at.borrow_mut();
-                sent_at.push(host.monotonic() - started);
-                sent_at.len() - 1
-            };
-            let copy = copies[index.min(copies.len() - 1)];
-            let host = &host;
-            async move {
-                host.sleep(copy.after).await;
-                match copy.status {
-                    200 => Ok(index as u16),
-                    status => Err(LcwError::Status {
-                        endpoint: Endpoint::CoinsList,
-                        status,
-                        message: "scripted".into(),
-                        retry_after: copy.retry_after,
-                    }),
-                }
-            }
-        }));
-    let took = host.monotonic() - started;
-    let (state, report) = guard.finish();
-    Outcome {
-        result,
-        took,
-        sent_at: sent_at.into_inner(),
-        state,
-        report,
-    }
-}
 
 /// `calls` calls one after the other, the state carried from each to the next; returns the
 /// hedges sent.

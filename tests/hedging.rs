@@ -4,80 +4,18 @@
 
 mod support;
 
-use std::cell::RefCell;
 use std::time::Duration;
 
-use lcw_fetcher::config::Settings;
 use lcw_fetcher::cycle::CollectorState;
-use lcw_fetcher::guard::{DROPPED, Guard, GuardReport, ResilienceState};
+use lcw_fetcher::guard::{DROPPED, GuardReport, ResilienceState};
 use lcw_fetcher::hedge::{HedgeState, SAMPLES_KEPT};
-use lcw_fetcher::host::Clock;
-use lcw_fetcher::lcw::{Endpoint, LcwError};
+use lcw_fetcher::lcw::LcwError;
 use lcw_fetcher::resilience::{BreakerState, Bucket, Credits};
 use lcw_fetcher::telemetry::Snapshot;
-use support::sim::{Profile, SimHost, World, our_tick, our_variables};
+use support::scripted_guard::{Fate, call, fails, ok, settings};
+use support::sim::{Profile, World, our_tick, our_variables};
 
 const MS: Duration = Duration::from_millis(1);
-
-/// One copy of an attempt: it answers (`Ok`) or fails with this HTTP status after `after`.
-#[derive(Clone, Copy)]
-struct Copy {
-    after: Duration,
-    status: u16,
-}
-
-fn ok(ms: u64) -> Copy {
-    Copy {
-        after: Duration::from_millis(ms),
-        status: 200,
-    }
-}
-
-fn fails(ms: u64, status: u16) -> Copy {
-    Copy {
-        after: Duration::from_millis(ms),
-        status,
-    }
-}
-
-/// What became of each copy sent, in the order they were sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
-    Running,
-    Answered,
-    /// Dropped before it answered: its request was cancelled.
-    Dropped,
-}
-
-/// Marks its copy dropped unless it finished.
-struct Watch<'a> {
-    fates: &'a RefCell<Vec<Fate>>,
-    index: usize,
-}
-
-impl Drop for Watch<'_> {
-    fn drop(&mut self) {
-        let mut fates = self.fates.borrow_mut();
-        if fates[self.index] == Fate::Running {
-            fates[self.index] = Fate::Dropped;
-        }
-    }
-}
-
-struct Outcome {
-    result: Result<u16, LcwError>,
-    /// Virtual time from the call to its result.
-    took: Duration,
-    fates: Vec<Fate>,
-    state: ResilienceState,
-    report: GuardReport,
-}
-
-fn settings(pairs: &[(&str, &str)]) -> Settings {
-    let mut all = our_variables();
-    all.extend_from_slice(pairs);
-    Settings::from_pairs(&all).unwrap()
-}
 
 /// A learnt delay of 1 s: 30 samples of 1 000 ms.
 fn learnt_1s() -> ResilienceState {
@@ -88,54 +26,6 @@ fn learnt_1s() -> ResilienceState {
     ResilienceState {
         hedge,
         ..ResilienceState::default()
-    }
-}
-
-/// Makes one guarded call whose n-th copy behaves as `copies[n]`, with `deadline` left.
-fn call(
-    settings: &Settings,
-    state: ResilienceState,
-    deadline: Duration,
-    copies: &[Copy],
-) -> Outcome {
-    let world = World::new(Profile::CALM, 1);
-    let host = SimHost::new(&world, &[]);
-    let started = host.monotonic();
-    let guard = Guard::new(&host, settings, started + deadline, state);
-    let fates = RefCell::new(Vec::new());
-    let result = world
-        .clock
-        .run(guard.call(Endpoint::CoinsList, |_timeouts| {
-            let index = {
-                let mut fates = fates.borrow_mut();
-                fates.push(Fate::Running);
-                fates.len() - 1
-            };
-            let copy = copies[index];
-            let (host, fates) = (&host, &fates);
-            async move {
-                let _watch = Watch { fates, index };
-                host.sleep(copy.after).await;
-                fates.borrow_mut()[index] = Fate::Answered;
-                match copy.status {
-                    200 => Ok(index as u16),
-                    status => Err(LcwError::Status {
-                        endpoint: Endpoint::CoinsList,
-                        status,
-                        message: "scripted".into(),
-                        retry_after: None,
-                    }),
-                }
-            }
-        }));
-    let took = host.monotonic() - started;
-    let (state, report) = guard.finish();
-    Outcome {
-        result,
-        took,
-        fates: fates.into_inner(),
-        state,
-        report,
     }
 }
 

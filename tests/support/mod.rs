@@ -6,6 +6,7 @@ pub mod http_server;
 pub mod influxd;
 pub mod lcw_fake;
 pub mod native_host;
+pub mod scripted_guard;
 pub mod sim;
 pub mod sql;
 
