@@ -157,36 +157,18 @@ pub fn key(endpoint: Endpoint, body: &[u8]) -> String {
     format!("{}|{}", endpoint.path(), String::from_utf8_lossy(body))
 }
 
-fn longest_ttl_s(ttls: &Ttls) -> u64 {
-    [
-        ttls.status_s,
-        ttls.credits_s,
-        ttls.coins_single_s,
-        ttls.coins_list_s,
-        ttls.overview_s,
-        ttls.exchanges_list_s,
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0)
-}
-
-/// The endpoint whose answer a cache key holds (`None`: not one of this release's).
-fn endpoint_of(key: &str) -> Option<Endpoint> {
-    const ALL: [Endpoint; 10] = [
-        Endpoint::Status,
-        Endpoint::Credits,
-        Endpoint::Overview,
-        Endpoint::OverviewHistory,
-        Endpoint::CoinsList,
-        Endpoint::CoinsMap,
-        Endpoint::CoinsSingle,
-        Endpoint::CoinsSingleHistory,
-        Endpoint::ExchangesList,
-        Endpoint::ExchangesSingle,
-    ];
-    let path = key.split('|').next()?;
-    ALL.into_iter().find(|endpoint| endpoint.path() == path)
+/// The TTL of the answer a cache key holds; for an endpoint this release does not know, the
+/// longest TTL of those it does.
+fn key_ttl_s(ttls: &Ttls, key: &str) -> u64 {
+    let path = key.split('|').next().unwrap_or_default();
+    match Endpoint::from_path(path) {
+        Some(endpoint) => ttl_s(ttls, endpoint),
+        None => Endpoint::ALL
+            .into_iter()
+            .map(|endpoint| ttl_s(ttls, endpoint))
+            .max()
+            .unwrap_or(0),
+    }
 }
 
 /// True for answers with no data: `[]`, `null`, and `{}` from anything but `/status`
@@ -220,9 +202,7 @@ impl TickCache {
             .entries
             .iter()
             .filter(|(key, e)| {
-                let ttl_s = endpoint_of(key)
-                    .map_or_else(|| longest_ttl_s(&ttls), |endpoint| ttl_s(&ttls, endpoint));
-                let ttl_ms = i64::try_from(ttl_s)
+                let ttl_ms = i64::try_from(key_ttl_s(&ttls, key))
                     .unwrap_or(i64::MAX)
                     .saturating_mul(1000);
                 let expires_at_ms = e
@@ -294,74 +274,20 @@ impl TickCache {
     }
 
     /// The cached answer, counting a hit or a miss. Reads the entry's segment unless an earlier
-    /// lookup of this tick already did (so a tick reads each segment at most once).
+    /// lookup of this tick already did (so a tick reads each segment at most once). An entry
+    /// whose body cannot be had is dropped.
     pub async fn lookup<S: KeyValue + Log>(
         &mut self,
         store: &S,
         key: &str,
         now_ms: i64,
     ) -> Option<Hit> {
-        let Some(entry) = self.index.entries.get(key).cloned() else {
-            self.index.stats.misses = self.index.stats.misses.saturating_add(1);
-            return None;
+        let entry = self.index.entries.get(key).cloned();
+        let body = match &entry {
+            Some(entry) => self.body(store, key, entry).await,
+            None => None,
         };
-        if !entry.inline.is_empty() {
-            let Some(body) = unpack_inline(&entry.inline) else {
-                store.log(
-                    Level::Warn,
-                    &format!(
-                        "cache entry `{key}`: its inline body does not read; treated as absent"
-                    ),
-                );
-                self.remove(key);
-                self.index.stats.misses = self.index.stats.misses.saturating_add(1);
-                return None;
-            };
-            self.index.stats.hits = self.index.stats.hits.saturating_add(1);
-            if let Some(e) = self.index.entries.get_mut(key) {
-                e.last_used_ms = now_ms;
-            }
-            return Some(Hit {
-                body,
-                fetched_at_ms: entry.fetched_at_ms,
-            });
-        }
-        if entry.segment.is_empty() {
-            // Kept without its body: nothing to serve.
-            self.remove(key);
-            self.index.stats.misses = self.index.stats.misses.saturating_add(1);
-            return None;
-        }
-        if entry.segment == self.segment_for_tick {
-            // Stored earlier in this same tick: not written yet.
-            let body = self.new_bodies.get(key).cloned()?;
-            self.index.stats.hits = self.index.stats.hits.saturating_add(1);
-            return Some(Hit {
-                body,
-                fetched_at_ms: entry.fetched_at_ms,
-            });
-        }
-        if !self.loaded_segments.contains_key(&entry.segment) {
-            match read_segment(store, &entry.segment).await {
-                Ok(bodies) => {
-                    self.loaded_segments.insert(entry.segment.clone(), bodies);
-                }
-                Err(error) => {
-                    store.log(
-                        Level::Warn,
-                        &format!("{error}; treating its entries as absent"),
-                    );
-                    self.loaded_segments
-                        .insert(entry.segment.clone(), BTreeMap::new());
-                }
-            }
-        }
-        let body = self
-            .loaded_segments
-            .get(&entry.segment)
-            .and_then(|bodies| bodies.get(key))
-            .cloned();
-        let Some(body) = body else {
+        let (Some(entry), Some(body)) = (entry, body) else {
             self.remove(key);
             self.index.stats.misses = self.index.stats.misses.saturating_add(1);
             return None;
@@ -374,6 +300,51 @@ impl TickCache {
             body,
             fetched_at_ms: entry.fetched_at_ms,
         })
+    }
+
+    /// The body of `entry`: inline, stored earlier in this tick, or from its segment.
+    async fn body<S: KeyValue + Log>(
+        &mut self,
+        store: &S,
+        key: &str,
+        entry: &Entry,
+    ) -> Option<Vec<u8>> {
+        if !entry.inline.is_empty() {
+            let body = unpack_inline(&entry.inline);
+            if body.is_none() {
+                store.log(
+                    Level::Warn,
+                    &format!(
+                        "cache entry `{key}`: its inline body does not read; treated as absent"
+                    ),
+                );
+            }
+            return body;
+        }
+        if entry.segment.is_empty() {
+            // Kept without its body: nothing to serve.
+            return None;
+        }
+        if entry.segment == self.segment_for_tick {
+            // Stored earlier in this same tick: not written yet.
+            return self.new_bodies.get(key).cloned();
+        }
+        if !self.loaded_segments.contains_key(&entry.segment) {
+            let bodies = read_segment(store, &entry.segment)
+                .await
+                .unwrap_or_else(|error| {
+                    store.log(
+                        Level::Warn,
+                        &format!("{error}; treating its entries as absent"),
+                    );
+                    BTreeMap::new()
+                });
+            self.loaded_segments.insert(entry.segment.clone(), bodies);
+        }
+        self.loaded_segments
+            .get(&entry.segment)
+            .and_then(|bodies| bodies.get(key))
+            .cloned()
     }
 
     /// Stores a successful, non-empty answer; evicts the least recently used entries beyond the

@@ -34,6 +34,27 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint this release knows.
+    pub const ALL: [Endpoint; 10] = [
+        Self::Status,
+        Self::Credits,
+        Self::Overview,
+        Self::OverviewHistory,
+        Self::CoinsList,
+        Self::CoinsMap,
+        Self::CoinsSingle,
+        Self::CoinsSingleHistory,
+        Self::ExchangesList,
+        Self::ExchangesSingle,
+    ];
+
+    /// The endpoint of `path` (`None`: not one this release knows).
+    pub fn from_path(path: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|endpoint| endpoint.path() == path)
+    }
+
     pub fn path(self) -> &'static str {
         match self {
             Self::Status => "/status",
