@@ -178,13 +178,9 @@ impl<'a, H: Host> Guard<'a, H> {
         let mut retry = 0;
         loop {
             self.admit(endpoint).await?;
-            let left = self.time_left();
-            let timeouts = Timeouts {
-                connect: self.connect_timeout.min(left),
-                first_byte: self.first_byte_timeout.min(left),
-                total: self.response_timeout.min(left),
-            };
-            let result = self.send(endpoint, &attempt, timeouts, retry == 0).await;
+            let result = self
+                .send(endpoint, &attempt, self.timeouts(), retry == 0)
+                .await;
             let error = match result {
                 Ok(value) => {
                     self.update_breaker(|b, s, now| b.on_success(s, now));
@@ -285,13 +281,7 @@ impl<'a, H: Host> Guard<'a, H> {
         );
         self.report.borrow_mut().hedges += 1;
         let hedge_started = self.host.monotonic();
-        let left = self.time_left();
-        let hedge_timeouts = Timeouts {
-            connect: self.connect_timeout.min(left),
-            first_byte: self.first_byte_timeout.min(left),
-            total: self.response_timeout.min(left),
-        };
-        let hedge = pin!(attempt(hedge_timeouts));
+        let hedge = pin!(attempt(self.timeouts()));
         // The hedge is polled first: once recorded (a call, a credit, a token), its request has
         // been started, even when the first copy's answer came in meanwhile.
         match select(hedge, primary).await {
@@ -320,6 +310,16 @@ impl<'a, H: Host> Guard<'a, H> {
                 ended(&result);
                 result.map_err(|later| graver(error, later))
             }
+        }
+    }
+
+    /// The timeouts of an attempt starting now: none outlives the deadline.
+    fn timeouts(&self) -> Timeouts {
+        let left = self.time_left();
+        Timeouts {
+            connect: self.connect_timeout.min(left),
+            first_byte: self.first_byte_timeout.min(left),
+            total: self.response_timeout.min(left),
         }
     }
 
