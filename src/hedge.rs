@@ -55,25 +55,20 @@ pub struct HedgeState {
 impl<'de> Deserialize<'de> for HedgeState {
     /// Keeps the plausible samples of whatever is stored: a wrong shape is an empty history, a
     /// sample that is not a whole number of milliseconds in range is dropped, at most
-    /// [`SAMPLES_KEPT`] (the newest) are kept; likewise the hedge counts of the last calls.
+    /// [`SAMPLES_KEPT`] (the newest) are kept; the debt as below.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(deserializer)?;
-        let array = |name: &str| {
-            value
-                .get(name)
-                .and_then(serde_json::Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-        };
-        let mut latencies_ms: VecDeque<u32> = array("latencies_ms")
+        let mut latencies_ms: VecDeque<u32> = value
+            .get("latencies_ms")
+            .and_then(serde_json::Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
             .iter()
             .filter_map(serde_json::Value::as_u64)
             .filter(|ms| (1..=MAX_SAMPLE_MS).contains(ms))
             .map(|ms| ms as u32)
             .collect();
-        while latencies_ms.len() > SAMPLES_KEPT {
-            latencies_ms.pop_front();
-        }
+        latencies_ms.drain(..latencies_ms.len().saturating_sub(SAMPLES_KEPT));
         // Absent (an older release): no debt. Not a count in range: the whole budget spent
         // (a corrupt value must not free it).
         let hedge_debt = value.get("hedge_debt").map_or(0, |debt| {
@@ -95,7 +90,7 @@ impl HedgeState {
             .unwrap_or(u64::MAX)
             .clamp(1, MAX_SAMPLE_MS);
         self.latencies_ms.push_back(ms as u32);
-        while self.latencies_ms.len() > SAMPLES_KEPT {
+        if self.latencies_ms.len() > SAMPLES_KEPT {
             self.latencies_ms.pop_front();
         }
     }
