@@ -1,0 +1,1 @@
+//! Tests of this subject; see the module list in `tests/promises.rs`.
