@@ -875,7 +875,8 @@ async fn retry_quarantine<H: Host>(host: &H) -> Response {
         Err(response) => return response,
     };
     let outcome = under_lease(host, "quarantine-retry", async |held| {
-        let mut quarantine: Quarantine = state::load(host, state::QUARANTINE_KEY).await?;
+        let mut quarantine: Quarantine =
+            state::load_for_update(host, state::QUARANTINE_KEY, host.unix_millis()).await?;
         let Some(mut doc) = readable_state(host).await? else {
             return Ok(None);
         };
@@ -918,7 +919,8 @@ async fn retry_quarantine<H: Host>(host: &H) -> Response {
 /// Empties the quarantine (its running total stays, as a counter does).
 async fn clear_quarantine<H: Host>(host: &H) -> Response {
     let outcome = under_lease(host, "quarantine-clear", async |held| {
-        let mut quarantine: Quarantine = state::load(host, state::QUARANTINE_KEY).await?;
+        let mut quarantine: Quarantine =
+            state::load_for_update(host, state::QUARANTINE_KEY, host.unix_millis()).await?;
         let cleared = quarantine.recent.len();
         quarantine.recent.clear();
         save_if_held(host, held, state::QUARANTINE_KEY, &quarantine).await?;

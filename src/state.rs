@@ -64,6 +64,32 @@ where
     })
 }
 
+/// Reads a document its caller is about to write over. An unreadable one is set aside first
+/// (so a write never destroys what could not be read) and read as `T::default()`; when it
+/// cannot be set aside the error says so, and the caller must not write.
+pub async fn load_for_update<T, S>(store: &S, key: &str, now_ms: i64) -> Result<T, KvError>
+where
+    T: DeserializeOwned + Default,
+    S: KeyValue + Log,
+{
+    match load_checked(store, key).await? {
+        Loaded::Read(doc) => Ok(doc),
+        Loaded::Absent => Ok(T::default()),
+        Loaded::Unreadable { bytes, error } => {
+            let kept = set_aside(store, key, &bytes, now_ms).await.map_err(|kv| {
+                KvError(format!(
+                    "`{key}` is unreadable ({error}) and could not be set aside ({kv}): not written"
+                ))
+            })?;
+            store.log(
+                Level::Error,
+                &format!("`{key}` unreadable ({error}): kept as {kept}; starting it afresh"),
+            );
+            Ok(T::default())
+        }
+    }
+}
+
 /// Keeps an unreadable document under `<key>.unreadable.<now_ms>` (at most
 /// [`UNREADABLE_KEPT`] of them) and counts it; returns the key it went to. Only once it is kept
 /// may the document be overwritten; pruning and counting are best effort (logged).

@@ -4,12 +4,21 @@
 
 mod support;
 
+#[path = "promises/clock.rs"]
 mod clock;
+#[path = "promises/credits.rs"]
 mod credits;
+#[path = "promises/deadlines.rs"]
 mod deadlines;
+#[path = "promises/deploy.rs"]
 mod deploy;
+#[path = "promises/http_input.rs"]
 mod http_input;
+#[path = "promises/lease.rs"]
 mod lease;
+#[path = "promises/secrets.rs"]
 mod secrets;
+#[path = "promises/sqlite_values.rs"]
 mod sqlite_values;
+#[path = "promises/state_input.rs"]
 mod state_input;

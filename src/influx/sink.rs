@@ -638,7 +638,9 @@ impl<'a, H: Host> Sink<'a, H> {
     }
 
     async fn save_quarantine(&self) -> Result<(), KvError> {
-        let mut quarantine: Quarantine = state::load(self.host, state::QUARANTINE_KEY).await?;
+        let now_ms = self.host.unix_millis();
+        let mut quarantine: Quarantine =
+            state::load_for_update(self.host, state::QUARANTINE_KEY, now_ms).await?;
         quarantine.total = quarantine
             .total
             .saturating_add(self.quarantined.len() as u64);
