@@ -361,15 +361,14 @@ fn names(state: &BackfillState, live: &[Point]) -> BTreeMap<String, String> {
     names
 }
 
-/// History calls the credits allow: those above the reserve, less this tick's live calls (the
-/// remaining count may be minutes old). Unknown credits allow the whole budget.
+/// History calls the credits allow: those above the reserve, less every call made since the
+/// count was read (it may be minutes old). Unknown credits allow the whole budget.
 fn spare_credits<H: Host>(settings: &Settings, guard: &Guard<'_, H>) -> u32 {
     let Some(credits) = guard.with_state(|s| s.credits) else {
         return u32::MAX;
     };
-    let reserve = credits.limit * f64::from(settings.credit_reserve_percent) / 100.0;
-    let live_calls = guard.attempts() as f64;
-    (credits.remaining - reserve - live_calls).clamp(0.0, f64::from(u32::MAX)) as u32
+    let reserve = credits.reserve(settings.credit_reserve_percent);
+    (credits.estimated_remaining() - reserve).clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
 /// One history call for `range` and its points, within the range, one a 5-minute slot (the

@@ -1126,11 +1126,15 @@ fn record_credits<H: Host>(
         );
         return;
     };
+    // Answers are taken in once the tick's calls are done: those that ended after this one are
+    // not in its count (some were in flight when it was made: the estimate errs low).
+    let spent_since = guard.attempts_after(Endpoint::Credits);
     guard.with_state(|s| {
         s.credits = Some(Credits {
             remaining,
             limit,
             fetched_at_ms,
+            spent_since,
         })
     });
     let planned = plan::calls_per_day(settings);

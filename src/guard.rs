@@ -160,6 +160,19 @@ impl<'a, H: Host> Guard<'a, H> {
         self.report.borrow().attempts.len()
     }
 
+    /// Attempts recorded after the last one to `endpoint` ended: the calls an answer of that
+    /// endpoint cannot have counted (all of them when it had none).
+    pub fn attempts_after(&self, endpoint: Endpoint) -> u64 {
+        let report = self.report.borrow();
+        let path = endpoint.path();
+        let after = report
+            .attempts
+            .iter()
+            .rev()
+            .take_while(|a| a.endpoint != path);
+        after.count() as u64
+    }
+
     /// True while the breaker turns calls away.
     pub fn breaker_open(&self) -> bool {
         matches!(self.state.borrow().breaker, BreakerState::Open { until_ms, .. } if self.host.unix_millis() < until_ms)
@@ -330,9 +343,6 @@ impl<'a, H: Host> Guard<'a, H> {
     /// The gates of a hedge; when they open, its rate-limiter token is taken.
     fn admit_hedge(&self, delay: Duration) -> bool {
         let now_ms = self.host.unix_millis();
-        // The remaining count may be minutes old: less this tick's answered calls (as
-        // backfill's spare credits).
-        let spent = self.attempts() as f64;
         let pushed_back = self
             .report
             .borrow()
@@ -345,13 +355,10 @@ impl<'a, H: Host> Guard<'a, H> {
         let gate = Gate {
             breaker_closed: matches!(state.breaker, BreakerState::Closed { .. }),
             pushed_back,
-            below_credit_reserve: state.credits.is_some_and(|c| {
-                Credits {
-                    remaining: c.remaining - spent,
-                    ..c
-                }
-                .below_reserve(self.credit_reserve_percent)
-            }),
+            // The count may be minutes old: the calls made since are in `spent_since`.
+            below_credit_reserve: state
+                .credits
+                .is_some_and(|c| c.below_reserve(self.credit_reserve_percent)),
             token_free: matches!(reservation, Reservation::Granted { wait } if wait.is_zero()),
             within_budget: state.hedge.within_budget(),
             time_left: self.time_left(),
@@ -493,6 +500,10 @@ impl<'a, H: Host> Guard<'a, H> {
     fn push_attempt(&self, endpoint: Endpoint, status: String, started: Duration, hedge: bool) {
         let duration_ms = u64::try_from(self.host.monotonic().saturating_sub(started).as_millis())
             .unwrap_or(u64::MAX);
+        // Every copy sent costs a credit, answered or dropped.
+        if let Some(credits) = self.state.borrow_mut().credits.as_mut() {
+            credits.spend();
+        }
         self.report.borrow_mut().attempts.push(Attempt {
             endpoint: endpoint.path().to_owned(),
             status,

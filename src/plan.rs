@@ -214,6 +214,7 @@ mod tests {
                 remaining: 499.0,
                 limit: 10_000.0,
                 fetched_at_ms: 0,
+                spent_since: 0,
             }),
             ..ResilienceState::default()
         };

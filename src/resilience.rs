@@ -325,12 +325,30 @@ pub struct Credits {
     pub remaining: f64,
     pub limit: f64,
     pub fetched_at_ms: i64,
+    /// LCW calls made since `remaining` was read (each costs a credit): `/credits` is read every
+    /// few minutes, and the calls of the ticks between must count against the reserve.
+    pub spent_since: u64,
 }
 
 impl Credits {
-    /// True when the remaining credits are at or below `reserve_percent` of the daily limit.
+    /// The credits left now, as far as we know: the last count less the calls made since.
+    pub fn estimated_remaining(&self) -> f64 {
+        self.remaining - self.spent_since as f64
+    }
+
+    /// True when the credits left now are at or below `reserve_percent` of the daily limit.
     pub fn below_reserve(&self, reserve_percent: u32) -> bool {
-        self.remaining <= self.limit * f64::from(reserve_percent) / 100.0
+        self.estimated_remaining() <= self.reserve(reserve_percent)
+    }
+
+    /// The credits kept back: `reserve_percent` of the daily limit.
+    pub fn reserve(&self, reserve_percent: u32) -> f64 {
+        self.limit * f64::from(reserve_percent) / 100.0
+    }
+
+    /// Counts one call made since the count was read.
+    pub fn spend(&mut self) {
+        self.spent_since = self.spent_since.saturating_add(1);
     }
 }
 
@@ -589,6 +607,7 @@ mod tests {
             remaining: 500.0,
             limit: 10_000.0,
             fetched_at_ms: 0,
+            spent_since: 0,
         };
         assert!(credits.below_reserve(5));
         assert!(!credits.below_reserve(4));

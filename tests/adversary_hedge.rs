@@ -111,6 +111,7 @@ fn a_hedge_counts_the_calls_already_made_against_the_credit_reserve() {
             remaining: 505.0,
             limit: 10_000.0,
             fetched_at_ms: 0,
+            spent_since: 0,
         }),
         ..learnt_1s()
     };

@@ -245,6 +245,7 @@ fn no_hedge_at_or_below_the_credit_reserve() {
             remaining: 500.0,
             limit: 10_000.0,
             fetched_at_ms: 0,
+            spent_since: 0,
         }),
         ..learnt_1s()
     };
@@ -256,6 +257,7 @@ fn no_hedge_at_or_below_the_credit_reserve() {
             remaining: 501.0,
             limit: 10_000.0,
             fetched_at_ms: 0,
+            spent_since: 0,
         }),
         ..learnt_1s()
     };
