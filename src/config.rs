@@ -318,6 +318,28 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Settings {
+    /// Every credential as it may travel, for `remote::protect`: the LCW key, the admin token,
+    /// InfluxDB's token and password, and the `Basic` pair InfluxDB 1.x is sent.
+    pub fn secrets(&self) -> Vec<String> {
+        let influx = &self.influx;
+        let mut secrets: Vec<String> = [
+            &self.lcw_api_key,
+            &self.admin_token,
+            &influx.token,
+            &influx.password,
+        ]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.expose().to_owned())
+        .collect();
+        if !influx.password.is_empty() {
+            use base64::Engine as _;
+            let pair = format!("{}:{}", influx.username, influx.password.expose());
+            secrets.push(base64::engine::general_purpose::STANDARD.encode(pair));
+        }
+        secrets
+    }
+
     /// Reads every variable from the host and validates it.
     pub async fn load(variables: &impl Variables) -> Result<Self, ConfigError> {
         let mut values = Vec::with_capacity(VARIABLES.len());

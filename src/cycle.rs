@@ -203,6 +203,10 @@ async fn run_with<H: Host>(
     started: Duration,
     started_at_ms: i64,
 ) -> CycleRecord {
+    if let Ok(settings) = &settings {
+        // Before any remote text comes in: none of it may carry a credential further.
+        crate::remote::protect(&settings.secrets());
+    }
     let deadline_ms = settings.as_ref().map_or_else(
         |_| config::default_number("cycle_deadline_ms"),
         |s| s.cycle_deadline_ms,

@@ -6,6 +6,9 @@
 //! resilience rules that act on an [`ErrorClass`]. It must not know either system's endpoints,
 //! bodies or status-code meanings beyond these shared words.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// `User-Agent` of every outbound call: the project and its version.
@@ -71,8 +74,11 @@ pub fn sanitize(text: &str) -> String {
     sanitize_to(text, TEXT_LIMIT)
 }
 
-/// [`sanitize`] with another limit (in bytes, at least a few).
+/// [`sanitize`] with another limit (in bytes, at least a few). The invocation's secrets are
+/// redacted first ([`protect`]), so that cutting the text can never leave part of one.
 pub fn sanitize_to(text: &str, limit: usize) -> String {
+    let text = redact(text);
+    let text = text.as_ref();
     let mut out = String::with_capacity(text.len().min(limit + 4));
     let mut space = false;
     for c in text.chars() {
@@ -100,6 +106,87 @@ pub fn sanitize_to(text: &str, limit: usize) -> String {
     let end = out.trim_end().len();
     out.truncate(end);
     out
+}
+
+/// Secrets shorter than this are not looked for: a text with every `a` or `42` of it replaced
+/// would say nothing, and a secret that short protects nothing either.
+pub const SECRET_MIN_LEN: usize = 4;
+
+/// What replaces a secret in a text.
+pub const REDACTED: &str = "***";
+
+thread_local! {
+    /// The forms of this invocation's secrets, longest first. Thread-local rather than passed
+    /// along: every untrusted text already goes through [`sanitize`], and an invocation runs
+    /// on one thread (a wasm instance has one; each native test has its own).
+    static SECRET_FORMS: RefCell<Rc<[String]>> = RefCell::new(Rc::from(Vec::new()));
+}
+
+/// Makes `secrets` (the configured credentials, exactly as sent) unseen on this thread from
+/// now on: [`sanitize`] and [`redact`] replace each of them by [`REDACTED`], in every form a
+/// remote could echo one back — as sent, percent-encoded (either case of hex, `+` or `%20` for
+/// a space) and JSON-escaped. The entry points call it once they have read the settings.
+pub fn protect<S: AsRef<str>>(secrets: &[S]) {
+    let mut forms: Vec<String> = secrets
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|s| s.len() >= SECRET_MIN_LEN)
+        .flat_map(encoded_forms)
+        .collect();
+    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    forms.dedup();
+    SECRET_FORMS.with(|current| *current.borrow_mut() = Rc::from(forms));
+}
+
+fn encoded_forms(secret: &str) -> Vec<String> {
+    let percent = |upper: bool| {
+        let mut out = String::with_capacity(secret.len() * 3);
+        for byte in secret.bytes() {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                out.push(char::from(byte));
+            } else if upper {
+                out.push_str(&format!("%{byte:02X}"));
+            } else {
+                out.push_str(&format!("%{byte:02x}"));
+            }
+        }
+        out
+    };
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    vec![
+        secret.to_owned(),
+        percent(true),
+        percent(false),
+        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+        json.get(1..json.len().saturating_sub(1))
+            .unwrap_or_default()
+            .to_owned(),
+    ]
+}
+
+/// `text` with every form of this invocation's secrets ([`protect`]) replaced by [`REDACTED`]:
+/// for what leaves the app (a response, a stored document, a log line), whatever it holds.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    redact_forms(text, |_| true)
+}
+
+/// [`redact`] for a JSON text: the forms a JSON string can hold only (a `"` or `\\` of a
+/// secret is escaped inside one, so its raw form could only match across the structure).
+pub fn redact_json(text: &str) -> Cow<'_, str> {
+    redact_forms(text, |form| !form.contains(['"', '\\']))
+}
+
+fn redact_forms(text: &str, usable: impl Fn(&str) -> bool) -> Cow<'_, str> {
+    SECRET_FORMS.with(|current| {
+        let forms = Rc::clone(&current.borrow());
+        let mut text = Cow::Borrowed(text);
+        for form in forms.iter().filter(|f| !f.is_empty() && usable(f)) {
+            if text.contains(form.as_str()) {
+                text = Cow::Owned(text.replace(form.as_str(), REDACTED));
+            }
+        }
+        text
+    })
 }
 
 /// `text` with the userinfo of every URL in it (`scheme://user:password@host`) replaced by
@@ -150,6 +237,32 @@ mod tests {
         assert!(cut.ends_with('…'));
         assert_eq!(sanitize_to("ab€", 4), "ab…", "never inside a character");
         assert_eq!(sanitize("\u{1b}[31mred"), "[31mred");
+    }
+
+    #[test]
+    fn a_protected_secret_is_redacted_in_every_form() {
+        protect(&["s3cret key/ü", "abc"]);
+        for echoed in [
+            "s3cret key/ü",
+            "s3cret%20key%2F%C3%BC",
+            "s3cret%20key%2f%c3%bc",
+            "s3cret+key%2F%C3%BC",
+        ] {
+            assert_eq!(
+                sanitize(&format!("bad key {echoed}!")),
+                "bad key ***!",
+                "{echoed}"
+            );
+        }
+        assert_eq!(
+            redact("abc is too short to look for"),
+            "abc is too short to look for"
+        );
+        // Cut after the redaction: a secret at the limit leaves no prefix behind.
+        let cut = sanitize_to(&format!("{}s3cret key/ü", "x".repeat(20)), 24);
+        assert!(!cut.contains("s3c"), "{cut}");
+        protect::<&str>(&[]);
+        assert_eq!(redact("s3cret key/ü"), "s3cret key/ü");
     }
 
     #[test]

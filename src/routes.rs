@@ -234,7 +234,7 @@ async fn with_snapshot<H: Host>(host: &H, render: impl FnOnce(&Snapshot) -> Resp
 
 /// The query API: read-only market data from the embedded store.
 async fn api_v1<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
-    let settings = match Settings::load(host).await {
+    let settings = match load_settings(host).await {
         Ok(settings) => settings,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -266,7 +266,7 @@ async fn home<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
             Snapshot::default()
         }
     };
-    let settings = Settings::load(host).await.ok();
+    let settings = load_settings(host).await.ok();
     let html = page::render(host, settings.as_ref(), &snapshot, request.uri().query()).await;
     let mut response = respond(
         StatusCode::OK,
@@ -328,7 +328,7 @@ async fn stats<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response 
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/plain"));
-    let planned = Settings::load(host)
+    let planned = load_settings(host)
         .await
         .ok()
         .map(|s| plan::calls_per_day(&s));
@@ -410,7 +410,7 @@ async fn status<H: Host>(host: &H) -> Response {
         total: CHECK_TIMEOUT,
     };
     let mut problems = Vec::new();
-    let settings = match Settings::load(host).await {
+    let settings = match load_settings(host).await {
         Ok(settings) => Some(settings),
         Err(e) => {
             problems.push(e.to_string());
@@ -723,9 +723,17 @@ async fn under_lease<H: Host, T>(
     Ok(result)
 }
 
+/// The settings, with their secrets protected from here on (`remote::protect`): every route
+/// reads them through here.
+async fn load_settings<H: Host>(host: &H) -> Result<Settings, config::ConfigError> {
+    let settings = Settings::load(host).await?;
+    crate::remote::protect(&settings.secrets());
+    Ok(settings)
+}
+
 /// The settings, or the 503 that names what is wrong with them (userinfo masked).
 async fn usable_settings<H: Host>(host: &H) -> Result<Settings, Response> {
-    Settings::load(host).await.map_err(|e| {
+    load_settings(host).await.map_err(|e| {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
             &mask_userinfo(&e.to_string()),
@@ -954,6 +962,21 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
+    // No secret leaves in a body, whatever a stored document or an answer held.
+    let body = match String::from_utf8(body) {
+        Ok(text) => {
+            let redacted = if content_type == "application/json" {
+                crate::remote::redact_json(&text)
+            } else {
+                crate::remote::redact(&text)
+            };
+            match redacted {
+                std::borrow::Cow::Borrowed(_) => text.into_bytes(),
+                std::borrow::Cow::Owned(clean) => clean.into_bytes(),
+            }
+        }
+        Err(error) => error.into_bytes(),
+    };
     let mut response = http::Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -272,11 +272,13 @@ impl Random for SpinHost {
 impl Log for SpinHost {
     fn log(&self, level: Level, message: &str) {
         // Spin captures guest stderr into its log directory and the terminal.
+        // The last line of defence for a message the core built from a secret's text.
+        let message = crate::remote::redact(message);
         eprintln!("lcw-fetcher {} {level}: {message}", self.component);
     }
 
     fn event(&self, json: &str) {
         // Structured events go to stdout, one JSON object a line, for log shippers.
-        println!("{json}");
+        println!("{}", crate::remote::redact_json(json));
     }
 }

@@ -201,7 +201,9 @@ pub async fn save<T: Serialize, S: KeyValue>(
     key: &str,
     value: &T,
 ) -> Result<(), KvError> {
-    let bytes =
-        serde_json::to_vec(value).map_err(|e| KvError(format!("cannot encode `{key}`: {e}")))?;
-    store.kv_set(key, &bytes).await
+    let text =
+        serde_json::to_string(value).map_err(|e| KvError(format!("cannot encode `{key}`: {e}")))?;
+    // On the way out too: a document of an earlier release may hold a secret it took in.
+    let text = crate::remote::redact_json(&text);
+    store.kv_set(key, text.as_bytes()).await
 }
