@@ -111,10 +111,21 @@ impl BackfillState {
 
     /// Keeps the queue within [`QUEUE_KEPT`] ranges: the oldest beyond are abandoned (and
     /// counted). Applied to every queue read too (another release's, a corrupted one).
+    /// Names and codes are held to what a live answer may bring in (`lcw::NAME_LIMIT`,
+    /// `lcw::CODE_LIMIT`), whatever the stored document held.
     pub fn bound(&mut self) {
         let excess = self.queue.len().saturating_sub(QUEUE_KEPT);
         self.queue.drain(..excess);
         self.abandoned = self.abandoned.saturating_add(excess as u64);
+        self.names
+            .retain(|code, _| code.len() <= crate::lcw::CODE_LIMIT);
+        for name in self.names.values_mut() {
+            if name.len() > crate::lcw::NAME_LIMIT {
+                *name = crate::remote::sanitize_to(name, crate::lcw::NAME_LIMIT);
+            }
+        }
+        self.last_point_ms
+            .retain(|family, _| family.len() <= crate::lcw::CODE_LIMIT + "coin:".len());
     }
 }
 

@@ -63,6 +63,47 @@ pub struct CollectorState {
     pub cache: cache::Index,
     pub sink: SinkState,
     pub telemetry: TelemetryState,
+    /// Saves that had to drop parts of this document to fit the store's value limit.
+    pub trimmed: u64,
+}
+
+impl CollectorState {
+    /// Drops the least needed part still here, to fit the store's value limit; says which, or
+    /// `None` when nothing is left to drop. What must survive is never dropped: the spool index
+    /// (points waiting), the sink's counters, the breaker and the lease guarantee.
+    fn shed_one(&mut self) -> Option<&'static str> {
+        if !self.cache.entries.is_empty() {
+            // Answers fetched again (orphaned segments go at the next key listing).
+            self.cache.entries.clear();
+            return Some("cache index");
+        }
+        if !self.history.recent.is_empty() || !self.history.summaries.is_empty() {
+            self.history.recent.clear();
+            self.history.summaries.clear();
+            return Some("recent ticks");
+        }
+        if !self.backfill.names.is_empty() {
+            // Learnt again from the next live points.
+            self.backfill.names.clear();
+            return Some("backfill names");
+        }
+        if self.telemetry != TelemetryState::default() {
+            self.telemetry = TelemetryState::default();
+            return Some("statistics");
+        }
+        if !self.resilience.transitions.is_empty() || !self.history.records_skipped.is_empty() {
+            self.resilience.transitions.clear();
+            self.history.records_skipped.clear();
+            return Some("breaker transitions and skip counts");
+        }
+        if !self.backfill.queue.is_empty() {
+            let dropped = self.backfill.queue.len() as u64;
+            self.backfill.queue.clear();
+            self.backfill.abandoned = self.backfill.abandoned.saturating_add(dropped);
+            return Some("backfill queue");
+        }
+        None
+    }
 }
 
 /// Reads the state the collector writes, and the count of skipped overlapping ticks, as the
@@ -85,6 +126,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         cache,
         sink,
         telemetry,
+        trimmed,
     } = doc;
     // Stored counts and sizes: saturating sums, whatever the documents hold.
     if overlaps.count > 0 {
@@ -114,6 +156,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         }),
         lease_guarantee,
         linear_memory_bytes: telemetry::linear_memory_bytes(),
+        state_trimmed: trimmed,
     })
 }
 
@@ -516,9 +559,41 @@ async fn save_state<H: Host>(host: &H, held: &lease::Held, doc: &mut CollectorSt
         }
     }
     doc.schema = STATE_SCHEMA;
-    if let Err(error) = state::save(host, state::STATE_KEY, doc).await {
+    let saved = match fit(host, doc) {
+        Ok(text) => host.kv_set(state::STATE_KEY, text.as_bytes()).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = saved {
         host.log(Level::Error, &format!("state not saved: {error}"));
     }
+}
+
+/// The state document encoded within the store's value limit: over it, the least needed parts
+/// are dropped one by one ([`CollectorState::shed_one`]), counted and logged, rather than the
+/// whole document left unsaved tick after tick.
+fn fit<H: Host>(host: &H, doc: &mut CollectorState) -> Result<String, KvError> {
+    let limit = host.kv_value_limit();
+    let mut text = state::encode(state::STATE_KEY, doc)?;
+    let mut dropped = Vec::new();
+    while text.len() > limit {
+        let Some(part) = doc.shed_one() else { break };
+        dropped.push(part);
+        if dropped.len() == 1 {
+            doc.trimmed = doc.trimmed.saturating_add(1);
+        }
+        text = state::encode(state::STATE_KEY, doc)?;
+    }
+    if !dropped.is_empty() {
+        host.log(
+            Level::Warn,
+            &format!(
+                "the state document was over the store's limit of {limit} bytes: dropped {} to save it in {} bytes",
+                dropped.join(", "),
+                text.len()
+            ),
+        );
+    }
+    Ok(text)
 }
 
 /// Takes into `backfill` what the backup under [`state::BACKFILL_KEY`] holds when another writer

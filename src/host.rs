@@ -100,7 +100,16 @@ pub trait KeyValue {
     async fn kv_increment(&self, key: &str, delta: i64) -> Result<Option<i64>, KvError>;
     /// The keys that start with `prefix`, in no particular order.
     async fn kv_keys(&self, prefix: &str) -> Result<Vec<String>, KvError>;
+    /// The largest value this store takes, in bytes. Hosted stores take 1 MiB ([`VALUE_LIMIT`]);
+    /// Spin's SQLite and Redis stores take more, but the app keeps every value under 1 MiB on
+    /// them too, so that a store moved to a hosted platform still takes every document.
+    fn kv_value_limit(&self) -> usize {
+        VALUE_LIMIT
+    }
 }
+
+/// The value limit of hosted key-value stores (Spin's documentation: values ≤ 1 MB).
+pub const VALUE_LIMIT: usize = 1024 * 1024;
 
 /// A value bound to, or read from, a SQL statement: SQLite's five storage classes.
 #[derive(Debug, Clone, PartialEq)]

@@ -242,7 +242,7 @@ pub struct Delta {
 pub struct Coin {
     #[serde(default)]
     pub code: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_name")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "number")]
     pub rank: Option<f64>,
@@ -341,7 +341,7 @@ pub struct CoinHistory {
 #[serde(rename_all = "camelCase")]
 pub struct Exchange {
     pub code: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_name")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "number")]
     pub markets: Option<f64>,
@@ -361,6 +361,21 @@ pub struct Exchange {
     pub centralized: Option<bool>,
     #[serde(default)]
     pub us_compliant: Option<bool>,
+}
+
+/// The longest name kept, in bytes: LCW's longest are a few dozen; a name is a tag of every
+/// point and is kept in the state document, so one of a megabyte must not get in.
+pub const NAME_LIMIT: usize = 200;
+
+/// The longest code an element may have, in bytes: a code is a series' identity, so it is never
+/// cut; an element with a longer one is skipped (`invalid_value`).
+pub const CODE_LIMIT: usize = 64;
+
+/// A name as LCW sends it, made safe where it comes in: one line, secrets redacted, cut to
+/// [`NAME_LIMIT`] bytes.
+fn bounded_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let name = Option::<String>::deserialize(deserializer)?;
+    Ok(name.map(|n| crate::remote::sanitize_to(&n, NAME_LIMIT)))
 }
 
 /// A number as LCW may send it: a JSON number, a number in a string (`"1.5"`, read exactly as
@@ -475,6 +490,13 @@ pub fn parse_list<T: for<'de> Deserialize<'de> + Listed>(
             Ok(item) if item.code().trim().is_empty() => page.skipped.push(Skipped {
                 reason: "missing_code",
                 detail: format!("element {index} has no code"),
+            }),
+            Ok(item) if item.code().len() > CODE_LIMIT => page.skipped.push(Skipped {
+                reason: "invalid_value",
+                detail: format!(
+                    "element {index}: a code of {} bytes, over the {CODE_LIMIT} kept",
+                    item.code().len()
+                ),
             }),
             Ok(item) => page.items.push(item),
             Err(error) => {

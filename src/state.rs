@@ -201,9 +201,13 @@ pub async fn save<T: Serialize, S: KeyValue>(
     key: &str,
     value: &T,
 ) -> Result<(), KvError> {
+    store.kv_set(key, encode(key, value)?.as_bytes()).await
+}
+
+/// A document as [`save`] writes it, to measure before writing.
+pub fn encode<T: Serialize>(key: &str, value: &T) -> Result<String, KvError> {
     let text =
         serde_json::to_string(value).map_err(|e| KvError(format!("cannot encode `{key}`: {e}")))?;
     // On the way out too: a document of an earlier release may hold a secret it took in.
-    let text = crate::remote::redact_json(&text);
-    store.kv_set(key, text.as_bytes()).await
+    Ok(crate::remote::redact_json(&text).into_owned())
 }

@@ -106,6 +106,10 @@ impl<H: KeyValue + Clock> KeyValue for Faulty<H> {
         self.gate(Op::Keys, prefix).await?;
         self.inner.kv_keys(prefix).await
     }
+
+    fn kv_value_limit(&self) -> usize {
+        self.inner.kv_value_limit()
+    }
 }
 
 impl<H: Clock> Clock for Faulty<H> {

@@ -330,6 +330,8 @@ pub struct Snapshot {
     pub state_bytes: u64,
     /// State documents found unreadable and set aside so far.
     pub unreadable_documents: u64,
+    /// Saves of the state document that dropped parts of it to fit the store's value limit.
+    pub state_trimmed: u64,
     pub backfill: BackfillSnapshot,
     /// The exclusion the last tick's lease had (`None` before the first tick).
     pub lease_guarantee: Option<crate::lease::Guarantee>,

@@ -343,6 +343,11 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         vec![(vec![], snapshot.unreadable_documents as f64)],
     );
     f.counters(
+        "lcw_state_trimmed_total",
+        "Saves of the state document that dropped its least needed parts to fit the store's value limit.",
+        vec![(vec![], snapshot.state_trimmed as f64)],
+    );
+    f.counters(
         "lcw_quarantined_points_total",
         "Points InfluxDB refused for good (see GET /quarantine).",
         vec![(vec![], sink.counters.quarantined as f64)],

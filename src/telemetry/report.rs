@@ -95,6 +95,7 @@ pub fn stats_json(
         "influx": sink_json,
         "state_bytes": snapshot.state_bytes,
         "unreadable_documents": snapshot.unreadable_documents,
+        "state_trimmed": snapshot.state_trimmed,
         "backfill": snapshot.backfill,
     })
 }

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
 use lcw_fetcher::config::{Settings, SinkKind};
+use lcw_fetcher::cycle;
+use lcw_fetcher::host::SqlValue;
 use lcw_fetcher::host::{Clock as _, KeyValue as _};
 use lcw_fetcher::influx::sink::{Quarantine, Sink};
+use lcw_fetcher::lcw::NAME_LIMIT;
 use lcw_fetcher::routes;
 use lcw_fetcher::state::QUARANTINE_KEY;
+use lcw_fetcher::telemetry::history::Outcome;
 
 use crate::support::native_host::memory_sql;
-use crate::support::{NativeHost, block_on};
+use crate::support::{LcwFake, NativeHost, Reply, block_on, collector_state};
 
 const ADMIN: &str = "admin-token-for-the-quarantine-test";
 
@@ -97,4 +101,114 @@ fn an_unreadable_quarantine_is_set_aside_before_the_admin_routes_write_it() {
             "{path}"
         );
     }
+}
+
+/// A name of 1.1 MB text from LCW is cut where it comes in: it went uncut into the backfill
+/// document's names, the state document passed 1 MB, and every later tick logged "state not
+/// saved", kept no record, lost its cache, and `/status` stayed 503.
+#[test]
+fn a_megabyte_coin_name_is_cut_where_it_comes_in_and_the_state_still_saves() {
+    use crate::support::lcw_fake::{API_KEY, fixture_for, fixture_json};
+    let fake = LcwFake::start();
+    let huge = "Bitcoin ".repeat(140_000);
+    for path in ["/coins/list", "/coins/map"] {
+        let mut coins = fixture_json(fixture_for(path).unwrap());
+        for coin in coins.as_array_mut().unwrap() {
+            if coin["code"] == "BTC" {
+                coin["name"] = huge.clone().into();
+            }
+        }
+        fake.respond(path, Reply::json(200, coins.to_string()));
+    }
+    let sql = memory_sql();
+    let host = NativeHost::new(&[
+        ("lcw_api_key", API_KEY),
+        ("lcw_base_url", fake.base_url.as_str()),
+    ])
+    .with_sql(sql.clone());
+    for _ in 0..2 {
+        let record = block_on(cycle::run(&host));
+        assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
+    }
+    assert!(
+        !host.log_text().contains("state not saved"),
+        "{}",
+        host.log_text()
+    );
+    let doc = collector_state(&host.kv);
+    assert_eq!(doc.history.recent.len(), 2, "both ticks are recorded");
+    let name = &doc.backfill.names["BTC"];
+    assert!(
+        name.len() <= NAME_LIMIT + '…'.len_utf8(),
+        "{} bytes",
+        name.len()
+    );
+    assert!(name.starts_with("Bitcoin Bitcoin"), "{name}");
+    let stored = crate::support::sql::execute(
+        &sql.lock().unwrap(),
+        "SELECT MAX(LENGTH(name)) FROM cryptocurrency_data",
+        &[],
+    )
+    .unwrap();
+    assert!(
+        matches!(stored.rows[0][0], SqlValue::Integer(n) if n as usize <= NAME_LIMIT + 3),
+        "{stored:?}"
+    );
+    let status = get(&host, "/status");
+    assert_eq!(
+        status.status(),
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(status.body())
+    );
+}
+
+/// A state document over the store's value limit, whatever made it so (here a store that
+/// takes only 12 KB, under a tick of 200 coins), drops its least needed parts and is saved,
+/// counted in `/stats` and `/metrics`, rather than left unsaved tick after tick.
+#[test]
+fn a_state_document_over_the_value_limit_drops_its_least_needed_parts_and_saves() {
+    use crate::support::lcw_fake::API_KEY;
+    let fake = LcwFake::start();
+    let variables = [
+        ("lcw_api_key", API_KEY),
+        ("lcw_base_url", fake.base_url.as_str()),
+        ("max_coins_per_fetch", "200"),
+    ];
+    let unlimited = NativeHost::new(&variables).with_sql(memory_sql());
+    block_on(cycle::run(&unlimited));
+    let full = unlimited.kv.lock().unwrap()[lcw_fetcher::state::STATE_KEY].len();
+    let limit = full * 2 / 3;
+    let host = NativeHost::with_kv(&variables, unlimited.kv.clone())
+        .with_sql(memory_sql())
+        .with_value_limit(limit);
+    let record = block_on(cycle::run(&host));
+    assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
+    assert!(
+        !host.log_text().contains("state not saved"),
+        "{}",
+        host.log_text()
+    );
+    assert!(
+        host.log_text().contains("over the store's limit"),
+        "{}",
+        host.log_text()
+    );
+    let saved = host.kv.lock().unwrap()[lcw_fetcher::state::STATE_KEY].clone();
+    assert!(saved.len() <= limit, "{} of {limit}", saved.len());
+    let doc = collector_state(&host.kv);
+    assert_eq!(doc.trimmed, 1);
+    assert!(
+        doc.sink.counters.points_written > 0,
+        "the sink's counters survive"
+    );
+    let stats: serde_json::Value = serde_json::from_slice(get(&host, "/stats").body()).unwrap();
+    assert_eq!(stats["state_trimmed"], 1, "{stats}");
+    let metrics = String::from_utf8(get(&host, "/metrics").into_body()).unwrap();
+    assert!(metrics.contains("lcw_state_trimmed_total 1"), "{metrics}");
+}
+
+fn get(host: &NativeHost, path: &str) -> http::Response<Vec<u8>> {
+    let request = Request::builder().uri(path).body(Vec::new()).unwrap();
+    block_on(routes::handle(host, &request))
 }

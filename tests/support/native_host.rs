@@ -309,6 +309,10 @@ impl KeyValue for NativeHost {
         self.jitter();
         Ok(keys)
     }
+
+    fn kv_value_limit(&self) -> usize {
+        self.value_limit
+    }
 }
 
 impl Sql for NativeHost {
