@@ -65,8 +65,12 @@ fn variables(fake: &LcwFake) -> Vec<(&'static str, String)> {
 }
 
 /// Tick `n` of a run, a minute after the previous one, on the shared store.
+/// A tick on a store that refuses values over `value_limit` and does not say so (the app then
+/// takes it for 1 MiB and cannot trim its state document to fit).
 fn tick(fake: &LcwFake, kv: &SharedKv, n: u64, value_limit: usize) -> CycleRecord {
-    let host = NativeHost::with_kv(&variables(fake), kv.clone()).with_value_limit(value_limit);
+    let host = NativeHost::with_kv(&variables(fake), kv.clone())
+        .with_value_limit(value_limit)
+        .reporting_value_limit(support::native_host::VALUE_LIMIT);
     host.advance(Duration::from_secs(61 * n));
     block_on(cycle::run(&host))
 }

@@ -53,6 +53,9 @@ pub struct NativeHost {
     pub sql_down: AtomicBool,
     /// Values larger than this are refused, like a hosted store.
     pub value_limit: usize,
+    /// The limit the store says it has, when it says another than it enforces (a store that
+    /// does not tell its limit: the app assumes 1 MiB).
+    pub reported_value_limit: Option<usize>,
     /// A store without atomic increment (the lease falls back to write-then-read-back).
     pub no_atomics: bool,
     /// Each KV call waits a random time up to this, before and after its effect, so that the
@@ -81,6 +84,7 @@ impl NativeHost {
             sql: memory_sql(),
             sql_down: AtomicBool::new(false),
             value_limit: VALUE_LIMIT,
+            reported_value_limit: None,
             no_atomics: false,
             kv_jitter: None,
             variables: variables
@@ -210,6 +214,12 @@ impl NativeHost {
         self.sql_down.store(down, Ordering::SeqCst);
     }
 
+    /// A store that says its values may be up to `limit` bytes, whatever it enforces.
+    pub fn reporting_value_limit(mut self, limit: usize) -> Self {
+        self.reported_value_limit = Some(limit);
+        self
+    }
+
     /// A store that refuses values over `limit` bytes.
     pub fn with_value_limit(mut self, limit: usize) -> Self {
         self.value_limit = limit;
@@ -311,7 +321,7 @@ impl KeyValue for NativeHost {
     }
 
     fn kv_value_limit(&self) -> usize {
-        self.value_limit
+        self.reported_value_limit.unwrap_or(self.value_limit)
     }
 }
 
