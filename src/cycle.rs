@@ -767,8 +767,9 @@ async fn prune<H: Host>(host: &H, settings: &Settings, deadline: Duration) {
     let cutoff_ms = host
         .unix_millis()
         .saturating_sub(i64::from(settings.sqlite.retention_days) * 86_400_000);
+    let time_left = || deadline.saturating_sub(host.monotonic());
     let result = async {
-        Db::open(host)
+        Db::open_within(host, &time_left)
             .await?
             .prune(cutoff_ms, || host.monotonic() + MIN_PRUNE_TIME < deadline)
             .await
