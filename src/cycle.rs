@@ -129,12 +129,13 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         trimmed,
     } = doc;
     // Stored counts and sizes: saturating sums, whatever the documents hold.
-    if overlaps.count > 0 {
-        bump(
-            &mut history.cycles_by_outcome,
-            Outcome::SkippedOverlap,
-            overlaps.count,
-        );
+    for (outcome, count) in [
+        (Outcome::SkippedOverlap, overlaps.count),
+        (Outcome::SkippedLease, overlaps.lease_failures),
+    ] {
+        if count > 0 {
+            bump(&mut history.cycles_by_outcome, outcome, count);
+        }
     }
     state_bytes = sink
         .spool
@@ -231,8 +232,8 @@ pub async fn run_scheduled<H: Host>(host: &H, scheduled_s: u64) -> CycleRecord {
 /// the returned record (and the store), so the caller only logs.
 ///
 /// The state a tick carries over is one document, read after taking the lease and written once
-/// at the end, only while the lease is still valid. A tick that cannot take the lease because
-/// the store fails still collects, but reads and writes no state.
+/// at the end, only while the lease is still valid. A tick that cannot read or take the lease
+/// (the store fails) does nothing (`skipped_lease`): it cannot know that no other tick holds it.
 pub async fn run<H: Host>(host: &H) -> CycleRecord {
     let started = host.monotonic();
     let started_at_ms = host.unix_millis();
@@ -260,25 +261,14 @@ async fn run_with<H: Host>(
         .saturating_add(i64::try_from(deadline_ms).unwrap_or(i64::MAX))
         .saturating_add(LEASE_MARGIN.as_millis() as i64);
     let held = match lease::take(host, &owner, expires_at_ms).await {
-        Ok(Taken::Held(held)) => Some(held),
+        Ok(Taken::Held(held)) => held,
         Ok(Taken::Busy {
             owner,
             expires_at_ms,
         }) => return skip_overlap(host, started, started_at_ms, &owner, expires_at_ms).await,
-        Err(error) => {
-            host.log(
-                Level::Error,
-                &format!(
-                    "lease not taken ({error}): this tick collects but reads and saves no state"
-                ),
-            );
-            None
-        }
+        Err(error) => return skip_lease(host, started, started_at_ms, &error).await,
     };
-    let opened = match &held {
-        Some(_) => open_state(host, started_at_ms).await,
-        None => None,
-    };
+    let opened = open_state(host, started_at_ms).await;
     let save = opened.is_some();
     let mut doc = opened.unwrap_or_else(|| CollectorState {
         // Without its documents a tick cannot know whether this is the first run: no initial
@@ -289,7 +279,7 @@ async fn run_with<H: Host>(
         },
         ..CollectorState::default()
     });
-    doc.lease_guarantee = held.as_ref().map(|h| h.guarantee);
+    doc.lease_guarantee = Some(held.guarantee);
     doc.sink.spool.may_extend_tail = doc.lease_guarantee == Some(lease::Guarantee::Exclusive);
 
     let mut tick = Tick::default();
@@ -320,12 +310,10 @@ async fn run_with<H: Host>(
         host.unix_millis(),
     );
     telemetry::log_alerts(host, &alerts);
-    if save && let Some(held) = &held {
-        save_state(host, held, &mut doc).await;
+    if save {
+        save_state(host, &held, &mut doc).await;
     }
-    if let Some(held) = &held
-        && let Err(error) = lease::release(host, held).await
-    {
+    if let Err(error) = lease::release(host, &held).await {
         host.log(
             Level::Warn,
             &format!("lease not released (it expires by itself): {error}"),
@@ -354,7 +342,28 @@ async fn skip_overlap<H: Host>(
     let mut record = CycleRecord::new(Outcome::SkippedOverlap, Vec::new());
     record.started_at_ms = started_at_ms;
     record.duration_ms = elapsed_ms(host, started);
-    count_overlap(host, started_at_ms).await;
+    count_skipped(host, started_at_ms, Outcome::SkippedOverlap).await;
+    host.event(&tick_event(&record));
+    record
+}
+
+/// A skipped tick: the lease could not be read or taken. Running without it could mean running
+/// beside the tick that holds it, so this one does nothing, and says so.
+async fn skip_lease<H: Host>(
+    host: &H,
+    started: Duration,
+    started_at_ms: i64,
+    error: &KvError,
+) -> CycleRecord {
+    let message = format!(
+        "lease not read or taken ({error}): this tick does nothing rather than risk running beside another"
+    );
+    host.log(Level::Error, &message);
+    let mut record = CycleRecord::new(Outcome::SkippedLease, vec![message]);
+    record.started_at_ms = started_at_ms;
+    record.duration_ms = elapsed_ms(host, started);
+    record.bound_errors();
+    count_skipped(host, started_at_ms, Outcome::SkippedLease).await;
     host.event(&tick_event(&record));
     record
 }
@@ -634,11 +643,16 @@ async fn replay<H: Host>(host: &H, sink: &mut Sink<'_, H>, deadline: Duration, t
 }
 
 /// Counts a skipped tick in its own document: the running tick owns the state document.
-async fn count_overlap<H: Host>(host: &H, now_ms: i64) {
+async fn count_skipped<H: Host>(host: &H, now_ms: i64, outcome: Outcome) {
     let result = async {
         let mut overlaps: Overlaps = state::load(host, state::OVERLAPS_KEY).await?;
-        overlaps.count = overlaps.count.saturating_add(1);
-        overlaps.last_at_ms = Some(now_ms);
+        if outcome == Outcome::SkippedLease {
+            overlaps.lease_failures = overlaps.lease_failures.saturating_add(1);
+            overlaps.last_lease_failure_at_ms = Some(now_ms);
+        } else {
+            overlaps.count = overlaps.count.saturating_add(1);
+            overlaps.last_at_ms = Some(now_ms);
+        }
         state::save(host, state::OVERLAPS_KEY, &overlaps).await
     }
     .await;
@@ -832,8 +846,9 @@ async fn prune<H: Host>(host: &H, settings: &Settings, deadline: Duration) {
     let cutoff_ms = host
         .unix_millis()
         .saturating_sub(i64::from(settings.sqlite.retention_days) * 86_400_000);
+    let time_left = || deadline.saturating_sub(host.monotonic());
     let result = async {
-        Db::open(host)
+        Db::open_within(host, &time_left)
             .await?
             .prune(cutoff_ms, || host.monotonic() + MIN_PRUNE_TIME < deadline)
             .await

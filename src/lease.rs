@@ -1,20 +1,30 @@
 //! The cycle lease: one tick at a time, across processes and hosts sharing the store.
 //!
-//! Owns the lease document ([`LEASE_KEY`]: generation, holder, until when) and the holder
-//! counters beside it (`lcw/v1/lease/holders/<generation>`). It must not know what a tick does.
+//! Owns the lease document ([`LEASE_KEY`]: generation, holder, until when, the counters of past
+//! generations), the holder counters beside it (`lcw/v1/lease/holders/<generation>`) and the
+//! note of a counter that looks stuck ([`STUCK_KEY`]). It must not know what a tick does.
 //!
 //! Exclusion rests on the store's atomic increment, the one operation Spin's SQLite and Redis
 //! stores both honour for racing callers (their compare-and-swap is not exclusive on Redis, nor
 //! on an absent key on SQLite). Taking the lease of generation `g` is `increment(holders/g, +1)`:
-//! whoever gets 1 holds it and writes the document; anyone else gives the unit back and skips.
-//! Releasing marks the document free, then gives the unit back, so the next taker of `g` gets 1.
+//! whoever gets 1 holds it and writes the document; anyone else gives its unit back and skips,
+//! and so does a winner whose document write fails.
 //!
-//! A tick that died leaves its unit behind. Once its lease has expired (plus [`GRACE`] for clock
-//! skew between hosts), takers move to generation `g + 1`, whose counter starts at 0 — so of
-//! several takers exactly one takes over. A counter left stuck by a taker that died between its
-//! two increments is treated the same way once the document has not changed for [`STUCK`] and
-//! does not change during a short pause. Assumed: host clocks within [`GRACE`] of each other,
-//! and no single store call slower than [`GRACE`].
+//! Releasing is one write: the document, free, naming generation `g + 1`, whose counter nobody
+//! has touched. The counter of `g` stays at 1, so a taker that read the document before `g` was
+//! taken and increments it late loses. A release that fails, or a holder that dies, leaves the
+//! document naming its holder: once that lease has expired (plus [`GRACE`] for clock skew
+//! between hosts), takers move to `g + 1` just the same, so of several takers exactly one takes
+//! over. Nothing a holder leaves behind blocks anyone past its lease's expiry. Counters of past
+//! generations are deleted once no late increment can reach them ([`Past`]).
+//!
+//! A counter at 1 under a free document (a taker failed or died between its increment and its
+//! document write, and its unit could not be given back) looks like a winner that has not
+//! written its document yet. The first taker to lose against it notes the document
+//! ([`STUCK_KEY`]); a taker that loses against the same document at least [`PAUSE`] (plus
+//! [`GRACE`] between clocks) after that note moves on to the next generation. No taker waits:
+//! taking the lease never sleeps, so it never holds a tick past its deadline. Assumed: host
+//! clocks within [`GRACE`] of each other, and no single store call slower than [`GRACE`].
 //!
 //! A store without atomic increment gets the old scheme, write then read back, which two ticks
 //! racing within one round trip can both pass; [`Guarantee`] says which one a store gives.
@@ -29,13 +39,16 @@ use crate::state::{self, LEASE_KEY};
 /// Clock skew between hosts, and the longest store call, that the lease tolerates (each; the
 /// rules below add them up where both can happen at once).
 pub const GRACE: Duration = Duration::from_secs(10);
-/// A lease document unchanged this long while its counter refuses everyone is stuck.
-pub const STUCK: Duration = Duration::from_secs(60);
-/// How long a taker watches a stuck-looking document before it moves to the next generation:
-/// longer than a winner's increment answer and document write together can take (2 × GRACE).
+/// How long a free document must stay unchanged after a taker lost against its counter before
+/// the counter counts as stuck: longer than a winner's increment answer and document write
+/// together can take (2 × GRACE).
 pub const PAUSE: Duration = Duration::from_secs(21);
 /// Prefix of the holder counters.
 pub const HOLDERS_PREFIX: &str = "lcw/v1/lease/holders/";
+/// The note of a taker that lost against a free document's counter ([`Stuck`]).
+pub const STUCK_KEY: &str = "lcw/v1/lease/stuck";
+/// Past counters one take deletes at most (one on an ordinary tick).
+const DELETES_PER_TAKE: u64 = 4;
 
 /// The lease document. An empty `owner` means free.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +59,41 @@ pub struct Lease {
     pub expires_at_ms: i64,
     /// When the document last changed hands (taken, released, taken over).
     pub changed_at_ms: i64,
+    /// The counters of generations below this one that may still be stored (absent in the
+    /// documents of earlier releases).
+    pub past: Option<Past>,
+}
+
+/// Counters of past generations not deleted yet: those of `from..older_below` get no increment
+/// after `older_quiet_at_ms`, those of `older_below..` up to the document's generation none
+/// after `quiet_at_ms` (each by the clock of the host that wrote it). A counter stops getting
+/// new takers when a document naming a later generation, or its own holder, lands; a taker
+/// that read the document before may still increment it within two store calls (2 × GRACE).
+/// It is deleted only once that is over by every clock (+ GRACE).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Past {
+    pub from: u64,
+    pub older_below: u64,
+    pub older_quiet_at_ms: i64,
+    pub quiet_at_ms: i64,
+}
+
+impl Past {
+    /// What a document at `generation` says, made consistent (a hand-edited or wrapped one
+    /// loses the counters it cannot name). A document of an earlier release kept the counters
+    /// of its last two generations.
+    fn of(lease: &Lease) -> Self {
+        let g = lease.generation;
+        let mut past = lease.past.unwrap_or(Past {
+            from: g.saturating_sub(2),
+            older_below: g.saturating_sub(2),
+            ..Past::default()
+        });
+        past.older_below = past.older_below.min(g);
+        past.from = past.from.min(past.older_below);
+        past
+    }
 }
 
 impl Lease {
@@ -56,15 +104,6 @@ impl Lease {
     /// Held by a tick that may still be running.
     fn live(&self, now_ms: i64) -> bool {
         self.held() && now_ms <= self.expires_at_ms.saturating_add(millis(GRACE))
-    }
-
-    /// Since when a taker may claim the next holder: release time, or expiry plus grace.
-    fn takeable_since_ms(&self) -> i64 {
-        if self.held() {
-            self.expires_at_ms.saturating_add(millis(GRACE))
-        } else {
-            self.changed_at_ms
-        }
     }
 }
 
@@ -99,6 +138,8 @@ pub struct Held {
     pub generation: u64,
     pub expires_at_ms: i64,
     pub guarantee: Guarantee,
+    /// The past counters the release hands on to the next generation.
+    past: Past,
 }
 
 impl Held {
@@ -122,12 +163,22 @@ pub enum Taken {
 }
 
 enum Attempt {
-    Won,
+    Won(Held),
     Lost,
     NoAtomics,
 }
 
-/// Takes the lease for `owner` until `expires_at_ms`, unless another tick holds it.
+/// One taker: who, until when, and the document it read at `now_ms`.
+struct Taker<'a> {
+    owner: &'a str,
+    expires_at_ms: i64,
+    now_ms: i64,
+    current: &'a Lease,
+}
+
+/// Takes the lease for `owner` until `expires_at_ms`, unless another tick holds it. Never
+/// sleeps. An error means the lease is not held (a unit this call took has been given back, or
+/// could not be: then it is left to look stuck).
 pub async fn take<S: KeyValue + Clock + Log>(
     store: &S,
     owner: &str,
@@ -145,26 +196,22 @@ pub async fn take<S: KeyValue + Clock + Log>(
     } else {
         current.generation
     };
-    let held = |generation| Held {
-        owner: owner.to_owned(),
-        generation,
+    let taker = Taker {
+        owner,
         expires_at_ms,
-        guarantee: Guarantee::Exclusive,
+        now_ms,
+        current: &current,
     };
-    match attempt(store, &held(generation), &current, now_ms).await? {
-        Attempt::Won => return Ok(Taken::Held(held(generation))),
+    match attempt(store, &taker, generation).await? {
+        Attempt::Won(held) => return Ok(Taken::Held(held)),
         Attempt::NoAtomics => {
             return read_back(store, &current, owner, now_ms, expires_at_ms).await;
         }
         Attempt::Lost => {}
     }
-    // Lost: a taker that just won has not written the document yet, or a taker died between
-    // its increments and left the counter stuck. Only the second leaves the document unchanged.
-    if now_ms.saturating_sub(current.takeable_since_ms()) < millis(STUCK) {
-        return Ok(busy(&current));
-    }
-    store.sleep(PAUSE).await;
-    if state::load::<Lease, _>(store, LEASE_KEY).await? != current {
+    // Lost: a taker that just won has not written the document yet, or one that failed or
+    // died between its increment and its document left its unit behind.
+    if !looks_stuck(store, &current, now_ms).await {
         return Ok(busy(&current));
     }
     store.log(
@@ -172,8 +219,8 @@ pub async fn take<S: KeyValue + Clock + Log>(
         &format!("lease generation {generation} is stuck: moving to the next"),
     );
     let next = next_generation(store, generation);
-    match attempt(store, &held(next), &current, now_ms).await? {
-        Attempt::Won => Ok(Taken::Held(held(next))),
+    match attempt(store, &taker, next).await? {
+        Attempt::Won(held) => Ok(Taken::Held(held)),
         _ => Ok(busy(&current)),
     }
 }
@@ -188,34 +235,170 @@ fn next_generation<S: Log>(store: &S, generation: u64) -> u64 {
     })
 }
 
-/// One increment on the generation's counter; the winner writes the document.
-async fn attempt<S: KeyValue + Log>(
+/// A taker's note: it lost against the counter of `lease` (the document it had read) at
+/// `lost_at_ms`, by its clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+struct Stuck {
+    lease: Lease,
+    lost_at_ms: i64,
+}
+
+/// Whether the counter `current` names, against which this taker just lost, is stuck: another
+/// taker lost against the same document at least [`PAUSE`] (+ [`GRACE`] between clocks)
+/// before this one read it. A winner's document lands within [`PAUSE`] of any loss against it,
+/// so an unchanged document that long after means no winner is coming. Otherwise this loss is
+/// noted (unless the note is already about this document) and the answer is no.
+async fn looks_stuck<S: KeyValue + Clock + Log>(
     store: &S,
-    held: &Held,
     current: &Lease,
-    now_ms: i64,
+    read_at_ms: i64,
+) -> bool {
+    let lost_at_ms = store.unix_millis();
+    match state::load::<Option<Stuck>, _>(store, STUCK_KEY).await {
+        Ok(Some(note)) if note.lease == *current => {
+            read_at_ms.saturating_sub(note.lost_at_ms) >= millis(PAUSE + GRACE)
+        }
+        Ok(_) => {
+            let note = Stuck {
+                lease: current.clone(),
+                lost_at_ms,
+            };
+            if let Err(error) = state::save(store, STUCK_KEY, &note).await {
+                store.log(
+                    Level::Warn,
+                    &format!("lost lease attempt not noted: {error}"),
+                );
+            }
+            false
+        }
+        Err(error) => {
+            store.log(Level::Warn, &format!("lease stuck note not read: {error}"));
+            false
+        }
+    }
+}
+
+/// One increment on the generation's counter; the winner writes the document, then deletes
+/// the past counters that are quiet.
+async fn attempt<S: KeyValue + Clock + Log>(
+    store: &S,
+    taker: &Taker<'_>,
+    generation: u64,
 ) -> Result<Attempt, KvError> {
-    let counter = holders_key(held.generation);
+    let counter = holders_key(generation);
     match increment_counter(store, &counter, 1).await? {
         None => Ok(Attempt::NoAtomics),
         Some(1) => {
+            let past = past_at_take(taker, generation);
             let lease = Lease {
-                generation: held.generation,
-                owner: held.owner.clone(),
-                expires_at_ms: held.expires_at_ms,
-                changed_at_ms: now_ms,
+                generation,
+                owner: taker.owner.to_owned(),
+                expires_at_ms: taker.expires_at_ms,
+                changed_at_ms: taker.now_ms,
+                past: Some(past),
             };
-            state::save(store, LEASE_KEY, &lease).await?;
-            // Only a new generation leaves an old counter behind (a store round trip saved on
-            // every ordinary tick).
-            if held.generation != current.generation {
-                forget_old_generation(store, held.generation).await;
+            if let Err(error) = state::save(store, LEASE_KEY, &lease).await {
+                give_back(store, &counter).await;
+                return Err(error);
             }
-            Ok(Attempt::Won)
+            let written_at_ms = store.unix_millis();
+            let past = delete_quiet(store, past, generation, written_at_ms).await;
+            Ok(Attempt::Won(Held {
+                owner: taker.owner.to_owned(),
+                generation,
+                expires_at_ms: taker.expires_at_ms,
+                guarantee: Guarantee::Exclusive,
+                past: handed_on(past, generation, written_at_ms),
+            }))
         }
         Some(_) => {
-            store.kv_increment(&counter, -1).await?;
+            give_back(store, &counter).await;
             Ok(Attempt::Lost)
+        }
+    }
+}
+
+/// Takes back this taker's unit of `counter`. When that fails too the unit stays behind, and
+/// takers find the counter stuck ([`looks_stuck`]).
+async fn give_back<S: KeyValue + Log>(store: &S, counter: &str) {
+    if let Err(error) = store.kv_increment(counter, -1).await {
+        store.log(
+            Level::Error,
+            &format!(
+                "lease unit of `{counter}` not given back ({error}): the next takers find it stuck"
+            ),
+        );
+    }
+}
+
+/// The past counters below `generation` once this taker's document has landed. Taking a free
+/// document's own generation changes nothing; a takeover or a move past a stuck counter adds
+/// the counters it leaves behind, which stop getting increments within 2 × GRACE of this
+/// taker's document write (three store calls after `now_ms`).
+fn past_at_take(taker: &Taker<'_>, generation: u64) -> Past {
+    let mut past = Past::of(taker.current);
+    let moved = taker.current.held() || generation != taker.current.generation;
+    if moved {
+        let quiet = taker.now_ms.saturating_add(millis(5 * GRACE));
+        past.quiet_at_ms = past.quiet_at_ms.max(quiet);
+    }
+    // A wrapped generation names none of the old counters.
+    past.older_below = past.older_below.min(generation);
+    past.from = past.from.min(past.older_below);
+    past
+}
+
+/// Deletes, oldest first and at most [`DELETES_PER_TAKE`], the counters of `past` (below
+/// `generation`) that are quiet at `now_ms`; returns what is left. A failed delete stops there
+/// (the counter is tried again by the next taker).
+async fn delete_quiet<S: KeyValue + Log>(
+    store: &S,
+    past: Past,
+    generation: u64,
+    now_ms: i64,
+) -> Past {
+    let grace = millis(GRACE);
+    let older_quiet =
+        past.from >= past.older_below || past.older_quiet_at_ms.saturating_add(grace) <= now_ms;
+    let end = if older_quiet && past.quiet_at_ms.saturating_add(grace) <= now_ms {
+        generation
+    } else if older_quiet {
+        past.older_below
+    } else {
+        past.from
+    };
+    let end = end.min(past.from.saturating_add(DELETES_PER_TAKE));
+    let mut from = past.from;
+    while from < end {
+        if let Err(error) = store.kv_delete(&holders_key(from)).await {
+            store.log(
+                Level::Warn,
+                &format!("old lease counter not deleted: {error}"),
+            );
+            break;
+        }
+        from += 1;
+    }
+    Past { from, ..past }
+}
+
+/// The past counters the free document after `generation` names: what is left, plus this
+/// holder's own counter, which gets no increment after 2 × GRACE past its document's landing
+/// (before `written_at_ms`).
+fn handed_on(past: Past, generation: u64, written_at_ms: i64) -> Past {
+    let own_quiet = written_at_ms.saturating_add(millis(2 * GRACE));
+    if past.from < past.older_below {
+        Past {
+            quiet_at_ms: past.quiet_at_ms.max(own_quiet),
+            ..past
+        }
+    } else {
+        Past {
+            from: past.from,
+            older_below: generation,
+            older_quiet_at_ms: past.quiet_at_ms,
+            quiet_at_ms: own_quiet,
         }
     }
 }
@@ -255,18 +438,6 @@ fn is_counter(raw: &[u8]) -> bool {
     raw.len() == 8 || std::str::from_utf8(raw).is_ok_and(|text| text.trim().parse::<i64>().is_ok())
 }
 
-/// Counters two generations back are stuck for good and no taker reads them any more.
-async fn forget_old_generation<S: KeyValue + Log>(store: &S, generation: u64) {
-    if let Some(old) = generation.checked_sub(2)
-        && let Err(error) = store.kv_delete(&holders_key(old)).await
-    {
-        store.log(
-            Level::Warn,
-            &format!("old lease counter not deleted: {error}"),
-        );
-    }
-}
-
 /// The scheme for stores without atomics: write, then read back who won.
 async fn read_back<S: KeyValue + Log>(
     store: &S,
@@ -280,6 +451,7 @@ async fn read_back<S: KeyValue + Log>(
         owner: owner.to_owned(),
         expires_at_ms,
         changed_at_ms: now_ms,
+        past: current.past,
     };
     state::save(store, LEASE_KEY, &mine).await?;
     let read: Lease = state::load(store, LEASE_KEY).await?;
@@ -291,6 +463,7 @@ async fn read_back<S: KeyValue + Log>(
         generation: current.generation,
         expires_at_ms,
         guarantee: Guarantee::BestEffort,
+        past: Past::of(current),
     }))
 }
 
@@ -305,8 +478,9 @@ fn busy(lease: &Lease) -> Taken {
     }
 }
 
-/// Gives the lease back. One that has outlived its expiry is left alone: a taker may already
-/// have taken it over, and its unit is theirs to leave behind.
+/// Gives the lease back: one write of the document, free, naming the next generation. One that
+/// has outlived its validity is left alone: a taker may already have taken it over. A release
+/// that fails leaves the document naming this holder until its lease expires.
 pub async fn release<S: KeyValue + Clock + Log>(store: &S, held: &Held) -> Result<(), KvError> {
     let now_ms = store.unix_millis();
     if !held.valid_at(now_ms) {
@@ -316,27 +490,24 @@ pub async fn release<S: KeyValue + Clock + Log>(store: &S, held: &Held) -> Resul
         );
         return Ok(());
     }
-    if held.guarantee == Guarantee::BestEffort {
-        let current: Lease = state::load(store, LEASE_KEY).await?;
-        if current.owner != held.owner {
-            return Ok(());
+    let generation = match held.guarantee {
+        Guarantee::Exclusive => next_generation(store, held.generation),
+        Guarantee::BestEffort => {
+            let current: Lease = state::load(store, LEASE_KEY).await?;
+            if current.owner != held.owner {
+                return Ok(());
+            }
+            held.generation
         }
-    }
+    };
     let free = Lease {
-        generation: held.generation,
+        generation,
         owner: String::new(),
         expires_at_ms: 0,
         changed_at_ms: now_ms,
+        past: Some(held.past),
     };
-    // Free first, then the unit: until the unit is back no one can win, so no one can have
-    // written a newer document that this one would hide.
-    state::save(store, LEASE_KEY, &free).await?;
-    if held.guarantee == Guarantee::Exclusive {
-        store
-            .kv_increment(&holders_key(held.generation), -1)
-            .await?;
-    }
-    Ok(())
+    state::save(store, LEASE_KEY, &free).await
 }
 
 /// Prefix of the per-slot tickets of scheduled ticks.

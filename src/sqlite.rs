@@ -10,13 +10,15 @@
 //! request are always bound parameters, never text of the statement.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::host::{Sql, SqlError, SqlRows, SqlValue};
 use crate::influx::line_protocol::{self, FieldValue};
 
 /// How long a statement waits for the other process's write lock before failing with "database
 /// is locked": the collector's writes are short transactions, so a reader or writer never waits
-/// long, and a batch that still fails is spooled, never lost.
+/// long, and a batch that still fails is spooled, never lost. A caller with a deadline waits at
+/// most the time it has left ([`Db::open_within`]).
 pub const BUSY_TIMEOUT_MS: u32 = 5_000;
 /// Rows one upsert statement carries (19 parameters a coin row: well under SQLite's limit of
 /// 32 766 bound parameters).
@@ -178,22 +180,69 @@ impl std::error::Error for WriteError {}
 /// The database of one invocation, with its connection set up and its schema current.
 pub struct Db<'a, S> {
     sql: &'a S,
+    /// The time its caller has left before its deadline, if it has one.
+    time_left: Option<&'a dyn Fn() -> Duration>,
 }
 
 impl<'a, S: Sql> Db<'a, S> {
     /// Sets the busy timeout (a property of the connection: every invocation's is new) and brings
     /// the schema to [`latest_version`].
     pub async fn open(sql: &'a S) -> Result<Self, SqlError> {
-        let db = Self { sql };
-        db.exec(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"), &[])
-            .await?;
-        db.migrate().await?;
-        Ok(db)
+        Self::opened(sql).set_up().await
+    }
+
+    /// [`open`](Self::open) for a caller with a deadline: a statement that may wait for the
+    /// write lock waits at most what `time_left` says when it starts (the host's busy timeout,
+    /// 5 s, would otherwise outlast a short deadline).
+    pub async fn open_within(
+        sql: &'a S,
+        time_left: &'a dyn Fn() -> Duration,
+    ) -> Result<Self, SqlError> {
+        Self::opened_within(sql, time_left).set_up().await
     }
 
     /// The database of a connection [`open`](Self::open) already set up in this invocation.
     pub fn opened(sql: &'a S) -> Self {
-        Self { sql }
+        Self {
+            sql,
+            time_left: None,
+        }
+    }
+
+    /// [`opened`](Self::opened), its waits cut as [`open_within`](Self::open_within) cuts them.
+    pub fn opened_within(sql: &'a S, time_left: &'a dyn Fn() -> Duration) -> Self {
+        Self {
+            sql,
+            time_left: Some(time_left),
+        }
+    }
+
+    async fn set_up(self) -> Result<Self, SqlError> {
+        self.limit_wait().await?;
+        self.migrate().await?;
+        Ok(self)
+    }
+
+    /// Sets the busy timeout: [`BUSY_TIMEOUT_MS`], or the caller's time left if that is less.
+    async fn limit_wait(&self) -> Result<(), SqlError> {
+        let left_ms = self.time_left.map_or(u128::MAX, |left| left().as_millis());
+        let wait_ms = u32::try_from(left_ms).map_or(BUSY_TIMEOUT_MS, |ms| ms.min(BUSY_TIMEOUT_MS));
+        self.exec(&format!("PRAGMA busy_timeout = {wait_ms}"), &[])
+            .await
+            .map(drop)
+    }
+
+    /// A statement that may wait for the write lock (the one thing that waits under WAL), the
+    /// busy timeout first cut to the caller's time left.
+    async fn exec_locking(
+        &self,
+        statement: &str,
+        params: &[SqlValue],
+    ) -> Result<SqlRows, SqlError> {
+        if self.time_left.is_some() {
+            self.limit_wait().await?;
+        }
+        self.exec(statement, params).await
     }
 
     async fn exec(&self, statement: &str, params: &[SqlValue]) -> Result<SqlRows, SqlError> {
@@ -214,7 +263,7 @@ impl<'a, S: Sql> Db<'a, S> {
     /// on a new file: `BEGIN IMMEDIATE` takes the write lock first and the version is read
     /// again under it, so one applies them and the other finds them applied.
     async fn migrate(&self) -> Result<(), SqlError> {
-        self.exec(
+        self.exec_locking(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
             &[],
         )
@@ -226,7 +275,7 @@ impl<'a, S: Sql> Db<'a, S> {
         // or an in-memory database that cannot do WAL keeps its journal mode, which only costs
         // more waiting under the busy timeout.
         let _ = self.exec("PRAGMA journal_mode = WAL", &[]).await;
-        self.exec("BEGIN IMMEDIATE", &[]).await?;
+        self.exec_locking("BEGIN IMMEDIATE", &[]).await?;
         let applied = async {
             let current = self.version().await?;
             for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
@@ -265,7 +314,7 @@ impl<'a, S: Sql> Db<'a, S> {
             return Ok(0);
         }
         let unavailable = |e: SqlError| WriteError::Unavailable(e.0);
-        self.exec("BEGIN IMMEDIATE", &[])
+        self.exec_locking("BEGIN IMMEDIATE", &[])
             .await
             .map_err(unavailable)?;
         let written = async {
@@ -309,7 +358,7 @@ impl<'a, S: Sql> Db<'a, S> {
                 name = table.name
             );
             while more() {
-                self.exec(
+                self.exec_locking(
                     &statement,
                     &[SqlValue::Integer(cutoff_ms), SqlValue::Integer(PRUNE_BATCH)],
                 )

@@ -211,6 +211,7 @@ fn a_lease_document_at_generation_u64_max_does_not_panic_a_tick() {
             owner: "an old holder".into(),
             expires_at_ms: 0,
             changed_at_ms: 0,
+            ..Lease::default()
         },
     );
     let host = SimHost::new(&world, &support::sim::our_variables());
@@ -239,6 +240,7 @@ fn a_winner_slower_than_pause_to_write_its_document_is_not_joined_by_a_second_ho
             owner: String::new(),
             expires_at_ms: 0,
             changed_at_ms: now_ms - 120_000,
+            ..Lease::default()
         },
     );
     let variables = support::sim::our_variables();

@@ -321,6 +321,8 @@ fn stored_counters_at_their_largest_neither_panic_a_tick_nor_wrap() {
         &Overlaps {
             count: MAX,
             last_at_ms: Some(now_ms),
+            lease_failures: MAX,
+            last_lease_failure_at_ms: Some(now_ms),
         },
     );
     // The routes read the document as stored, then after ticks that add to every counter.
@@ -384,6 +386,7 @@ fn an_overlap_count_at_its_largest_does_not_panic_a_skipped_tick() {
             owner: "another tick".into(),
             expires_at_ms: now_ms + 600_000,
             changed_at_ms: now_ms,
+            ..Lease::default()
         },
     );
     put(
@@ -392,6 +395,7 @@ fn an_overlap_count_at_its_largest_does_not_panic_a_skipped_tick() {
         &Overlaps {
             count: MAX,
             last_at_ms: None,
+            ..Overlaps::default()
         },
     );
     let record = tick(&world, Duration::from_secs(1_000));

@@ -459,9 +459,11 @@ fn a_dead_holder_blocks_only_until_its_lease_expires() {
     ));
 }
 
+/// The first taker to lose against the stuck counter notes it and skips (it never waits); one
+/// that loses against the same document a pause later moves on to the next generation.
 #[test]
 fn a_counter_left_stuck_by_a_dying_taker_is_recovered() {
-    use lcw_fetcher::lease::{STUCK, Taken, holders_key, take};
+    use lcw_fetcher::lease::{GRACE, PAUSE, Taken, holders_key, take};
     let kv = SharedKv::default();
     let host = NativeHost::with_kv::<&str, &str>(&[], kv.clone());
     // A taker that incremented and died before giving its unit back: the counter says taken,
@@ -479,8 +481,9 @@ fn a_counter_left_stuck_by_a_dying_taker_is_recovered() {
         Taken::Busy { .. }
     ));
     let later = NativeHost::with_kv::<&str, &str>(&[], kv.clone());
-    later.advance(STUCK + Duration::from_secs(1));
+    later.advance(PAUSE + GRACE + Duration::from_secs(1));
     let taken = block_on(take(&later, "b", now + 500_000)).unwrap();
+    assert!(later.slept().is_empty(), "taking the lease never sleeps");
     assert!(
         matches!(taken, Taken::Held(ref h) if h.generation == 1),
         "{taken:?}"

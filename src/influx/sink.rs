@@ -512,14 +512,20 @@ impl<'a, H: Host> Sink<'a, H> {
             raw_bytes: body.len(),
             wire_bytes: body.len(),
         };
+        // No wait for the other process's write lock outlasts the deadline.
+        let (host, deadline) = (self.host, self.deadline);
+        let time_left = move || deadline.saturating_sub(host.monotonic());
         if !self.sqlite_ready {
-            if let Err(error) = Db::open(self.host).await {
+            if let Err(error) = Db::open_within(self.host, &time_left).await {
                 let detail = error.to_string();
                 return (BatchOutcome::Transient { detail }, sent);
             }
             self.sqlite_ready = true;
         }
-        let outcome = match Db::opened(self.host).write_lines(body).await {
+        let outcome = match Db::opened_within(self.host, &time_left)
+            .write_lines(body)
+            .await
+        {
             Ok(_) => BatchOutcome::Written,
             Err(sqlite::WriteError::Rejected(message)) => {
                 BatchOutcome::Rejected { status: 0, message }

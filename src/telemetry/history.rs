@@ -32,15 +32,19 @@ pub enum Outcome {
     SkippedBreaker,
     /// Another tick held the lease: this one did nothing.
     SkippedOverlap,
+    /// The lease could not be read or taken (the store failed): this tick did nothing rather
+    /// than risk running beside a tick that holds it.
+    SkippedLease,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Success,
         Outcome::Partial,
         Outcome::Error,
         Outcome::SkippedBreaker,
         Outcome::SkippedOverlap,
+        Outcome::SkippedLease,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +54,7 @@ impl Outcome {
             Self::Error => "error",
             Self::SkippedBreaker => "skipped_breaker",
             Self::SkippedOverlap => "skipped_overlap",
+            Self::SkippedLease => "skipped_lease",
         }
     }
 }
@@ -233,12 +238,15 @@ fn trim<T>(window: &mut VecDeque<T>, keep: usize) {
     }
 }
 
-/// Ticks skipped because another held the lease.
+/// Ticks skipped without the lease: because another held it (`count`), or because it could
+/// not be read or taken (`lease_failures`). Written by those ticks, which hold no state document.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Overlaps {
     pub count: u64,
     pub last_at_ms: Option<i64>,
+    pub lease_failures: u64,
+    pub last_lease_failure_at_ms: Option<i64>,
 }
 
 #[cfg(test)]
