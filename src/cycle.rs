@@ -1221,7 +1221,8 @@ fn record_credits<H: Host>(
         return;
     };
     // Answers are taken in once the tick's calls are done: those that ended after this one are
-    // not in its count (some were in flight when it was made: the estimate errs low).
+    // not in its count. A call in flight beside it may be counted on either side (off by at
+    // most `max_concurrent_requests`).
     let spent_since = guard.attempts_after(Endpoint::Credits);
     guard.with_state(|s| {
         s.credits = Some(Credits {
