@@ -322,22 +322,16 @@ impl Settings {
     /// InfluxDB's token and password, and the `Basic` pair InfluxDB 1.x is sent.
     pub fn secrets(&self) -> Vec<String> {
         let influx = &self.influx;
-        let mut secrets: Vec<String> = [
-            &self.lcw_api_key,
-            &self.admin_token,
-            &influx.token,
-            &influx.password,
-        ]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| s.expose().to_owned())
-        .collect();
-        if !influx.password.is_empty() {
-            use base64::Engine as _;
-            let pair = format!("{}:{}", influx.username, influx.password.expose());
-            secrets.push(base64::engine::general_purpose::STANDARD.encode(pair));
-        }
-        secrets
+        credentials(
+            [
+                &self.lcw_api_key,
+                &self.admin_token,
+                &influx.token,
+                &influx.password,
+            ]
+            .map(|s| s.expose()),
+            &influx.username,
+        )
     }
 
     /// Reads every variable from the host and validates it.
@@ -453,6 +447,46 @@ impl Settings {
             Err(ConfigError::Invalid(reader.problems))
         }
     }
+}
+
+/// The variables that hold credentials, as [`credentials`] takes them.
+const SECRET_VARIABLES: [&str; 4] = [
+    "lcw_api_key",
+    "admin_token",
+    "influx_token",
+    "influx_password",
+];
+
+/// [`Settings::secrets`] read straight from the variables, valid or not: every request needs
+/// them (its response is redacted), most need no other setting.
+pub async fn load_secrets(variables: &impl Variables) -> Vec<String> {
+    let mut values = [""; 4].map(String::from);
+    for (value, name) in values.iter_mut().zip(SECRET_VARIABLES) {
+        if let Ok(Some(raw)) = variables.variable(name).await {
+            *value = raw.trim().to_owned();
+        }
+    }
+    let username = match variables.variable("influx_username").await {
+        Ok(Some(raw)) => raw.trim().to_owned(),
+        _ => String::new(),
+    };
+    credentials(values.each_ref().map(String::as_str), &username)
+}
+
+/// The non-empty ones of `[LCW key, admin token, InfluxDB token, InfluxDB password]`, and the
+/// `Basic` pair of `username` and the password when there is one.
+fn credentials(secrets: [&str; 4], username: &str) -> Vec<String> {
+    let mut out: Vec<String> = secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| (*s).to_owned())
+        .collect();
+    if !secrets[3].is_empty() {
+        use base64::Engine as _;
+        let pair = format!("{username}:{}", secrets[3]);
+        out.push(base64::engine::general_purpose::STANDARD.encode(pair));
+    }
+    out
 }
 
 /// Reads and validates one boolean variable, for routes that need no other setting (and so keep

@@ -82,6 +82,7 @@ pub async fn handle<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Resp
 /// method, the token, the tick); any other path is a 404. Separate async functions, not one with
 /// a flag: a wasm build keeps the code of every state of an async function it calls.
 pub async fn handle_collect<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
+    protect_secrets(host).await;
     let path = request.uri().path();
     if path != "/collect" {
         let method = request.method();
@@ -99,6 +100,7 @@ pub async fn handle_collect<H: Host>(host: &H, request: &http::Request<Vec<u8>>)
 /// The api component's entry: every route but `POST /collect`, which spin.toml routes to the
 /// collector component. A `/collect` request that reaches it anyway is a 404 that says so.
 pub async fn handle_api<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
+    protect_secrets(host).await;
     let path = request.uri().path();
     let method = request.method();
     if path.starts_with("/api/v1/") {
@@ -138,6 +140,12 @@ pub async fn handle_api<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> 
         "/backfill" => queue_backfill(host, request).await,
         _ => quarantine(host).await,
     }
+}
+
+/// Before anything else: whatever a route reads or answers, no configured secret leaves in its
+/// body (`remote::protect`; a request is a fresh instance, with nothing protected yet).
+async fn protect_secrets<H: Host>(host: &H) {
+    crate::remote::protect(&config::load_secrets(host).await);
 }
 
 /// A request for a route of [`ROUTES`] with its method, and the token when the route is an
@@ -234,7 +242,7 @@ async fn with_snapshot<H: Host>(host: &H, render: impl FnOnce(&Snapshot) -> Resp
 
 /// The query API: read-only market data from the embedded store.
 async fn api_v1<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
-    let settings = match load_settings(host).await {
+    let settings = match Settings::load(host).await {
         Ok(settings) => settings,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -266,7 +274,7 @@ async fn home<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response {
             Snapshot::default()
         }
     };
-    let settings = load_settings(host).await.ok();
+    let settings = Settings::load(host).await.ok();
     let html = page::render(host, settings.as_ref(), &snapshot, request.uri().query()).await;
     let mut response = respond(
         StatusCode::OK,
@@ -328,7 +336,7 @@ async fn stats<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Response 
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/plain"));
-    let planned = load_settings(host)
+    let planned = Settings::load(host)
         .await
         .ok()
         .map(|s| plan::calls_per_day(&s));
@@ -410,7 +418,7 @@ async fn status<H: Host>(host: &H) -> Response {
         total: CHECK_TIMEOUT,
     };
     let mut problems = Vec::new();
-    let settings = match load_settings(host).await {
+    let settings = match Settings::load(host).await {
         Ok(settings) => Some(settings),
         Err(e) => {
             problems.push(e.to_string());
@@ -723,17 +731,9 @@ async fn under_lease<H: Host, T>(
     Ok(result)
 }
 
-/// The settings, with their secrets protected from here on (`remote::protect`): every route
-/// reads them through here.
-async fn load_settings<H: Host>(host: &H) -> Result<Settings, config::ConfigError> {
-    let settings = Settings::load(host).await?;
-    crate::remote::protect(&settings.secrets());
-    Ok(settings)
-}
-
 /// The settings, or the 503 that names what is wrong with them (userinfo masked).
 async fn usable_settings<H: Host>(host: &H) -> Result<Settings, Response> {
-    load_settings(host).await.map_err(|e| {
+    Settings::load(host).await.map_err(|e| {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
             &mask_userinfo(&e.to_string()),
