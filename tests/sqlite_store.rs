@@ -446,16 +446,7 @@ fn migrations_create_the_described_tables_once() {
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "lcw-sqlite-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::temp_dir(&format!("sqlite-{name}"))
 }
 
 /// The collector's process writes ticks (and large batches) while the API's process is queried

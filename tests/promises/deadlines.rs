@@ -12,15 +12,7 @@ use crate::support::{LcwFake, NativeHost, block_on, lcw_fake};
 const S: Duration = Duration::from_secs(1);
 
 fn temp_file(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "lcw-promises-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::temp_dir(&format!("promises-{name}"));
     let file = dir.join("data.db");
     (dir, file)
 }

@@ -34,6 +34,20 @@ pub fn put_collector_state(kv: &native_host::SharedKv, doc: &lcw_fetcher::cycle:
     );
 }
 
+/// A new empty directory under the system's temporary one, unique to this process and call.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "lcw-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Runs a future to completion on the test thread.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     futures::executor::block_on(future)
