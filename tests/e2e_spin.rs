@@ -1018,6 +1018,92 @@ fn quick_start_routes(spin: &SpinUp) -> Result<String, String> {
     ))
 }
 
+impl SpinUp {
+    /// Kills the whole `spin up` at once (SIGKILL to its process group), as a host that dies.
+    fn kill_hard(mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// `spin up` killed whole while a tick waits on a slow LCW answer, then started again on the
+/// same state: how long until a tick succeeds again (the dead tick's lease must run out first).
+/// Returns the figure and the restarted host.
+fn killed_mid_tick(
+    fake: &LcwFake,
+    spin: SpinUp,
+    runtime_config: &Path,
+    variables: &[(&str, String)],
+) -> (Result<String, String>, SpinUp) {
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let coins = top_coins();
+    let slowing = std::sync::Arc::clone(&slow);
+    fake.respond_with("/coins/list", move |seen| {
+        let body = seen.json();
+        let offset = body["offset"].as_u64().unwrap_or(0) as usize;
+        let limit = body["limit"].as_u64().unwrap_or(10) as usize;
+        let page: Vec<Value> = coins.iter().skip(offset).take(limit).cloned().collect();
+        let reply = Reply::json(200, serde_json::to_vec(&page).unwrap());
+        if slowing.load(std::sync::atomic::Ordering::SeqCst) {
+            reply.delayed(Duration::from_secs(8))
+        } else {
+            reply
+        }
+    });
+    fake.clear_seen();
+    let waited = Instant::now();
+    while fake.seen_on("/coins/list").is_empty() {
+        if waited.elapsed() > Duration::from_secs(90) {
+            return (Err("no tick started within 90 s".into()), spin);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    spin.kill_hard();
+    let killed = Instant::now();
+    let killed_ms = unix_secs(SystemTime::now()) as i64 * 1000;
+    slow.store(false, std::sync::atomic::Ordering::SeqCst);
+    let restarted = SpinUp::start("spin-restarted", runtime_config, variables);
+    let restart_s = killed.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let success = get(&restarted.url, "/stats")
+            .ok()
+            .and_then(|(_, body)| json_of(&body).ok())
+            .and_then(|stats| {
+                stats["recent_cycles"].as_array().and_then(|cycles| {
+                    cycles
+                        .iter()
+                        .find(|c| {
+                            c["outcome"] == "success"
+                                && c["started_at_ms"].as_i64().is_some_and(|t| t > killed_ms)
+                        })
+                        .cloned()
+                })
+            });
+        if success.is_some() {
+            let after = killed.elapsed().as_secs_f64();
+            return (
+                Ok(format!(
+                    "the next successful tick came {after:.0} s after the kill (spin up restarted in {restart_s:.1} s)"
+                )),
+                restarted,
+            );
+        }
+        if Instant::now() > deadline {
+            let output = restarted.output();
+            return (
+                Err(format!(
+                    "no successful tick within 240 s of the kill; spin said:\n{output}"
+                )),
+                restarted,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 #[ignore = "needs Spin and the trigger-cron plugin: run scripts/e2e-spin"]
 fn the_quick_start_under_spin_up() {
@@ -1029,14 +1115,11 @@ fn the_quick_start_under_spin_up() {
     let runtime_config = config_dir.join("runtime-config.toml");
     std::fs::copy(repo().join("runtime-config.toml"), &runtime_config).unwrap();
     // The README's first command: only the key (and the fake's URL in place of LCW's).
-    let spin = SpinUp::start(
-        "spin-quick-start",
-        &runtime_config,
-        &[
-            ("lcw_api_key", API_KEY.to_owned()),
-            ("lcw_base_url", fake.base_url.clone()),
-        ],
-    );
+    let variables = [
+        ("lcw_api_key", API_KEY.to_owned()),
+        ("lcw_base_url", fake.base_url.clone()),
+    ];
+    let spin = SpinUp::start("spin-quick-start", &runtime_config, &variables);
     checks.check(
         "quick start: spin up runs with influx_url empty in allowed_outbound_hosts",
         Ok(format!("ready at {}", spin.url)),
@@ -1075,6 +1158,11 @@ fn the_quick_start_under_spin_up() {
                 ))
             }
         }),
+    );
+    let (outcome, spin) = killed_mid_tick(&fake, spin, &runtime_config, &variables);
+    checks.check(
+        "killed whole mid-tick and restarted: a tick succeeds again",
+        outcome,
     );
     drop(spin);
     println!(
