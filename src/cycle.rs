@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backfill::{self, BackfillState};
 use crate::cache::{self, TickCache};
+use crate::clock::ClockRecord;
 use crate::config::{self, ConfigError, Settings, SinkKind};
 use crate::guard::{Guard, ResilienceState, StatusCheck};
 use crate::host::{Host, KeyValue, KvError, Level, Log};
@@ -65,6 +66,8 @@ pub struct CollectorState {
     pub telemetry: TelemetryState,
     /// Saves that had to drop parts of this document to fit the store's value limit.
     pub trimmed: u64,
+    /// The host clock as the ticks read it, checked against LCW's.
+    pub clock: ClockRecord,
 }
 
 impl CollectorState {
@@ -127,6 +130,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         sink,
         telemetry,
         trimmed,
+        clock,
     } = doc;
     // Stored counts and sizes: saturating sums, whatever the documents hold.
     for (outcome, count) in [
@@ -158,6 +162,7 @@ pub async fn load_snapshot<S: KeyValue + Log>(store: &S) -> Result<Snapshot, KvE
         lease_guarantee,
         linear_memory_bytes: telemetry::linear_memory_bytes(),
         state_trimmed: trimmed,
+        clock,
     })
 }
 
@@ -728,6 +733,8 @@ async fn collect<H: Host>(
         std::mem::take(&mut doc.sink),
     );
 
+    // LCW's clock, when an answer of this tick said it.
+    let mut lcw_clock_ms = None;
     // With the breaker open there is nothing fresh: the spool has the time to itself.
     let mut record = if guard.breaker_open() {
         host.log(Level::Warn, "circuit breaker open: no LCW call this tick");
@@ -750,6 +757,7 @@ async fn collect<H: Host>(
         .uncached_up_to(Duration::from_secs(settings.cycle_interval_s))
         .inline_up_to(cache::INLINE_BUDGET);
         let fetched = fetch(host, settings, &plan.wants, &guard, Some(&mut cache)).await;
+        lcw_clock_ms = fetched.lcw_clock_ms;
         tick.timings.extend(fetched.timings.iter().cloned());
         let cache_started = host.monotonic();
         let (index, saved) = cache.finish(host).await;
@@ -802,8 +810,9 @@ async fn collect<H: Host>(
 
     let (delivery, sink_state) = sink.finish().await;
     doc.sink = sink_state;
+    let retention_now = observe_clock(host, &mut doc.clock, lcw_clock_ms);
     if settings.sink == SinkKind::Sqlite {
-        prune(host, settings, deadline).await;
+        prune(host, settings, retention_now, deadline).await;
     }
     tick.database.extend(delivery.requests.iter().cloned());
     for (measurement, count) in &delivery.written {
@@ -840,12 +849,32 @@ async fn collect<H: Host>(
 /// The least time left before the deadline for which another retention batch is started.
 pub const MIN_PRUNE_TIME: Duration = Duration::from_millis(500);
 
-/// Deletes rows past `sqlite_retention_days`, in small batches, while the tick has time: what is
-/// left is deleted by the next ticks. A failure is logged, never a failed tick (the data is safe).
-async fn prune<H: Host>(host: &H, settings: &Settings, deadline: Duration) {
-    let cutoff_ms = host
-        .unix_millis()
-        .saturating_sub(i64::from(settings.sqlite.retention_days) * 86_400_000);
+/// Records this tick's clock against LCW's and the last tick's; returns the time retention may
+/// cut at (the earliest of them: one clock's word never deletes a row).
+fn observe_clock<H: Host>(host: &H, record: &mut ClockRecord, lcw_clock_ms: Option<i64>) -> i64 {
+    let now_ms = host.unix_millis();
+    let retention_now = record.observe(now_ms, lcw_clock_ms);
+    if let Some(skew_ms) = record
+        .skew_ms
+        .filter(|_| record.disputed() && lcw_clock_ms.is_some())
+    {
+        host.log(
+            Level::Warn,
+            &format!(
+                "the host clock is {} s {} LCW's: retention cuts at the earlier clock",
+                skew_ms.saturating_abs() / 1000,
+                if skew_ms > 0 { "ahead of" } else { "behind" }
+            ),
+        );
+    }
+    retention_now
+}
+
+/// Deletes rows older than `sqlite_retention_days` before `now_ms`, in small batches, while the
+/// tick has time: what is left is deleted by the next ticks. A failure is logged, never a failed
+/// tick (the data is safe).
+async fn prune<H: Host>(host: &H, settings: &Settings, now_ms: i64, deadline: Duration) {
+    let cutoff_ms = now_ms.saturating_sub(i64::from(settings.sqlite.retention_days) * 86_400_000);
     let time_left = || deadline.saturating_sub(host.monotonic());
     let result = async {
         Db::open_within(host, &time_left)
@@ -980,6 +1009,8 @@ struct Fetch {
     timings: Vec<Timing>,
     /// List elements skipped, by endpoint and reason.
     records_skipped: BTreeMap<String, BTreeMap<String, u64>>,
+    /// LCW's clock, from the last answer with a `Date` header.
+    lcw_clock_ms: Option<i64>,
 }
 
 /// Serves the wanted answers from the cache or LCW, and builds their points.
@@ -997,6 +1028,7 @@ async fn fetch<H: Host>(
         cache_hits: 0,
         timings: Vec::new(),
         records_skipped: BTreeMap::new(),
+        lcw_clock_ms: None,
     };
     let mut data_failed = false;
     let mut fetched = Vec::new();
@@ -1079,6 +1111,7 @@ async fn fetch<H: Host>(
             .await,
     );
 
+    record.lcw_clock_ms = client.remote_clock_ms();
     let now_ms = host.unix_millis();
     for (request, requested_at_ms, fetched_at_ms, result, timing) in sent {
         // Calls the guard turned away without sending are not timed operations.

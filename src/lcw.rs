@@ -5,6 +5,7 @@
 //! (that is the cycle's job), retry, cache or sleep, and the API key must never reach an error,
 //! a log line or debug output: it only ever goes into the `x-api-key` header.
 
+use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use url::Url;
 
 use crate::config::Secret;
 use crate::host::{HttpClient, Timeouts, TransportError};
-use crate::remote::{ErrorClass, USER_AGENT, mask_userinfo, retry_after, sanitize};
+use crate::remote::{self, ErrorClass, USER_AGENT, mask_userinfo, retry_after, sanitize};
 
 /// The LCW API's page limit for list endpoints.
 pub const PAGE_LIMIT: u32 = 100;
@@ -400,6 +401,13 @@ pub struct OverviewHistory(
     #[serde(deserialize_with = "readable_elements")] pub Vec<OverviewSample>,
 );
 
+/// `-0.0` as `0.0`: a signed zero says nothing a zero does not, and SQLite's REAL columns keep
+/// a whole float as an integer, so the store would give back `0.0` where InfluxDB kept `-0`. A
+/// zero enters as the one zero every sink stores bit for bit.
+fn unsigned_zero(v: f64) -> f64 {
+    if v == 0.0 { 0.0 } else { v }
+}
+
 fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
     struct Number;
     impl<'de> serde::de::Visitor<'de> for Number {
@@ -408,7 +416,7 @@ fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::
             f.write_str("a number, a number in a string, or null")
         }
         fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Some(v))
+            Ok(Some(unsigned_zero(v)))
         }
         fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
             Ok(Some(v as f64))
@@ -418,7 +426,7 @@ fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
             match v.trim().parse::<f64>() {
-                Ok(n) if n.is_finite() => Ok(Some(n)),
+                Ok(n) if n.is_finite() => Ok(Some(unsigned_zero(n))),
                 // Said as serde says any wrong type: `invalid type: string "big"`.
                 _ => Err(E::invalid_type(serde::de::Unexpected::Str(v), &self)),
             }
@@ -631,6 +639,8 @@ pub struct Client<'a, H> {
     http: &'a H,
     base_url: &'a Url,
     api_key: &'a Secret,
+    /// LCW's clock, from the `Date` header of the last answer that had one.
+    date_ms: Cell<Option<i64>>,
 }
 
 impl<'a, H: HttpClient> Client<'a, H> {
@@ -639,7 +649,13 @@ impl<'a, H: HttpClient> Client<'a, H> {
             http,
             base_url,
             api_key,
+            date_ms: Cell::new(None),
         }
+    }
+
+    /// LCW's clock as its last answer with a `Date` header gave it (Unix milliseconds).
+    pub fn remote_clock_ms(&self) -> Option<i64> {
+        self.date_ms.get()
     }
 
     pub async fn status(&self, timeouts: Timeouts) -> Result<Status, LcwError> {
@@ -771,6 +787,9 @@ impl<'a, H: HttpClient> Client<'a, H> {
             .send(request, timeouts)
             .await
             .map_err(|error| LcwError::Transport { endpoint, error })?;
+        if let Some(date_ms) = remote::date_ms(response.headers()) {
+            self.date_ms.set(Some(date_ms));
+        }
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(LcwError::Status {

@@ -34,6 +34,7 @@
 
 pub mod backfill;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod cycle;
 pub mod guard;

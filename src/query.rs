@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
 
+use crate::clock;
 use crate::config::{self, Settings, SinkKind};
 use crate::host::{Host, SqlError, SqlRows, SqlValue};
 use crate::sqlite::{self, Db, Table};
@@ -473,8 +474,15 @@ pub async fn latest_coins<H: Host>(host: &H, currency: &str) -> Result<Rows, Que
 
 async fn latest<H: Host>(host: &H, table: &Table, currency: &str) -> Result<Rows, QueryError> {
     let db = Db::open(host).await.map_err(QueryError::store)?;
+    let credible_ms = clock::newest_credible(host.unix_millis());
     let rows = db
-        .latest(table, currency, LATEST_WINDOW_MS, MAX_LATEST_ROWS)
+        .latest(
+            table,
+            currency,
+            LATEST_WINDOW_MS,
+            credible_ms,
+            MAX_LATEST_ROWS,
+        )
         .await
         .map_err(QueryError::store)?;
     let mut rows = Rows::from_sql(rows);

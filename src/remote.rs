@@ -62,6 +62,20 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     )
 }
 
+/// The sender's clock: an answer's `Date` header as Unix milliseconds (whole seconds), if it
+/// reads as an HTTP date.
+pub fn date_ms(headers: &http::HeaderMap) -> Option<i64> {
+    let sent = headers.get(http::header::DATE)?.to_str().ok()?;
+    let sent = httpdate::parse_http_date(sent.trim()).ok()?;
+    let ms = match sent.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_millis()).ok()?,
+        Err(before) => i64::try_from(before.duration().as_millis())
+            .ok()?
+            .checked_neg()?,
+    };
+    Some(ms)
+}
+
 /// Untrusted text kept at most: a few hundred bytes say what went wrong; more is an attack or
 /// an HTML page.
 pub const TEXT_LIMIT: usize = 300;

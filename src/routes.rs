@@ -576,6 +576,14 @@ async fn status<H: Host>(host: &H) -> Response {
         }
         Some(_) => {}
     }
+    let clock = &snapshot.clock;
+    if clock.disputed() {
+        // Rows it stamped are kept, retention waits for the earlier clock: said, not hidden.
+        let skew_s = clock.skew_ms.unwrap_or(0) / 1000;
+        problems.push(format!(
+            "the host clock is {skew_s} s off LCW's (host minus LCW) at the last tick that heard it"
+        ));
+    }
     // What the last tick's lease gave: a public route makes no store write to ask.
     let lease = match snapshot.lease_guarantee {
         Some(guarantee) => json!({ "guarantee": guarantee, "detail": guarantee.describe() }),
@@ -602,6 +610,15 @@ async fn status<H: Host>(host: &H) -> Response {
         "quarantined_points": snapshot.sink.counters.quarantined,
         "last_success_at_ms": snapshot.history.last_success_at_ms,
         "last_success_age_s": last_success_age_s,
+        "clock": {
+            "disputed": clock.disputed(),
+            "skew_ms": clock.skew_ms,
+            "skew_at_ms": clock.skew_at_ms,
+            "skew_limit_ms": crate::clock::SKEW_LIMIT_MS,
+            "disputed_ticks": clock.disputed_ticks,
+            "last_disputed_at_ms": clock.last_disputed_at_ms,
+            "retention_held": clock.retention_held,
+        },
         "version": env!("CARGO_PKG_VERSION"),
     });
     json_response(
@@ -617,14 +634,26 @@ async fn status<H: Host>(host: &H) -> Response {
 /// The embedded store answers, with the newest row's time per table and its size.
 async fn sqlite_health<H: Host>(host: &H) -> Result<serde_json::Value, crate::host::SqlError> {
     let db = Db::open(host).await?;
-    let (tables, bytes) = db.summary().await?;
-    let newest: serde_json::Map<String, serde_json::Value> = tables
-        .into_iter()
-        .map(|(table, time)| (table.to_owned(), json!(time)))
+    let summary = db
+        .summary(crate::clock::newest_credible(host.unix_millis()))
+        .await?;
+    let newest: serde_json::Map<String, serde_json::Value> = summary
+        .tables
+        .iter()
+        .map(|t| (t.name.to_owned(), json!(t.newest_ms)))
         .collect();
-    Ok(
-        json!({ "schema_version": crate::sqlite::latest_version(), "newest_ms": newest, "bytes": bytes }),
-    )
+    let ahead: serde_json::Map<String, serde_json::Value> = summary
+        .tables
+        .iter()
+        .map(|t| (t.name.to_owned(), json!(t.rows_ahead)))
+        .collect();
+    Ok(json!({
+        "schema_version": db.version().await?,
+        "release_schema_version": crate::sqlite::latest_version(),
+        "newest_ms": newest,
+        "rows_ahead_of_clock": ahead,
+        "bytes": summary.bytes,
+    }))
 }
 
 async fn collect<H: Host>(host: &H) -> Response {

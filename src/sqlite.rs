@@ -249,7 +249,9 @@ impl<'a, S: Sql> Db<'a, S> {
         self.sql.sql_execute(statement, params).await
     }
 
-    async fn version(&self) -> Result<u32, SqlError> {
+    /// The schema version the database holds: [`latest_version`] once [`open`](Self::open) has
+    /// run, more when a later release has moved it on.
+    pub async fn version(&self) -> Result<u32, SqlError> {
         let rows = self
             .exec("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
             .await?;
@@ -378,12 +380,14 @@ impl<'a, S: Sql> Db<'a, S> {
     }
 
     /// The newest row of every series of `table` in `currency` among the rows of the last
-    /// `window_ms` before the newest one, with every column.
+    /// `window_ms` before the newest one, with every column. Rows stamped after `credible_ms`
+    /// (a clock ahead wrote them) are left out: they would hide every fresh row.
     pub async fn latest(
         &self,
         table: &Table,
         currency: &str,
         window_ms: i64,
+        credible_ms: i64,
         limit: usize,
     ) -> Result<SqlRows, SqlError> {
         let others: Vec<&str> = table
@@ -413,9 +417,10 @@ impl<'a, S: Sql> Db<'a, S> {
         let statement = format!(
             "SELECT t.* FROM {name} AS t JOIN (
                 SELECT {group}, MAX(time_ms) AS time_ms FROM {name}
-                WHERE currency = ? AND time_ms >= (SELECT MAX(time_ms) FROM {name}) - ?
+                WHERE currency = ?1 AND time_ms <= ?2
+                  AND time_ms >= (SELECT MAX(time_ms) FROM {name} WHERE time_ms <= ?2) - ?3
                 GROUP BY {group}) AS l ON {join}
-             WHERE t.currency = ? ORDER BY {order} LIMIT ?",
+             WHERE t.currency = ?1 ORDER BY {order} LIMIT ?4",
             name = table.name,
             join = join.join(" AND ")
         );
@@ -423,8 +428,8 @@ impl<'a, S: Sql> Db<'a, S> {
             &statement,
             &[
                 SqlValue::Text(currency.to_owned()),
+                SqlValue::Integer(credible_ms),
                 SqlValue::Integer(window_ms),
-                SqlValue::Text(currency.to_owned()),
                 SqlValue::Integer(limit as i64),
             ],
         )
@@ -472,24 +477,58 @@ impl<'a, S: Sql> Db<'a, S> {
         self.exec(&statement, &params).await
     }
 
-    /// The newest row's time of each table (cheap: the time index) and the bytes of the
-    /// database's pages.
-    pub async fn summary(&self) -> Result<(Vec<(&'static str, Option<i64>)>, i64), SqlError> {
-        let mut newest = Vec::new();
+    /// Each table's newest row time at or before `credible_ms` and its rows stamped after it
+    /// (both cheap: the time index), and the bytes of the database's pages.
+    pub async fn summary(&self, credible_ms: i64) -> Result<Summary, SqlError> {
+        let mut summary = Summary::default();
         for table in TABLES {
             let rows = self
-                .exec(&format!("SELECT MAX(time_ms) FROM {}", table.name), &[])
+                .exec(
+                    &format!(
+                        "SELECT (SELECT MAX(time_ms) FROM {name} WHERE time_ms <= ?1),
+                                (SELECT COUNT(*) FROM {name} WHERE time_ms > ?1)",
+                        name = table.name
+                    ),
+                    &[SqlValue::Integer(credible_ms)],
+                )
                 .await?;
-            let time = match rows.rows.first().and_then(|r| r.first()) {
+            let row = rows.rows.first();
+            let newest = match row.and_then(|r| r.first()) {
                 Some(SqlValue::Integer(t)) => Some(*t),
                 _ => None,
             };
-            newest.push((table.name, time));
+            let ahead = match row.and_then(|r| r.get(1)) {
+                Some(SqlValue::Integer(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            };
+            summary.tables.push(TableSummary {
+                name: table.name,
+                newest_ms: newest,
+                rows_ahead: ahead,
+            });
         }
         let pages = integer(&self.exec("PRAGMA page_count", &[]).await?);
         let page_size = integer(&self.exec("PRAGMA page_size", &[]).await?);
-        Ok((newest, pages * page_size))
+        summary.bytes = pages * page_size;
+        Ok(summary)
     }
+}
+
+/// What `/status` shows of the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub tables: Vec<TableSummary>,
+    /// The database's pages, in bytes.
+    pub bytes: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSummary {
+    pub name: &'static str,
+    /// The newest row's time, among the rows a reader's clock finds credible.
+    pub newest_ms: Option<i64>,
+    /// Rows stamped later than that: written by a clock ahead.
+    pub rows_ahead: u64,
 }
 
 fn integer(rows: &SqlRows) -> i64 {

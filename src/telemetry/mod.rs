@@ -337,6 +337,8 @@ pub struct Snapshot {
     pub lease_guarantee: Option<crate::lease::Guarantee>,
     /// This instance's linear memory, when running as wasm.
     pub linear_memory_bytes: Option<u64>,
+    /// The host clock as the ticks read it, checked against LCW's.
+    pub clock: crate::clock::ClockRecord,
 }
 
 /// What the API shows of the backfill: ranges waiting, and what became of those queued.

@@ -98,6 +98,7 @@ struct Shared {
     max_in_flight: usize,
     accept_chunked: bool,
     chunked_replies: bool,
+    send_dates: bool,
 }
 
 pub struct LcwFake {
@@ -214,6 +215,12 @@ impl LcwFake {
     /// framings.
     pub fn chunked_replies(&self) {
         self.shared.lock().unwrap().chunked_replies = true;
+    }
+
+    /// Dates every answer from now on (`Date`, the fake's real clock), as a real server does,
+    /// unless a reply carries its own.
+    pub fn send_dates(&self) {
+        self.shared.lock().unwrap().send_dates = true;
     }
 
     /// Forgets the requests seen so far.
@@ -387,11 +394,19 @@ fn answer(seen: &Seen, shared: &Mutex<Shared>) -> Reply {
         shared.max_in_flight = shared.max_in_flight.max(shared.in_flight);
         (reply, handler)
     };
-    let reply = match (handler, reply) {
+    let mut reply = match (handler, reply) {
         (Some(handler), _) => handler(seen),
         (None, Some(reply)) => reply,
         (None, None) => like_the_real_api(seen),
     };
+    let dated = reply
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("date"));
+    if shared.lock().unwrap().send_dates && !dated {
+        let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+        reply.headers.push(("Date".to_owned(), now));
+    }
     if !reply.delay.is_zero() {
         std::thread::sleep(reply.delay);
     }
