@@ -93,13 +93,22 @@ mod tests {
         let mut record = ClockRecord::default();
         let t = 1_800_000_000_000;
         assert_eq!(record.observe(t, Some(t - 1_000)), t - 1_000);
-        // The host jumps a month ahead; LCW's clock holds retention where it was.
-        assert_eq!(record.observe(t + 30 * DAY, Some(t + MIN)), t + MIN);
+        // The host jumps a month ahead: the previous tick's clock holds retention where it was.
+        assert_eq!(record.observe(t + 30 * DAY, Some(t + MIN)), t);
         assert!(record.disputed());
         assert_eq!((record.disputed_ticks, record.retention_held), (1, 1));
+        // Again a month ahead: LCW's clock holds it, though the previous tick agrees.
+        assert_eq!(
+            record.observe(t + 30 * DAY + MIN, Some(t + 2 * MIN)),
+            t + 2 * MIN
+        );
         // No witness: the previous tick's reading (a month ahead) and this one agree.
-        assert_eq!(record.observe(t + 30 * DAY + MIN, None), t + 30 * DAY);
+        assert_eq!(
+            record.observe(t + 30 * DAY + 2 * MIN, None),
+            t + 30 * DAY + MIN
+        );
         assert!(record.disputed(), "the last witness still says so");
+        assert_eq!((record.disputed_ticks, record.retention_held), (2, 2));
     }
 
     #[test]
