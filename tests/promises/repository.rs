@@ -3,6 +3,7 @@
 //! the repository for a relative path climbing out of it (`..` then a name beside the repository); it does not judge URLs or absolute
 //! paths a person chooses (`/tmp/...` in a command line).
 
+use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 /// Directories no test reads for sources: git's own, build outputs, Spin's local state.
@@ -128,9 +129,31 @@ fn the_scan_sees_a_path_to_a_directory_beside_the_repository() {
     );
 }
 
-#[test]
-fn every_lcw_fixture_the_fake_answers_with_is_in_the_repository() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lcw");
+/// The LCW samples the test and bench sources name: literal names given to `fixture` and
+/// `fixture_json`, `error_<status>.json` of each `documented_error` status, and the fake's
+/// answer of each endpoint.
+fn named_fixtures(root: &Path) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (file, text) in text_files(root) {
+        if !(file.starts_with("tests") || file.starts_with("benches")) {
+            continue;
+        }
+        for call in ["fixture(\"", "fixture_json(\""] {
+            for (at, _) in text.match_indices(call) {
+                let rest = &text[at + call.len()..];
+                names.insert(rest[..rest.find('"').unwrap()].to_owned());
+            }
+        }
+        for (at, _) in text.match_indices("documented_error(") {
+            let digits: String = text[at + "documented_error(".len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if !digits.is_empty() {
+                names.insert(format!("error_{digits}.json"));
+            }
+        }
+    }
     for path in crate::support::lcw_fake::TICK_PATHS.iter().chain(&[
         "/overview/history",
         "/coins/single",
@@ -140,8 +163,23 @@ fn every_lcw_fixture_the_fake_answers_with_is_in_the_repository() {
         "/fiats/all",
         "/platforms/all",
     ]) {
-        let name = crate::support::lcw_fake::fixture_for(path).expect("an endpoint of LCW");
-        let file = dir.join(name);
+        names.insert(
+            crate::support::lcw_fake::fixture_for(path)
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    names
+}
+
+#[test]
+fn every_lcw_fixture_the_tests_name_is_in_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let names = named_fixtures(root);
+    assert!(names.contains("error_503.json"), "{names:?}");
+    let dir = root.join("tests/fixtures/lcw");
+    for name in names {
+        let file = dir.join(&name);
         let body = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         serde_json::from_slice::<serde_json::Value>(&body)
             .unwrap_or_else(|e| panic!("{} is not JSON: {e}", file.display()));
