@@ -16,6 +16,8 @@ mod deploy;
 mod http_input;
 #[path = "promises/lease.rs"]
 mod lease;
+#[path = "promises/migrating.rs"]
+mod migrating;
 #[path = "promises/repository.rs"]
 mod repository;
 #[path = "promises/secrets.rs"]
