@@ -385,9 +385,9 @@ impl World {
         let variants = (0..8).map(|v| answers(&ids, &ex, v)).collect();
         let history = std::fs::read(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/fixtures/lcw/coins_single_history.json"),
+                .join("tests/fixtures/lcw/coins_single_history.json"),
         )
-        .expect("the shared LCW fixtures beside the repository");
+        .expect("the LCW samples in tests/fixtures/lcw");
         Self {
             variants,
             history,

@@ -16,6 +16,10 @@ mod deploy;
 mod http_input;
 #[path = "promises/lease.rs"]
 mod lease;
+#[path = "promises/migrating.rs"]
+mod migrating;
+#[path = "promises/repository.rs"]
+mod repository;
 #[path = "promises/secrets.rs"]
 mod secrets;
 #[path = "promises/sqlite_values.rs"]

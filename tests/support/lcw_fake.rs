@@ -1,4 +1,4 @@
-//! A Live Coin Watch fake on 127.0.0.1: answers every endpoint from `../shared/fixtures/lcw/`,
+//! A Live Coin Watch fake on 127.0.0.1: answers every endpoint from `tests/fixtures/lcw/`,
 //! checks method and API key like the real API, records every request, and can be told to answer
 //! an endpoint with another status, body, header or delay.
 //!
@@ -108,14 +108,10 @@ pub struct LcwFake {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Path of the shared fixtures (`../shared/fixtures/lcw/` beside the repository).
+/// Path of the LCW samples (`tests/fixtures/lcw/`, inside the repository).
 pub fn fixtures_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/lcw");
-    assert!(
-        dir.is_dir(),
-        "LCW fixtures not found at {}: the repository expects ../shared beside it",
-        dir.display()
-    );
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lcw");
+    assert!(dir.is_dir(), "LCW fixtures not found at {}", dir.display());
     dir
 }
 
