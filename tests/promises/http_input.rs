@@ -1,1 +1,130 @@
-//! Tests of this subject; see the module list in `tests/promises.rs`.
+//! What the HTTP routes take in and give out, as a hostile or merely unusual client meets them:
+//! `/status` makes at most one live LCW check per TTL however many ask at once, and a claim
+//! its maker never finished expires with the TTL; a CSV cell never becomes a spreadsheet
+//! formula, whichever separator the spreadsheet splits on; the `Bearer` scheme is matched in
+//! any case, the token still exactly; an impossible date or time is a 400 that names it.
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request};
+use lcw_fetcher::routes;
+use serde_json::Value;
+
+use crate::support::lcw_fake::{self, fixture};
+use crate::support::{LcwFake, NativeHost, Reply, block_on};
+
+fn get(host: &NativeHost, uri: &str, authorization: Option<&str>) -> (u16, String) {
+    let mut request = Request::builder().method(Method::GET).uri(uri);
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = block_on(routes::handle(host, &request.body(Vec::new()).unwrap()));
+    (
+        response.status().as_u16(),
+        String::from_utf8_lossy(response.body()).into_owned(),
+    )
+}
+
+fn status_live(host: &NativeHost) -> Value {
+    let (_, body) = get(host, "/status", None);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["lcw"]["live"].clone()
+}
+
+/// LCW's `/status` answers slowly, so that every concurrent request reads the checks document
+/// before the first check is saved.
+fn slow_status_fake(delay: Duration) -> (LcwFake, Vec<(&'static str, String)>) {
+    let fake = LcwFake::start();
+    fake.respond(
+        "/status",
+        Reply::json(200, fixture("status.json")).delayed(delay),
+    );
+    let variables = vec![
+        ("lcw_api_key", lcw_fake::API_KEY.to_owned()),
+        ("lcw_base_url", fake.base_url.clone()),
+        ("sink", "sqlite".to_owned()),
+        ("cache_ttl_status_s", "120".to_owned()),
+    ];
+    (fake, variables)
+}
+
+#[test]
+fn eight_concurrent_status_requests_make_one_live_check() {
+    let (fake, variables) = slow_status_fake(Duration::from_millis(300));
+    // Store calls that take a while let the eight requests interleave.
+    let host = NativeHost::new(&variables).with_kv_jitter(Duration::from_millis(20));
+    assert_eq!(status_live(&host), true, "the first request checks");
+    // The check is stale for every request alike.
+    host.advance(Duration::from_secs(121));
+    let start = Barrier::new(8);
+    let live: Vec<Value> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    start.wait();
+                    status_live(&host)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(
+        fake.seen_on("/status").len(),
+        2,
+        "the first check, then one of 8 concurrent /status requests: {live:?}"
+    );
+    assert_eq!(
+        live.iter().filter(|l| **l == Value::Bool(true)).count(),
+        1,
+        "{live:?}"
+    );
+}
+
+#[test]
+fn an_unfinished_status_check_blocks_live_checks_for_one_ttl_only() {
+    let (fake, variables) = slow_status_fake(Duration::from_secs(2));
+    let holder = NativeHost::new(&variables);
+    std::thread::scope(|scope| {
+        // A check that has not come back (its maker may have died): its claim stands...
+        let pending = scope.spawn(|| status_live(&holder));
+        let began = Instant::now();
+        while fake.seen_on("/status").is_empty() {
+            assert!(began.elapsed() < Duration::from_secs(5), "no check began");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let meanwhile = NativeHost::with_kv(&variables, holder.kv.clone());
+        assert_eq!(status_live(&meanwhile), false);
+        assert_eq!(
+            fake.seen_on("/status").len(),
+            1,
+            "no second check meanwhile"
+        );
+        // ...until the TTL has passed: then a request checks again.
+        let later = NativeHost::with_kv(&variables, holder.kv.clone());
+        later.advance(Duration::from_secs(121));
+        assert_eq!(status_live(&later), true);
+        assert_eq!(fake.seen_on("/status").len(), 2);
+        assert_eq!(pending.join().unwrap(), true);
+    });
+}
+
+#[test]
+fn status_claims_do_not_pile_up_in_the_store() {
+    let (_fake, variables) = slow_status_fake(Duration::ZERO);
+    let first = NativeHost::new(&variables);
+    for period in 0..10 {
+        let host = NativeHost::with_kv(&variables, first.kv.clone());
+        host.advance(Duration::from_secs(121 * period));
+        assert_eq!(status_live(&host), true, "period {period}");
+    }
+    let claims: Vec<String> = first
+        .kv
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with(lcw_fetcher::state::STATUS_CLAIMS_PREFIX))
+        .cloned()
+        .collect();
+    assert!(claims.len() <= 2, "{claims:?}");
+}
