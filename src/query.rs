@@ -553,8 +553,9 @@ fn json_value(value: &SqlValue) -> Value {
     }
 }
 
-/// RFC 4180: a header line, then one line per row, CRLF-terminated. Text that could start a
-/// spreadsheet formula (names come from LCW, untrusted) is prefixed with `'`.
+/// RFC 4180: a header line, then one line per row, CRLF-terminated. Numbers are written as
+/// numbers; text (codes and names come from LCW, untrusted) never starts a spreadsheet formula
+/// ([`csv_text`]).
 pub fn csv(rows: &Rows) -> String {
     let mut out = String::new();
     out.push_str(&rows.columns.join(","));
@@ -580,20 +581,37 @@ pub fn csv(rows: &Rows) -> String {
     out
 }
 
+/// What a spreadsheet may split a line into cells on, whatever this file's own separator: the
+/// comma, a locale's semicolon, tab and pipe, and line breaks.
+const CELL_BREAKS: [char; 6] = [',', ';', '\t', '|', '\n', '\r'];
+/// The first characters of a cell that make a spreadsheet read it as a formula (OWASP, "CSV
+/// Injection").
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A text cell: `'` before every place a spreadsheet could start a cell (the cell's start, or
+/// just after any of [`CELL_BREAKS`]) where what follows, past spaces, would start a formula; a
+/// spreadsheet splitting on `;` would otherwise read `Evil;=1+2` as `Evil` and a formula, even
+/// quoted (a quote inside a cell does not quote). Quoted when it holds a break or a quote.
 fn csv_text(out: &mut String, text: &str) {
-    let guarded;
-    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        guarded = format!("'{text}");
-        guarded.as_str()
-    } else {
-        text
-    };
-    if text.contains([',', '"', '\n', '\r']) {
+    let mut guarded = String::with_capacity(text.len() + 1);
+    let mut cell_start = true;
+    for (at, c) in text.char_indices() {
+        if cell_start
+            && text[at..]
+                .trim_start_matches(' ')
+                .starts_with(FORMULA_STARTS)
+        {
+            guarded.push('\'');
+        }
+        guarded.push(c);
+        cell_start = CELL_BREAKS.contains(&c);
+    }
+    if guarded.contains(CELL_BREAKS) || guarded.contains('"') {
         out.push('"');
-        out.push_str(&text.replace('"', "\"\""));
+        out.push_str(&guarded.replace('"', "\"\""));
         out.push('"');
     } else {
-        out.push_str(text);
+        out.push_str(&guarded);
     }
 }
 

@@ -8,7 +8,9 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request};
+use lcw_fetcher::host::Clock;
 use lcw_fetcher::routes;
+use lcw_fetcher::sqlite::Db;
 use serde_json::Value;
 
 use crate::support::lcw_fake::{self, fixture};
@@ -127,4 +129,98 @@ fn status_claims_do_not_pile_up_in_the_store() {
         .cloned()
         .collect();
     assert!(claims.len() <= 2, "{claims:?}");
+}
+
+/// The cells `/api/v1/coins?format=csv` gives for a coin whose name and code are `name`.
+fn csv_of_a_coin_named(name_tag: &str) -> String {
+    let host = NativeHost::new(&[("lcw_api_key", "k")]);
+    let now = host.unix_millis();
+    let lines = format!(
+        "cryptocurrency_data,code=EVIL,currency=USD,name={name_tag} rate=-0.5,delta_24h=0.5,rank=1i {now}\n"
+    );
+    block_on(async { Db::open(&host).await.unwrap().write_lines(&lines).await }).unwrap();
+    let (status, body) = get(&host, "/api/v1/coins?format=csv", None);
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The cells a spreadsheet sees when it splits the lines on `separator` and honours quotes
+/// only where a cell begins, as spreadsheets do.
+fn cells(csv: &str, separator: char) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in csv.split("\r\n").filter(|l| !l.is_empty()) {
+        let (mut cell, mut at_start, mut quoted) = (String::new(), true, false);
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            if quoted {
+                if c != '"' {
+                    cell.push(c);
+                } else if chars.next_if_eq(&'"').is_some() {
+                    cell.push('"');
+                } else {
+                    quoted = false;
+                }
+            } else if c == separator {
+                out.push(std::mem::take(&mut cell));
+                at_start = true;
+                continue;
+            } else if at_start && c == '"' {
+                quoted = true;
+            } else {
+                cell.push(c);
+            }
+            at_start = false;
+        }
+        out.push(cell);
+    }
+    out
+}
+
+#[test]
+fn no_csv_cell_starts_a_formula_whatever_the_separator() {
+    for name in [
+        r"Evil;\=1+2",
+        r"Evil\,\=1+2",
+        "Evil|+1",
+        "Evil\t@SUM(A1)",
+        r"\=HYPERLINK(x)",
+        "-1+2",
+        "Semi;colon",
+    ] {
+        let body = csv_of_a_coin_named(name);
+        for separator in [',', ';', '\t', '|'] {
+            // A number is read as a number (the rate of -0.5 is one), not as a formula.
+            for cell in cells(&body, separator)
+                .into_iter()
+                .filter(|c| c.parse::<f64>().is_err())
+            {
+                let first = cell.trim_start_matches(' ').chars().next();
+                assert!(
+                    !matches!(first, Some('=' | '+' | '-' | '@' | '\t' | '\r')),
+                    "name {name:?}, split on {separator:?}: cell {cell:?} starts a formula in\n{body}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn csv_quotes_text_with_a_separator_and_keeps_numbers_numbers() {
+    let body = csv_of_a_coin_named(r"Evil;\=1+2");
+    let header: Vec<&str> = body.lines().next().unwrap().split(',').collect();
+    let row = body.split("\r\n").nth(1).unwrap();
+    assert!(
+        row.contains(",\"Evil;'=1+2\","),
+        "the name is one quoted, guarded cell: {row}"
+    );
+    let at = |column: &str| header.iter().position(|c| *c == column).unwrap();
+    let cells = cells(&body, ',');
+    let row_cells = &cells[header.len()..];
+    assert_eq!(
+        row_cells[at("rate")],
+        "-0.5",
+        "a negative number stays a number"
+    );
+    assert_eq!(row_cells[at("change_24h")], "-50", "{row}");
+    assert_eq!(row_cells[at("name")], "Evil;'=1+2");
 }
