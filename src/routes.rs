@@ -204,7 +204,7 @@ async fn authorize<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Resul
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
         Ok(())
@@ -219,6 +219,15 @@ async fn authorize<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Resul
         );
         Err(response)
     }
+}
+
+/// The credentials of an `Authorization` value of the `Bearer` scheme, in any case (RFC 9110
+/// §11.1: the scheme is case-insensitive; one or more spaces before the credentials).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess matched.

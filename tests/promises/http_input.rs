@@ -224,3 +224,35 @@ fn csv_quotes_text_with_a_separator_and_keeps_numbers_numbers() {
     assert_eq!(row_cells[at("change_24h")], "-50", "{row}");
     assert_eq!(row_cells[at("name")], "Evil;'=1+2");
 }
+
+#[test]
+fn the_bearer_scheme_is_matched_in_any_case_the_token_exactly() {
+    let host = NativeHost::new(&[("lcw_api_key", "k"), ("admin_token", "right-token")]);
+    for accepted in [
+        "Bearer right-token",
+        "bearer right-token",
+        "BEARER right-token",
+        "bEaReR right-token",
+        "Bearer   right-token",
+    ] {
+        let (status, body) = get(&host, "/quarantine", Some(accepted));
+        assert_eq!(status, 200, "{accepted:?}: {body}");
+    }
+    for refused in [
+        "bearer wrong-token",
+        "bearer right-toke",
+        "bearer right-token2",
+        "bearer Right-token",
+        "bearer ",
+        "bearer",
+        "bearerright-token",
+        "Basic right-token",
+        "Token right-token",
+        "right-token",
+        "",
+    ] {
+        let (status, body) = get(&host, "/quarantine", Some(refused));
+        assert_eq!(status, 401, "{refused:?}: {body}");
+    }
+    assert_eq!(get(&host, "/quarantine", None).0, 401);
+}
