@@ -256,3 +256,47 @@ fn the_bearer_scheme_is_matched_in_any_case_the_token_exactly() {
     }
     assert_eq!(get(&host, "/quarantine", None).0, 401);
 }
+
+#[test]
+fn an_impossible_date_or_time_is_a_400_naming_it() {
+    let host = NativeHost::new(&[("lcw_api_key", "k")]);
+    // Each beside a `from` or `to` that would make a valid range of the date it is taken for.
+    for (parameter, value, other) in [
+        ("from", "2025-02-31", "to=2025-03-10"),
+        ("from", "2025-02-29", "to=2025-03-10"),
+        ("from", "2023-02-29T00:00Z", "to=2023-03-10"),
+        ("from", "2100-02-29", "to=2100-03-10"),
+        ("from", "2025-04-31T12:00:00Z", "to=2025-05-10"),
+        ("from", "2025-13-01", "to=2025-12-31"),
+        ("from", "2025-00-10", "to=2025-01-10"),
+        ("from", "2025-01-00", "to=2025-01-10"),
+        ("from", "2025-01-01T24:00Z", "to=2025-01-10"),
+        ("from", "2025-01-01T12:61Z", "to=2025-01-10"),
+        ("from", "2025-01-01T24:61Z", "to=2025-01-10"),
+        ("from", "2025-01-01T12:00:60Z", "to=2025-01-10"),
+        ("from", "2025-+1-01", "to=2025-01-10"),
+        ("to", "2025-06-31", "from=2025-06-01"),
+        ("to", "2025-09-31T00:00Z", "from=2025-09-01"),
+    ] {
+        let encoded = value.replace('+', "%2B");
+        let uri = format!("/api/v1/coins/BTC?{parameter}={encoded}&{other}");
+        let (status, body) = get(&host, &uri, None);
+        assert_eq!(status, 400, "{uri}: {body}");
+        let message: Value = serde_json::from_str(&body).unwrap();
+        let message = message["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("`{parameter}` = {value:?}")),
+            "{uri}: {message}"
+        );
+    }
+    for (from, to) in [
+        ("2024-02-29", "2024-03-01"),
+        ("2024-02-29T23:59:59Z", "2024-03-01"),
+        ("2000-02-29T00:00Z", "2000-03-01"),
+        ("2024-02-28", "2024-02-29"),
+    ] {
+        let uri = format!("/api/v1/coins/BTC?from={from}&to={to}");
+        let (status, body) = get(&host, &uri, None);
+        assert_eq!(status, 200, "{uri}: {body}");
+    }
+}
