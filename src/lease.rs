@@ -406,7 +406,7 @@ fn handed_on(past: Past, generation: u64, written_at_ms: i64) -> Past {
 /// An increment; a key that holds no counter (written some other way, by hand or by a bug)
 /// is deleted and the increment made again. No taker can have counted on such a key: every
 /// increment of it failed.
-async fn increment_counter<S: KeyValue + Log>(
+pub async fn increment_counter<S: KeyValue + Log>(
     store: &S,
     key: &str,
     delta: i64,

@@ -282,7 +282,11 @@ fn parse_time(name: &str, text: &str, now_ms: i64) -> Result<i64, QueryError> {
             Err(bad())
         };
     }
-    parse_iso(text).ok_or_else(bad)
+    match parse_iso(text) {
+        Some(Ok(ms)) => Ok(ms),
+        Some(Err(why)) => Err(QueryError::bad(format!("`{name}` = {text:?}: {why}"))),
+        None => Err(bad()),
+    }
 }
 
 /// `90` (seconds), `30s`, `5m`, `1h`, `1d`, `1w` into milliseconds.
@@ -305,31 +309,57 @@ fn parse_duration(text: &str) -> Option<i64> {
         .filter(|d| *d > 0 && *d <= 10 * 366 * DAY_MS)
 }
 
-/// `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM`, `YYYY-MM-DDTHH:MM:SS`, with an optional `Z`: UTC.
-fn parse_iso(text: &str) -> Option<i64> {
+/// `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM`, `YYYY-MM-DDTHH:MM:SS`, with an optional `Z`: UTC. `None`
+/// when the text is not of that shape; an error when it is, but names no real time (a
+/// 2025-02-31 is not read as 2025-03-03).
+fn parse_iso(text: &str) -> Option<Result<i64, String>> {
     let text = text.strip_suffix('Z').unwrap_or(text);
     let (date, time) = text.split_once('T').unwrap_or((text, "00:00:00"));
-    let mut d = date.split('-');
-    let (y, m, day): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    let mut t = time.split(':');
-    let (h, min): (i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
-    let s: i64 = t.next().map_or(Some(0), |s| s.parse().ok())?;
-    if d.next().is_some()
-        || t.next().is_some()
-        || !(1970..=9999).contains(&y)
-        || !(1..=12).contains(&m)
-        || !(1..=31).contains(&day)
-        || !(0..24).contains(&h)
-        || !(0..60).contains(&min)
-        || !(0..60).contains(&s)
-    {
+    let number = |part: Option<&str>| -> Option<i64> {
+        part.filter(|p| (1..=4).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))?
+            .parse()
+            .ok()
+    };
+    let (mut d, mut t) = (date.split('-'), time.split(':'));
+    let (y, m, day) = (number(d.next())?, number(d.next())?, number(d.next())?);
+    let (h, min) = (number(t.next())?, number(t.next())?);
+    let s = match t.next() {
+        Some(s) => number(Some(s))?,
+        None => 0,
+    };
+    if d.next().is_some() || t.next().is_some() {
         return None;
     }
-    Some(((days_from_civil(y, m, day) * 24 + h) * 60 + min) * 60_000 + s * 1_000)
+    let impossible = if !(1970..=9999).contains(&y) {
+        Some(format!("the year must be 1970 to 9999, not {y}"))
+    } else if !(1..=12).contains(&m) {
+        Some(format!("there is no month {m}"))
+    } else if !(1..=days_in_month(y, m)).contains(&day) {
+        Some(format!(
+            "there is no day {day} in {y}-{m:02}, which has {} days",
+            days_in_month(y, m)
+        ))
+    } else if h >= 24 || min >= 60 || s >= 60 {
+        Some(format!(
+            "there is no time {h:02}:{min:02}:{s:02} (00:00:00 to 23:59:59)"
+        ))
+    } else {
+        None
+    };
+    Some(match impossible {
+        Some(why) => Err(why),
+        None => Ok(((days_from_civil(y, m, day) * 24 + h) * 60 + min) * 60_000 + s * 1_000),
+    })
+}
+
+/// The days of month `m` (1 to 12) of year `y`, in the proleptic Gregorian calendar.
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -561,8 +591,9 @@ fn json_value(value: &SqlValue) -> Value {
     }
 }
 
-/// RFC 4180: a header line, then one line per row, CRLF-terminated. Text that could start a
-/// spreadsheet formula (names come from LCW, untrusted) is prefixed with `'`.
+/// RFC 4180: a header line, then one line per row, CRLF-terminated. Numbers are written as
+/// numbers; text (codes and names come from LCW, untrusted) never starts a spreadsheet formula
+/// ([`csv_text`]).
 pub fn csv(rows: &Rows) -> String {
     let mut out = String::new();
     out.push_str(&rows.columns.join(","));
@@ -588,20 +619,37 @@ pub fn csv(rows: &Rows) -> String {
     out
 }
 
+/// What a spreadsheet may split a line into cells on, whatever this file's own separator: the
+/// comma, a locale's semicolon, tab and pipe, and line breaks.
+const CELL_BREAKS: [char; 6] = [',', ';', '\t', '|', '\n', '\r'];
+/// The first characters of a cell that make a spreadsheet read it as a formula (OWASP, "CSV
+/// Injection").
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A text cell: `'` before every place a spreadsheet could start a cell (the cell's start, or
+/// just after any of [`CELL_BREAKS`]) where what follows, past spaces, would start a formula; a
+/// spreadsheet splitting on `;` would otherwise read `Evil;=1+2` as `Evil` and a formula, even
+/// quoted (a quote inside a cell does not quote). Quoted when it holds a break or a quote.
 fn csv_text(out: &mut String, text: &str) {
-    let guarded;
-    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        guarded = format!("'{text}");
-        guarded.as_str()
-    } else {
-        text
-    };
-    if text.contains([',', '"', '\n', '\r']) {
+    let mut guarded = String::with_capacity(text.len() + 1);
+    let mut cell_start = true;
+    for (at, c) in text.char_indices() {
+        if cell_start
+            && text[at..]
+                .trim_start_matches(' ')
+                .starts_with(FORMULA_STARTS)
+        {
+            guarded.push('\'');
+        }
+        guarded.push(c);
+        cell_start = CELL_BREAKS.contains(&c);
+    }
+    if guarded.contains(CELL_BREAKS) || guarded.contains('"') {
         out.push('"');
-        out.push_str(&text.replace('"', "\"\""));
+        out.push_str(&guarded.replace('"', "\"\""));
         out.push('"');
     } else {
-        out.push_str(text);
+        out.push_str(&guarded);
     }
 }
 
@@ -622,10 +670,14 @@ mod tests {
 
     #[test]
     fn times_parse_and_print_in_utc() {
-        assert_eq!(parse_iso("1970-01-01"), Some(0));
-        assert_eq!(parse_iso("2024-02-29T12:30:15Z"), Some(1_709_209_815_000));
+        assert_eq!(parse_iso("1970-01-01"), Some(Ok(0)));
+        assert_eq!(
+            parse_iso("2024-02-29T12:30:15Z"),
+            Some(Ok(1_709_209_815_000))
+        );
         assert_eq!(iso(1_709_209_815_000), "2024-02-29T12:30:15Z");
-        assert_eq!(parse_iso("2024-13-01"), None);
+        assert!(matches!(parse_iso("2024-13-01"), Some(Err(_))));
+        assert_eq!(parse_iso("2024-01-01T12"), None);
         assert_eq!(parse_time("from", "-2h", 10 * HOUR_MS), Ok(8 * HOUR_MS));
         assert!(parse_time("from", "yesterday", 0).is_err());
         assert_eq!(parse_duration("90"), Some(90_000));

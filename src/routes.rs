@@ -204,7 +204,7 @@ async fn authorize<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Resul
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
         Ok(())
@@ -219,6 +219,15 @@ async fn authorize<H: Host>(host: &H, request: &http::Request<Vec<u8>>) -> Resul
         );
         Err(response)
     }
+}
+
+/// The credentials of an `Authorization` value of the `Bearer` scheme, in any case (RFC 9110
+/// §11.1: the scheme is case-insensitive; one or more spaces before the credentials).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess matched.
@@ -384,7 +393,8 @@ pub struct LiveCheck {
 }
 
 /// The document `lcw/v1/status-checks`: the API's last live checks, and when one was last
-/// started (recorded before it goes out, so concurrent callers do not all check).
+/// started. On a store without atomic increment that note, written before the calls, is the
+/// only claim; otherwise the claim is a counter ([`claim_checks`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusChecks {
     pub attempted_at_ms: Option<i64>,
@@ -406,17 +416,134 @@ fn shown(check: Option<&LiveCheck>, now_ms: i64, live: bool) -> serde_json::Valu
     }
 }
 
+/// Makes the live checks that are stale, when this request wins the claim to make them, and
+/// saves them in `doc`. Whether each remote was checked live.
+async fn refresh_checks<H: Host>(
+    host: &H,
+    s: &Settings,
+    doc: &mut StatusChecks,
+    now_ms: i64,
+) -> (bool, bool) {
+    let ttl_ms = (s.cache_ttls.status_s as i64).saturating_mul(1000).max(1);
+    let stale = |c: &Option<LiveCheck>| {
+        c.as_ref()
+            .is_none_or(|c| now_ms.saturating_sub(c.checked_at_ms) >= ttl_ms)
+    };
+    let uses_influx = s.sink == SinkKind::Influxdb;
+    let (check_lcw, check_influx) = (stale(&doc.lcw), uses_influx && stale(&doc.influx));
+    if !(check_lcw || check_influx) || !claim_checks(host, doc, uses_influx, ttl_ms, now_ms).await {
+        return (false, false);
+    }
+    let timeouts = Timeouts {
+        connect: CHECK_TIMEOUT,
+        first_byte: CHECK_TIMEOUT,
+        total: CHECK_TIMEOUT,
+    };
+    if check_lcw {
+        let client = lcw::Client::new(host, &s.lcw_base_url, &s.lcw_api_key);
+        let result = client.status(timeouts).await;
+        doc.lcw = Some(LiveCheck {
+            checked_at_ms: now_ms,
+            ok: result.is_ok(),
+            error: result.err().map(|e| e.to_string()),
+        });
+    }
+    if check_influx {
+        let result = write::health(host, &s.influx, timeouts).await;
+        doc.influx = Some(LiveCheck {
+            checked_at_ms: now_ms,
+            ok: result.is_ok(),
+            error: result.err(),
+        });
+    }
+    if let Err(e) = state::save(host, state::STATUS_CHECKS_KEY, doc).await {
+        host.log(Level::Warn, &format!("status check not saved: {e}"));
+    }
+    (check_lcw, check_influx)
+}
+
+/// Whether this request makes the stale checks of `doc`: the first to increment the claim
+/// counter of this TTL period, of all requests that read the same checks. The period is counted
+/// from the oldest check `doc` holds, so requests that find the checks stale at once share one
+/// counter; a claim whose maker died or never saved its checks stands for one period only.
+/// A store without atomic increment falls back to a note written before the calls (two
+/// requests within one store round trip may both check); a store that fails refuses.
+async fn claim_checks<H: Host>(
+    host: &H,
+    doc: &mut StatusChecks,
+    uses_influx: bool,
+    ttl_ms: i64,
+    now_ms: i64,
+) -> bool {
+    let oldest = [doc.lcw.as_ref()]
+        .into_iter()
+        .chain(uses_influx.then_some(doc.influx.as_ref()))
+        .map(|c| c.map_or(0, |c| c.checked_at_ms.max(0)))
+        .min()
+        .unwrap_or(0);
+    let period_start = now_ms
+        .saturating_sub(oldest)
+        .div_euclid(ttl_ms)
+        .saturating_mul(ttl_ms)
+        .saturating_add(oldest);
+    let key = format!("{}{period_start:020}", state::STATUS_CLAIMS_PREFIX);
+    match lease::increment_counter(host, &key, 1).await {
+        Ok(Some(1)) => {
+            forget_old_claims(host, now_ms, ttl_ms).await;
+            true
+        }
+        Ok(Some(_)) => false,
+        Ok(None) => {
+            let attempted_recently = doc
+                .attempted_at_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) < ttl_ms && now_ms >= t);
+            if attempted_recently {
+                return false;
+            }
+            // Recorded before the calls: whoever comes meanwhile is served what there is.
+            doc.attempted_at_ms = Some(now_ms);
+            if let Err(e) = state::save(host, state::STATUS_CHECKS_KEY, &*doc).await {
+                host.log(Level::Warn, &format!("status check not recorded: {e}"));
+            }
+            true
+        }
+        Err(e) => {
+            host.log(Level::Warn, &format!("status check not claimed: {e}"));
+            false
+        }
+    }
+}
+
+/// Deletes the claim counters no request can still increment: a request computes only the
+/// period it is in, and increments within a store call ([`lease::GRACE`]) of reading its clock,
+/// which may be [`lease::GRACE`] off ours.
+async fn forget_old_claims<H: Host>(host: &H, now_ms: i64, ttl_ms: i64) {
+    let grace_ms = lease::GRACE.as_millis() as i64;
+    let oldest_live = now_ms.saturating_sub(ttl_ms.saturating_add(2 * grace_ms));
+    let keys = match host.kv_keys(state::STATUS_CLAIMS_PREFIX).await {
+        Ok(keys) => keys,
+        Err(e) => {
+            host.log(Level::Warn, &format!("status claims not listed: {e}"));
+            return;
+        }
+    };
+    for key in keys {
+        let old = key
+            .strip_prefix(state::STATUS_CLAIMS_PREFIX)
+            .and_then(|start| start.parse::<i64>().ok())
+            .is_some_and(|start| start < oldest_live);
+        if old && let Err(e) = host.kv_delete(&key).await {
+            host.log(Level::Warn, &format!("old status claim not deleted: {e}"));
+        }
+    }
+}
+
 async fn status<H: Host>(host: &H) -> Response {
     let snapshot = match cycle::load_snapshot(host).await {
         Ok(s) => s,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
     let now_ms = host.unix_millis();
-    let checks = Timeouts {
-        connect: CHECK_TIMEOUT,
-        first_byte: CHECK_TIMEOUT,
-        total: CHECK_TIMEOUT,
-    };
     let mut problems = Vec::new();
     let settings = match Settings::load(host).await {
         Ok(settings) => Some(settings),
@@ -443,47 +570,10 @@ async fn status<H: Host>(host: &H) -> Response {
     {
         doc.lcw = Some(c);
     }
-    let (mut lcw_live, mut influx_live) = (false, false);
-    if let Some(s) = &settings {
-        let ttl_ms = (s.cache_ttls.status_s as i64).saturating_mul(1000);
-        let stale = |c: &Option<LiveCheck>| {
-            c.as_ref()
-                .is_none_or(|c| now_ms.saturating_sub(c.checked_at_ms) >= ttl_ms)
-        };
-        let attempted_recently = doc
-            .attempted_at_ms
-            .is_some_and(|t| now_ms.saturating_sub(t) < ttl_ms && now_ms >= t);
-        let uses_influx = s.sink == SinkKind::Influxdb;
-        if (stale(&doc.lcw) || (uses_influx && stale(&doc.influx))) && !attempted_recently {
-            // Recorded before the calls: whoever comes meanwhile is served what there is.
-            doc.attempted_at_ms = Some(now_ms);
-            if let Err(e) = state::save(host, state::STATUS_CHECKS_KEY, &doc).await {
-                host.log(Level::Warn, &format!("status check not recorded: {e}"));
-            }
-            if stale(&doc.lcw) {
-                let client = lcw::Client::new(host, &s.lcw_base_url, &s.lcw_api_key);
-                let result = client.status(checks).await;
-                doc.lcw = Some(LiveCheck {
-                    checked_at_ms: now_ms,
-                    ok: result.is_ok(),
-                    error: result.err().map(|e| e.to_string()),
-                });
-                lcw_live = true;
-            }
-            if uses_influx && stale(&doc.influx) {
-                let result = write::health(host, &s.influx, checks).await;
-                doc.influx = Some(LiveCheck {
-                    checked_at_ms: now_ms,
-                    ok: result.is_ok(),
-                    error: result.err(),
-                });
-                influx_live = true;
-            }
-            if let Err(e) = state::save(host, state::STATUS_CHECKS_KEY, &doc).await {
-                host.log(Level::Warn, &format!("status check not saved: {e}"));
-            }
-        }
-    }
+    let (lcw_live, influx_live) = match &settings {
+        Some(s) => refresh_checks(host, s, &mut doc, now_ms).await,
+        None => (false, false),
+    };
 
     let lcw = if settings.is_some() {
         let mut shown = shown(doc.lcw.as_ref(), now_ms, lcw_live);

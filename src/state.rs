@@ -167,6 +167,9 @@ pub async fn unreadable_count<S: KeyValue + Log>(store: &S) -> u64 {
 /// The API's last live checks of LCW and InfluxDB for `/status`, and when one was last tried
 /// (`routes`): at most one live check per TTL across all callers.
 pub const STATUS_CHECKS_KEY: &str = "lcw/v1/status-checks";
+/// Prefix of the counters that let one request of a TTL period make `/status`'s live checks
+/// (`routes`), one per period; deleted once no request can reach them.
+pub const STATUS_CLAIMS_PREFIX: &str = "lcw/v1/status-checks/claims/";
 
 /// Reads a JSON document; absent or unreadable documents give `T::default()` (the latter logged).
 pub async fn load<T, S>(store: &S, key: &str) -> Result<T, KvError>
