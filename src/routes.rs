@@ -425,9 +425,13 @@ async fn refresh_checks<H: Host>(
     now_ms: i64,
 ) -> (bool, bool) {
     let ttl_ms = (s.cache_ttls.status_s as i64).saturating_mul(1000).max(1);
+    // A check stamped after what our clock finds credible came from a clock ahead: stale, or
+    // it would stand until that time.
     let stale = |c: &Option<LiveCheck>| {
-        c.as_ref()
-            .is_none_or(|c| now_ms.saturating_sub(c.checked_at_ms) >= ttl_ms)
+        c.as_ref().is_none_or(|c| {
+            now_ms.saturating_sub(c.checked_at_ms) >= ttl_ms
+                || c.checked_at_ms > crate::clock::newest_credible(now_ms)
+        })
     };
     let uses_influx = s.sink == SinkKind::Influxdb;
     let (check_lcw, check_influx) = (stale(&doc.lcw), uses_influx && stale(&doc.influx));

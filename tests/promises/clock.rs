@@ -151,3 +151,19 @@ fn a_host_clock_lcw_disputes_is_counted_said_and_deletes_nothing() {
         "{health}"
     );
 }
+
+/// A live check stamped by a clock a day ahead counted as fresh until that time: `/status` made
+/// no live check for a day and showed the stale one.
+#[test]
+fn a_status_check_a_clock_ahead_stamped_does_not_hold_off_live_checks() {
+    let fake = LcwFake::start();
+    let (kv, sql) = (SharedKv::default(), memory_sql());
+    get(&host_at(&fake, &kv, &sql, DAY), "/status");
+    assert_eq!(fake.seen_on("/status").len(), 1, "the first check is live");
+    get(&host_at(&fake, &kv, &sql, Duration::ZERO), "/status");
+    assert_eq!(
+        fake.seen_on("/status").len(),
+        2,
+        "a check from a day ahead is not fresh now"
+    );
+}
