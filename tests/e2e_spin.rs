@@ -66,12 +66,22 @@ struct SpinUp {
 
 impl SpinUp {
     fn start(name: &str, runtime_config: &Path, variables: &[(&str, String)]) -> Self {
+        Self::start_from("spin.toml", name, runtime_config, variables)
+    }
+
+    /// `spin up` of the repository's manifest `manifest` (`spin.toml`, `spin.http.toml`).
+    fn start_from(
+        manifest: &str,
+        name: &str,
+        runtime_config: &Path,
+        variables: &[(&str, String)],
+    ) -> Self {
         let dir = scratch(name);
         let port = support::influxd::free_port();
         let mut command = Command::new(spin_binary());
         command
             .args(["up", "--from"])
-            .arg(repo().join("spin.toml"))
+            .arg(repo().join(manifest))
             .arg("--runtime-config-file")
             .arg(runtime_config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -1104,6 +1114,53 @@ fn killed_mid_tick(
     }
 }
 
+/// The manifest of hosts without a cron trigger (SpinKube, Akamai): the collector answers
+/// `POST /collect` with a successful tick, and in a minute's wait no tick starts on its own.
+fn http_only_manifest(
+    fake: &LcwFake,
+    runtime_config: &Path,
+    variables: &[(&str, String)],
+) -> Result<String, String> {
+    let mut variables = variables.to_vec();
+    variables.push(("admin_token", ADMIN_TOKEN.to_owned()));
+    let spin = SpinUp::start_from(
+        "spin.http.toml",
+        "spin-http-only",
+        runtime_config,
+        &variables,
+    );
+    // A tick the previous host's stop cut short may hold the lease a little longer.
+    let mut cycle = collect(&spin.url)?;
+    for _ in 0..3 {
+        if cycle["outcome"] != "skipped_overlap" {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(30));
+        cycle = collect(&spin.url)?;
+    }
+    if cycle["outcome"] != "success" {
+        return Err(format!("POST /collect: {cycle}"));
+    }
+    fake.clear_seen();
+    let waited = Instant::now();
+    std::thread::sleep(Duration::from_secs(65));
+    let starts = fake.seen_on("/coins/list").len();
+    if starts > 0 {
+        return Err(format!(
+            "{starts} /coins/list calls in {:.0} s with no POST /collect: a cron trigger ran",
+            waited.elapsed().as_secs_f64()
+        ));
+    }
+    match get(&spin.url, "/status")? {
+        (200, _) => Ok(format!(
+            "POST /collect: {}; no LCW call in the {:.0} s after it; /status 200",
+            cycle["outcome"],
+            waited.elapsed().as_secs_f64()
+        )),
+        (status, body) => Err(format!("/status {status}: {body:.300}")),
+    }
+}
+
 #[test]
 #[ignore = "needs Spin and the trigger-cron plugin: run scripts/e2e-spin"]
 fn the_quick_start_under_spin_up() {
@@ -1165,6 +1222,12 @@ fn the_quick_start_under_spin_up() {
         outcome,
     );
     drop(spin);
+    fake.restore("/coins/list");
+    serve_top_coins(&fake);
+    checks.check(
+        "spin.http.toml (HTTP-only hosts): POST /collect runs a tick, no cron fires",
+        http_only_manifest(&fake, &runtime_config, &variables),
+    );
     println!(
         "\n{} checks passed, {} failed, in {:.0} s",
         checks.passed,
