@@ -430,6 +430,14 @@ async fn status<H: Host>(host: &H) -> Response {
     let mut doc: StatusChecks = state::load(host, state::STATUS_CHECKS_KEY)
         .await
         .unwrap_or_default();
+    // A check stamped ahead of this clock (an instance whose clock had jumped) is neither fresh
+    // nor newer than the collector's: it would be served, unchecked, until this clock caught up.
+    let credible_ms = crate::clock::newest_credible(now_ms);
+    for check in [&mut doc.lcw, &mut doc.influx] {
+        if check.as_ref().is_some_and(|c| c.checked_at_ms > credible_ms) {
+            *check = None;
+        }
+    }
     let collector_check = snapshot.resilience.status.as_ref().map(|c| LiveCheck {
         checked_at_ms: c.checked_at_ms,
         ok: c.reachable,

@@ -22,3 +22,5 @@ mod secrets;
 mod sqlite_values;
 #[path = "promises/state_input.rs"]
 mod state_input;
+#[path = "promises/adversary.rs"]
+mod adversary;

@@ -1,0 +1,63 @@
+//! What an adversarial pass over the whole app proved broken, each kept by a test that failed on
+//! the code before its fix: clocks that jump (a holder's, an API instance's, the collector's),
+//! and what they leave in the store.
+
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use lcw_fetcher::cycle;
+use lcw_fetcher::routes;
+use lcw_fetcher::telemetry::history::Outcome;
+use serde_json::Value;
+
+use crate::support::lcw_fake::API_KEY;
+use crate::support::native_host::{SharedKv, SharedSql, memory_sql};
+use crate::support::{LcwFake, NativeHost, Reply, block_on};
+
+const DAY: Duration = Duration::from_secs(86_400);
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A host on the shared store and database, its LCW at `base_url`, its clock `ahead` of the
+/// real one.
+fn host_at(base_url: &str, kv: &SharedKv, sql: &SharedSql, ahead: Duration) -> NativeHost {
+    let host = NativeHost::with_kv(
+        &[("lcw_api_key", API_KEY), ("lcw_base_url", base_url)],
+        kv.clone(),
+    )
+    .with_sql(sql.clone());
+    host.advance(ahead);
+    host
+}
+
+fn get(host: &NativeHost, path: &str) -> (StatusCode, Value) {
+    let request = Request::get(path).body(Vec::new()).unwrap();
+    let response = block_on(routes::handle(host, &request));
+    let body = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+    (response.status(), body)
+}
+
+/// An API instance whose clock was a day ahead found LCW unreachable and recorded its check a
+/// day ahead. Every `/status` after that, by a right clock, took the check as fresh (no live
+/// check for a day) and newer than the collector's own checks: 503 "LCW not reachable" for a
+/// day while the collector reached LCW every minute.
+#[test]
+fn a_status_check_stamped_ahead_of_the_clock_is_not_served_for_a_day() {
+    let fake = LcwFake::start();
+    let (kv, sql) = (SharedKv::default(), memory_sql());
+    let right = host_at(fake.base_url.as_str(), &kv, &sql, Duration::ZERO);
+    let record = block_on(cycle::run(&right));
+    assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
+
+    fake.respond("/status", Reply::json(503, r#"{"error":"down"}"#));
+    let ahead = host_at(fake.base_url.as_str(), &kv, &sql, DAY);
+    let (status, health) = get(&ahead, "/status");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    fake.restore("/status");
+
+    right.advance(3 * MINUTE);
+    let record = block_on(cycle::run(&right));
+    assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
+    let (status, health) = get(&right, "/status");
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["lcw"]["reachable"], true, "{health}");
+}
