@@ -579,6 +579,11 @@ async fn status<H: Host>(host: &H) -> Response {
         .map(|t| now_ms.saturating_sub(t) / 1000);
     match last_success_age_s {
         None => problems.push("no successful tick yet".into()),
+        // Stamped by a clock ahead: it says nothing of whether a tick succeeds now.
+        Some(age) if age < -(crate::clock::FUTURE_LIMIT_MS / 1000) => problems.push(format!(
+            "last successful tick stamped {} s ahead of this clock",
+            -age
+        )),
         Some(age) if age > STALE_AFTER.as_secs() as i64 => {
             problems.push(format!("last successful tick {age} s ago"))
         }

@@ -36,6 +36,31 @@ fn get(host: &NativeHost, path: &str) -> (StatusCode, Value) {
     (response.status(), body)
 }
 
+/// A successful tick under a clock a day ahead stamped `last_success_at_ms` a day ahead. With the
+/// clock right again and no tick succeeding since, `/status` stayed 200 for a day (the age of the
+/// last success was negative, never over the limit): the health check lied.
+#[test]
+fn a_last_success_stamped_ahead_of_the_clock_does_not_keep_status_healthy() {
+    let fake = LcwFake::start();
+    let (kv, sql) = (SharedKv::default(), memory_sql());
+    let record = block_on(cycle::run(&host_at(
+        fake.base_url.as_str(),
+        &kv,
+        &sql,
+        DAY,
+    )));
+    assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
+
+    let right = host_at(fake.base_url.as_str(), &kv, &sql, Duration::ZERO);
+    right.advance(routes::STALE_AFTER + MINUTE);
+    let (status, health) = get(&right, "/status");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert!(
+        health["problems"].to_string().contains("last successful tick"),
+        "{health}"
+    );
+}
+
 /// An API instance whose clock was a day ahead found LCW unreachable and recorded its check a
 /// day ahead. Every `/status` after that, by a right clock, took the check as fresh (no live
 /// check for a day) and newer than the collector's own checks: 503 "LCW not reachable" for a
