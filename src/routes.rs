@@ -751,8 +751,7 @@ async fn under_lease<H: Host, T>(
     work: impl AsyncFnOnce(&lease::Held) -> T,
 ) -> Result<T, Response> {
     let owner = format!("{what}-{:016x}", host.random_u64());
-    // A minute of work, ending well within the lease's valid part.
-    let expires_at_ms = host.unix_millis() + 60_000 + lease::GRACE.as_millis() as i64;
+    let expires_at_ms = host.unix_millis() + lease::ROUTE_LEASE.as_millis() as i64;
     let held = match lease::take(host, &owner, expires_at_ms).await {
         Ok(Taken::Held(held)) => held,
         Ok(Taken::Busy { .. }) => {

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use lcw_fetcher::cycle;
+use lcw_fetcher::host::Clock;
+use lcw_fetcher::lease::{self, Taken};
 use lcw_fetcher::routes;
 use lcw_fetcher::telemetry::history::Outcome;
 use serde_json::Value;
@@ -34,6 +36,41 @@ fn get(host: &NativeHost, path: &str) -> (StatusCode, Value) {
     let response = block_on(routes::handle(host, &request));
     let body = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
     (response.status(), body)
+}
+
+/// A host whose clock was a day ahead took the lease and died holding it (or its document is
+/// corrupted with a far expiry). By every other clock the lease was live for a day: every tick
+/// was `skipped_overlap` for a day. A lease expiring further ahead than any taker writes one is
+/// a clock's word alone: once the same document has stood for a lease's length by the taker's
+/// own clock, it is taken over.
+#[test]
+fn a_lease_stamped_by_a_clock_a_day_ahead_blocks_no_tick_for_a_day() {
+    let fake = LcwFake::start();
+    let (kv, sql) = (SharedKv::default(), memory_sql());
+    let ahead = host_at(fake.base_url.as_str(), &kv, &sql, DAY);
+    let expires_at_ms = ahead.unix_millis() + 60_000;
+    let taken = block_on(lease::take(&ahead, "dead-holder", expires_at_ms)).unwrap();
+    assert!(matches!(taken, Taken::Held(_)), "{taken:?}");
+    drop(ahead);
+
+    let right = host_at(fake.base_url.as_str(), &kv, &sql, Duration::ZERO);
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        let record = block_on(cycle::run(&right));
+        outcomes.push(record.outcome);
+        right.advance(MINUTE);
+    }
+    assert_eq!(
+        outcomes[0],
+        Outcome::SkippedOverlap,
+        "a lease just taken is not taken over at once"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Success | Outcome::Partial)),
+        "no tick ran within 3 minutes of a dead holder's lease: {outcomes:?}"
+    );
 }
 
 /// A successful tick under a clock a day ahead stamped `last_success_at_ms` a day ahead. With the
