@@ -94,7 +94,8 @@ mod tests {
         let t = 1_800_000_000_000;
         assert_eq!(record.observe(t, Some(t - 1_000)), t - 1_000);
         // The host jumps a month ahead; LCW's clock holds retention where it was.
-        assert_eq!(record.observe(t + 30 * DAY, Some(t + MIN)), t + MIN);
+        // The previous tick's reading is the earliest of the three here.
+        assert_eq!(record.observe(t + 30 * DAY, Some(t + MIN)), t);
         assert!(record.disputed());
         assert_eq!((record.disputed_ticks, record.retention_held), (1, 1));
         // No witness: the previous tick's reading (a month ahead) and this one agree.
