@@ -123,3 +123,44 @@ fn a_status_check_stamped_ahead_of_the_clock_is_not_served_for_a_day() {
     assert_eq!(status, StatusCode::OK, "{health}");
     assert_eq!(health["lcw"]["reachable"], true, "{health}");
 }
+
+/// A host on the shared store with its own variables on top of LCW's, its clock `ahead`.
+fn host_with(
+    fake: &LcwFake,
+    kv: &SharedKv,
+    extra: &[(&str, &str)],
+    ahead: Duration,
+) -> NativeHost {
+    let mut variables = vec![
+        ("lcw_api_key", API_KEY),
+        ("lcw_base_url", fake.base_url.as_str()),
+    ];
+    variables.extend_from_slice(extra);
+    let host = NativeHost::with_kv(&variables, kv.clone());
+    host.advance(ahead);
+    host
+}
+
+/// A tick under a clock a day ahead met an authentication failure (the key was being rotated)
+/// and opened the breaker until a day and 30 s ahead. With the clock right again and the key
+/// good, every tick was `skipped_breaker` for a day: no LCW call, no data. An open breaker's
+/// end further ahead than a cool-down was stamped by a clock ahead: its cool-down is over.
+#[test]
+fn a_breaker_opened_by_a_clock_a_day_ahead_does_not_stop_the_ticks_for_a_day() {
+    let fake = LcwFake::start();
+    let kv = SharedKv::default();
+    let wrong_key = host_with(&fake, &kv, &[("lcw_api_key", "rotated-key-0000")], DAY);
+    let record = block_on(cycle::run(&wrong_key));
+    assert_eq!(record.breaker, "open", "{record:?}");
+
+    let right = host_with(&fake, &kv, &[], Duration::ZERO);
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        right.advance(MINUTE);
+        outcomes.push(block_on(cycle::run(&right)).outcome);
+    }
+    assert!(
+        outcomes.contains(&Outcome::Success),
+        "the ticks after a clock a day ahead opened the breaker: {outcomes:?}"
+    );
+}
