@@ -164,3 +164,30 @@ fn a_breaker_opened_by_a_clock_a_day_ahead_does_not_stop_the_ticks_for_a_day() {
         "the ticks after a clock a day ahead opened the breaker: {outcomes:?}"
     );
 }
+
+/// InfluxDB answered 429 to a tick under a clock a day ahead: nothing was to be sent before a
+/// day and 10 s ahead. With the clock right again and InfluxDB taking writes, every tick spooled
+/// its fresh points for a day (the spool fills, then evicts). A pause further ahead than the
+/// longest `Retry-After` honoured was stamped by a clock ahead: it is over.
+#[test]
+fn an_influxdb_pause_stamped_by_a_clock_a_day_ahead_holds_no_fresh_point_back() {
+    let fake = LcwFake::start();
+    let kv = SharedKv::default();
+    let influx = [
+        ("sink", "influxdb"),
+        ("influx_url", fake.base_url.as_str()),
+        ("influx_api", "v1"),
+        ("influx_database", "lcw"),
+        ("initial_history_hours", "0"),
+    ];
+    fake.respond("/write", Reply::json(429, r#"{"error":"slow down"}"#));
+    let record = block_on(cycle::run(&host_with(&fake, &kv, &influx, DAY)));
+    assert!(record.points_spooled > 0, "{record:?}");
+
+    fake.respond("/write", Reply::json(204, ""));
+    let right = host_with(&fake, &kv, &influx, Duration::ZERO);
+    right.advance(MINUTE);
+    let record = block_on(cycle::run(&right));
+    assert_eq!(record.outcome, Outcome::Success, "{record:?}");
+    assert_eq!(record.points_spooled, 0, "{record:?}");
+}
