@@ -384,6 +384,12 @@ async fn give_back<S: KeyValue + Log>(store: &S, counter: &str) {
 /// taker's document write (three store calls after `now_ms`).
 fn past_at_take(taker: &Taker<'_>, generation: u64) -> Past {
     let mut past = Past::of(taker.current);
+    // No taker sets a quiet time further ahead than this (a move, below, plus a clock GRACE
+    // ahead): a later one was stamped by a clock far ahead or a corrupted document, and would
+    // keep every counter from here on for as long, one more each tick.
+    let furthest = taker.now_ms.saturating_add(millis(6 * GRACE));
+    past.quiet_at_ms = past.quiet_at_ms.min(furthest);
+    past.older_quiet_at_ms = past.older_quiet_at_ms.min(furthest);
     let moved = taker.current.held() || generation != taker.current.generation;
     if moved {
         let quiet = taker.now_ms.saturating_add(millis(5 * GRACE));

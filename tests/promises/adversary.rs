@@ -191,3 +191,39 @@ fn an_influxdb_pause_stamped_by_a_clock_a_day_ahead_holds_no_fresh_point_back() 
     assert_eq!(record.outcome, Outcome::Success, "{record:?}");
     assert_eq!(record.points_spooled, 0, "{record:?}");
 }
+
+/// The lease document names the counters of past generations still stored and when they are
+/// quiet. Times there stamped far ahead (a clock ahead, a corrupted document) kept every
+/// counter forever: each tick left one more `lcw/v1/lease/holders/<generation>` key behind, a
+/// store growing without bound. A quiet time is held to the furthest any taker sets one.
+#[test]
+fn past_lease_counters_stamped_far_ahead_do_not_pile_up() {
+    let fake = LcwFake::start();
+    let kv = SharedKv::default();
+    let host = host_with(&fake, &kv, &[], Duration::ZERO);
+    let corrupted = lease::Lease {
+        generation: 3,
+        past: Some(lease::Past {
+            from: 0,
+            older_below: 3,
+            older_quiet_at_ms: i64::MAX,
+            quiet_at_ms: i64::MAX,
+        }),
+        ..lease::Lease::default()
+    };
+    kv.lock().unwrap().insert(
+        lcw_fetcher::state::LEASE_KEY.to_owned(),
+        serde_json::to_vec(&corrupted).unwrap(),
+    );
+    for _ in 0..30 {
+        block_on(cycle::run(&host));
+        host.advance(MINUTE);
+    }
+    let counters = kv
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with(lease::HOLDERS_PREFIX))
+        .count();
+    assert!(counters <= 3, "{counters} past lease counters kept");
+}
