@@ -227,3 +227,33 @@ fn past_lease_counters_stamped_far_ahead_do_not_pile_up() {
         .count();
     assert!(counters <= 3, "{counters} past lease counters kept");
 }
+
+/// One tick under a clock a day ahead raised a slow-call alert and stamped it a day ahead: with
+/// the clock right again, no alert for that operation was logged for a day, however slow it
+/// was (the cool-down's age was negative). An alert stamped further ahead than the clocks'
+/// tolerance does not hold the next one off.
+#[test]
+fn an_alert_stamped_by_a_clock_a_day_ahead_does_not_silence_alerts_for_a_day() {
+    let fake = LcwFake::start();
+    let kv = SharedKv::default();
+    let slow = [("alert_warning_s", "1"), ("initial_history_hours", "0")];
+    let reply = || Reply::json(200, crate::support::lcw_fake::fixture("coins_list.json"));
+    fake.respond("/coins/list", reply().delayed(Duration::from_millis(1_300)));
+    let ahead = host_with(&fake, &kv, &slow, DAY);
+    block_on(cycle::run(&ahead));
+    let alerted = |host: &NativeHost| {
+        host.log_text()
+            .lines()
+            .any(|l| l.contains("\"event\":\"alert\"") && l.contains("\"fetch_coins_list\""))
+    };
+    assert!(alerted(&ahead), "{}", ahead.log_text());
+
+    let right = host_with(&fake, &kv, &slow, Duration::ZERO);
+    right.advance(10 * MINUTE);
+    block_on(cycle::run(&right));
+    assert!(
+        alerted(&right),
+        "no alert for a call as slow: {}",
+        right.log_text()
+    );
+}
