@@ -243,7 +243,14 @@ async fn abandoned<S: KeyValue + Clock + Log>(
     if current.expires_at_ms <= now_ms.saturating_add(longest).saturating_add(millis(GRACE)) {
         return false;
     }
-    if !looks_stuck_for(store, current, now_ms, longest.saturating_add(millis(GRACE))).await {
+    if !looks_stuck_for(
+        store,
+        current,
+        now_ms,
+        longest.saturating_add(millis(GRACE)),
+    )
+    .await
+    {
         return false;
     }
     store.log(

@@ -132,9 +132,13 @@ pub struct Transition {
     pub reason: String,
 }
 
+/// How far ahead of a reader's clock a stored time may be and still be taken at its word: the
+/// bound `clock::FUTURE_LIMIT_MS` sets (a module of this layer, so not imported).
+pub const CLOCK_TOLERANCE_MS: i64 = 5 * 60 * 1000;
+
 impl BreakerPolicy {
-    /// Open and cooling down at `now_ms`. An end further ahead than a cool-down (plus the
-    /// clocks' tolerance, `clock::FUTURE_LIMIT_MS`) was stamped by a clock ahead or a corrupted
+    /// Open and cooling down at `now_ms`. An end further ahead than a cool-down (plus
+    /// [`CLOCK_TOLERANCE_MS`]) was stamped by a clock ahead or a corrupted
     /// document: it would keep every call out for as long as that clock was ahead, so its
     /// cool-down counts as over.
     pub fn turns_away(&self, state: BreakerState, now_ms: i64) -> bool {
@@ -143,8 +147,7 @@ impl BreakerPolicy {
     }
 
     fn credible_ahead_ms(&self) -> i64 {
-        self.cool_down_ms()
-            .saturating_add(crate::clock::FUTURE_LIMIT_MS)
+        self.cool_down_ms().saturating_add(CLOCK_TOLERANCE_MS)
     }
 
     /// Asks to make a call at `now_ms`.

@@ -434,7 +434,10 @@ async fn status<H: Host>(host: &H) -> Response {
     // nor newer than the collector's: it would be served, unchecked, until this clock caught up.
     let credible_ms = crate::clock::newest_credible(now_ms);
     for check in [&mut doc.lcw, &mut doc.influx] {
-        if check.as_ref().is_some_and(|c| c.checked_at_ms > credible_ms) {
+        if check
+            .as_ref()
+            .is_some_and(|c| c.checked_at_ms > credible_ms)
+        {
             *check = None;
         }
     }

@@ -4,6 +4,8 @@
 
 mod support;
 
+#[path = "promises/adversary.rs"]
+mod adversary;
 #[path = "promises/clock.rs"]
 mod clock;
 #[path = "promises/credits.rs"]
@@ -22,5 +24,3 @@ mod secrets;
 mod sqlite_values;
 #[path = "promises/state_input.rs"]
 mod state_input;
-#[path = "promises/adversary.rs"]
-mod adversary;

@@ -252,8 +252,7 @@ impl TelemetryState {
                 let cool_ms = thresholds.cool_down.as_millis() as i64;
                 // One stamped ahead of this clock (a clock that had jumped) holds nothing off.
                 let due = |t: i64| {
-                    now_ms.saturating_sub(t) >= cool_ms
-                        || t > crate::clock::newest_credible(now_ms)
+                    now_ms.saturating_sub(t) >= cool_ms || t > crate::clock::newest_credible(now_ms)
                 };
                 if last.is_none_or(due) {
                     self.last_alert_ms

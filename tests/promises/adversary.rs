@@ -80,12 +80,7 @@ fn a_lease_stamped_by_a_clock_a_day_ahead_blocks_no_tick_for_a_day() {
 fn a_last_success_stamped_ahead_of_the_clock_does_not_keep_status_healthy() {
     let fake = LcwFake::start();
     let (kv, sql) = (SharedKv::default(), memory_sql());
-    let record = block_on(cycle::run(&host_at(
-        fake.base_url.as_str(),
-        &kv,
-        &sql,
-        DAY,
-    )));
+    let record = block_on(cycle::run(&host_at(fake.base_url.as_str(), &kv, &sql, DAY)));
     assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
 
     let right = host_at(fake.base_url.as_str(), &kv, &sql, Duration::ZERO);
@@ -93,7 +88,9 @@ fn a_last_success_stamped_ahead_of_the_clock_does_not_keep_status_healthy() {
     let (status, health) = get(&right, "/status");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
     assert!(
-        health["problems"].to_string().contains("last successful tick"),
+        health["problems"]
+            .to_string()
+            .contains("last successful tick"),
         "{health}"
     );
 }
@@ -125,12 +122,7 @@ fn a_status_check_stamped_ahead_of_the_clock_is_not_served_for_a_day() {
 }
 
 /// A host on the shared store with its own variables on top of LCW's, its clock `ahead`.
-fn host_with(
-    fake: &LcwFake,
-    kv: &SharedKv,
-    extra: &[(&str, &str)],
-    ahead: Duration,
-) -> NativeHost {
+fn host_with(fake: &LcwFake, kv: &SharedKv, extra: &[(&str, &str)], ahead: Duration) -> NativeHost {
     let mut variables = vec![
         ("lcw_api_key", API_KEY),
         ("lcw_base_url", fake.base_url.as_str()),
@@ -255,5 +247,15 @@ fn an_alert_stamped_by_a_clock_a_day_ahead_does_not_silence_alerts_for_a_day() {
         alerted(&right),
         "no alert for a call as slow: {}",
         right.log_text()
+    );
+}
+
+/// The breaker's own copy of the clocks' tolerance (its layer may not import `clock`) is the
+/// same bound.
+#[test]
+fn the_breaker_tolerates_a_clock_ahead_as_far_as_the_readers_do() {
+    assert_eq!(
+        lcw_fetcher::resilience::CLOCK_TOLERANCE_MS,
+        lcw_fetcher::clock::FUTURE_LIMIT_MS
     );
 }
