@@ -175,7 +175,8 @@ impl<'a, H: Host> Guard<'a, H> {
 
     /// True while the breaker turns calls away.
     pub fn breaker_open(&self) -> bool {
-        matches!(self.state.borrow().breaker, BreakerState::Open { until_ms, .. } if self.host.unix_millis() < until_ms)
+        self.breaker
+            .turns_away(self.state.borrow().breaker, self.host.unix_millis())
     }
 
     fn time_left(&self) -> Duration {

@@ -47,6 +47,8 @@ pub const PAUSE: Duration = Duration::from_secs(21);
 pub const HOLDERS_PREFIX: &str = "lcw/v1/lease/holders/";
 /// The note of a taker that lost against a free document's counter ([`Stuck`]).
 pub const STUCK_KEY: &str = "lcw/v1/lease/stuck";
+/// The lease an admin route takes: a minute of work, ending well within the lease's valid part.
+pub const ROUTE_LEASE: Duration = Duration::from_secs(60 + GRACE.as_secs());
 /// Past counters one take deletes at most (one on an ordinary tick).
 const DELETES_PER_TAKE: u64 = 4;
 
@@ -186,7 +188,7 @@ pub async fn take<S: KeyValue + Clock + Log>(
 ) -> Result<Taken, KvError> {
     let now_ms = store.unix_millis();
     let current: Lease = state::load(store, LEASE_KEY).await?;
-    if current.live(now_ms) {
+    if current.live(now_ms) && !abandoned(store, &current, now_ms, expires_at_ms).await {
         return Ok(busy(&current));
     }
     // An expired holder's unit stays behind: its successor starts a fresh generation. A
@@ -225,6 +227,43 @@ pub async fn take<S: KeyValue + Clock + Log>(
     }
 }
 
+/// Whether a live-looking lease is one no running tick holds: it expires further ahead than any
+/// taker writes one (a holder's clock was ahead, or the document is corrupted), and it has stood
+/// unchanged for that longest lease (+ [`GRACE`]) by this taker's clock since a taker first saw
+/// it. Its holder, had it lived, has ended by then: no tick outlives its deadline.
+async fn abandoned<S: KeyValue + Clock + Log>(
+    store: &S,
+    current: &Lease,
+    now_ms: i64,
+    own_expiry_ms: i64,
+) -> bool {
+    let longest = own_expiry_ms
+        .saturating_sub(now_ms)
+        .max(millis(ROUTE_LEASE));
+    if current.expires_at_ms <= now_ms.saturating_add(longest).saturating_add(millis(GRACE)) {
+        return false;
+    }
+    if !looks_stuck_for(
+        store,
+        current,
+        now_ms,
+        longest.saturating_add(millis(GRACE)),
+    )
+    .await
+    {
+        return false;
+    }
+    store.log(
+        Level::Warn,
+        &format!(
+            "the lease of `{}` expires {} s ahead, further than any tick takes it: taken over",
+            current.owner,
+            current.expires_at_ms.saturating_sub(now_ms) / 1000
+        ),
+    );
+    true
+}
+
 fn next_generation<S: Log>(store: &S, generation: u64) -> u64 {
     generation.checked_add(1).unwrap_or_else(|| {
         store.log(
@@ -254,10 +293,24 @@ async fn looks_stuck<S: KeyValue + Clock + Log>(
     current: &Lease,
     read_at_ms: i64,
 ) -> bool {
+    looks_stuck_for(store, current, read_at_ms, millis(PAUSE + GRACE)).await
+}
+
+/// [`looks_stuck`] with another wait. A note stamped ahead of this clock (by more than
+/// [`GRACE`]) is noted afresh: it would hold the wait off for as long as that clock was ahead.
+async fn looks_stuck_for<S: KeyValue + Clock + Log>(
+    store: &S,
+    current: &Lease,
+    read_at_ms: i64,
+    wait_ms: i64,
+) -> bool {
     let lost_at_ms = store.unix_millis();
     match state::load::<Option<Stuck>, _>(store, STUCK_KEY).await {
-        Ok(Some(note)) if note.lease == *current => {
-            read_at_ms.saturating_sub(note.lost_at_ms) >= millis(PAUSE + GRACE)
+        Ok(Some(note))
+            if note.lease == *current
+                && note.lost_at_ms <= read_at_ms.saturating_add(millis(GRACE)) =>
+        {
+            read_at_ms.saturating_sub(note.lost_at_ms) >= wait_ms
         }
         Ok(_) => {
             let note = Stuck {
@@ -338,6 +391,12 @@ async fn give_back<S: KeyValue + Log>(store: &S, counter: &str) {
 /// taker's document write (three store calls after `now_ms`).
 fn past_at_take(taker: &Taker<'_>, generation: u64) -> Past {
     let mut past = Past::of(taker.current);
+    // No taker sets a quiet time further ahead than this (a move, below, plus a clock GRACE
+    // ahead): a later one was stamped by a clock far ahead or a corrupted document, and would
+    // keep every counter from here on for as long, one more each tick.
+    let furthest = taker.now_ms.saturating_add(millis(6 * GRACE));
+    past.quiet_at_ms = past.quiet_at_ms.min(furthest);
+    past.older_quiet_at_ms = past.older_quiet_at_ms.min(furthest);
     let moved = taker.current.held() || generation != taker.current.generation;
     if moved {
         let quiet = taker.now_ms.saturating_add(millis(5 * GRACE));

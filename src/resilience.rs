@@ -132,7 +132,24 @@ pub struct Transition {
     pub reason: String,
 }
 
+/// How far ahead of a reader's clock a stored time may be and still be taken at its word: the
+/// bound `clock::FUTURE_LIMIT_MS` sets (a module of this layer, so not imported).
+pub const CLOCK_TOLERANCE_MS: i64 = 5 * 60 * 1000;
+
 impl BreakerPolicy {
+    /// Open and cooling down at `now_ms`. An end further ahead than a cool-down (plus
+    /// [`CLOCK_TOLERANCE_MS`]) was stamped by a clock ahead or a corrupted
+    /// document: it would keep every call out for as long as that clock was ahead, so its
+    /// cool-down counts as over.
+    pub fn turns_away(&self, state: BreakerState, now_ms: i64) -> bool {
+        matches!(state, BreakerState::Open { until_ms, .. }
+            if now_ms < until_ms && until_ms.saturating_sub(now_ms) <= self.credible_ahead_ms())
+    }
+
+    fn credible_ahead_ms(&self) -> i64 {
+        self.cool_down_ms().saturating_add(CLOCK_TOLERANCE_MS)
+    }
+
     /// Asks to make a call at `now_ms`.
     pub fn admit(
         &self,
@@ -141,7 +158,7 @@ impl BreakerPolicy {
     ) -> (BreakerState, Admission, Option<Transition>) {
         match state {
             BreakerState::Closed { .. } => (state, Admission::Allowed, None),
-            BreakerState::Open { until_ms, .. } if now_ms < until_ms => {
+            BreakerState::Open { .. } if self.turns_away(state, now_ms) => {
                 (state, Admission::Rejected, None)
             }
             BreakerState::Open { .. } => {
@@ -152,8 +169,10 @@ impl BreakerPolicy {
                 (next, Admission::Probe, Some(transition))
             }
             // A probe that never reported (its tick died) is given up after a cool-down.
+            // So is a probe started further ahead of this clock than that.
             BreakerState::HalfOpen { probe_started_ms }
-                if now_ms.saturating_sub(probe_started_ms) >= self.cool_down_ms() =>
+                if now_ms.saturating_sub(probe_started_ms) >= self.cool_down_ms()
+                    || probe_started_ms.saturating_sub(now_ms) > self.credible_ahead_ms() =>
             {
                 let next = BreakerState::HalfOpen {
                     probe_started_ms: now_ms,

@@ -425,13 +425,10 @@ async fn refresh_checks<H: Host>(
     now_ms: i64,
 ) -> (bool, bool) {
     let ttl_ms = (s.cache_ttls.status_s as i64).saturating_mul(1000).max(1);
-    // A check stamped after what our clock finds credible came from a clock ahead: stale, or
-    // it would stand until that time.
+    // Checks stamped by a clock ahead were dropped by the caller: an age here is never negative.
     let stale = |c: &Option<LiveCheck>| {
-        c.as_ref().is_none_or(|c| {
-            now_ms.saturating_sub(c.checked_at_ms) >= ttl_ms
-                || c.checked_at_ms > crate::clock::newest_credible(now_ms)
-        })
+        c.as_ref()
+            .is_none_or(|c| now_ms.saturating_sub(c.checked_at_ms) >= ttl_ms)
     };
     let uses_influx = s.sink == SinkKind::Influxdb;
     let (check_lcw, check_influx) = (stale(&doc.lcw), uses_influx && stale(&doc.influx));
@@ -561,6 +558,17 @@ async fn status<H: Host>(host: &H) -> Response {
     let mut doc: StatusChecks = state::load(host, state::STATUS_CHECKS_KEY)
         .await
         .unwrap_or_default();
+    // A check stamped ahead of this clock (an instance whose clock had jumped) is neither fresh
+    // nor newer than the collector's: it would be served, unchecked, until this clock caught up.
+    let credible_ms = crate::clock::newest_credible(now_ms);
+    for check in [&mut doc.lcw, &mut doc.influx] {
+        if check
+            .as_ref()
+            .is_some_and(|c| c.checked_at_ms > credible_ms)
+        {
+            *check = None;
+        }
+    }
     let collector_check = snapshot.resilience.status.as_ref().map(|c| LiveCheck {
         checked_at_ms: c.checked_at_ms,
         ok: c.reachable,
@@ -665,6 +673,11 @@ async fn status<H: Host>(host: &H) -> Response {
         .map(|t| now_ms.saturating_sub(t) / 1000);
     match last_success_age_s {
         None => problems.push("no successful tick yet".into()),
+        // Stamped by a clock ahead: it says nothing of whether a tick succeeds now.
+        Some(age) if age < -(crate::clock::FUTURE_LIMIT_MS / 1000) => problems.push(format!(
+            "last successful tick stamped {} s ahead of this clock",
+            -age
+        )),
         Some(age) if age > STALE_AFTER.as_secs() as i64 => {
             problems.push(format!("last successful tick {age} s ago"))
         }
@@ -832,8 +845,7 @@ async fn under_lease<H: Host, T>(
     work: impl AsyncFnOnce(&lease::Held) -> T,
 ) -> Result<T, Response> {
     let owner = format!("{what}-{:016x}", host.random_u64());
-    // A minute of work, ending well within the lease's valid part.
-    let expires_at_ms = host.unix_millis() + 60_000 + lease::GRACE.as_millis() as i64;
+    let expires_at_ms = host.unix_millis() + lease::ROUTE_LEASE.as_millis() as i64;
     let held = match lease::take(host, &owner, expires_at_ms).await {
         Ok(Taken::Held(held)) => held,
         Ok(Taken::Busy { .. }) => {

@@ -4,6 +4,8 @@
 
 mod support;
 
+#[path = "promises/adversary.rs"]
+mod adversary;
 #[path = "promises/clock.rs"]
 mod clock;
 #[path = "promises/credits.rs"]

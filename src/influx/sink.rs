@@ -282,9 +282,14 @@ impl<'a, H: Host> Sink<'a, H> {
     }
 
     fn paused(&self) -> bool {
+        // A pause ending further ahead than the longest one honoured (plus the clocks'
+        // tolerance) was stamped by a clock ahead or a corrupted document: it would hold every
+        // fresh point back that long.
+        let now_ms = self.host.unix_millis();
+        let credible_ms = (RETRY_AFTER_CAP.as_millis() as i64) + crate::clock::FUTURE_LIMIT_MS;
         self.state
             .not_before_ms
-            .is_some_and(|t| self.host.unix_millis() < t)
+            .is_some_and(|t| now_ms < t && t.saturating_sub(now_ms) <= credible_ms)
     }
 
     /// Sends `lines` in batches; returns the lines written and the lines to keep.

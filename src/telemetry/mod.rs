@@ -250,7 +250,11 @@ impl TelemetryState {
             if let Some((level, threshold)) = level {
                 let last = self.last_alert_ms.get(timing.operation).copied();
                 let cool_ms = thresholds.cool_down.as_millis() as i64;
-                if last.is_none_or(|t| now_ms.saturating_sub(t) >= cool_ms) {
+                // One stamped ahead of this clock (a clock that had jumped) holds nothing off.
+                let due = |t: i64| {
+                    now_ms.saturating_sub(t) >= cool_ms || t > crate::clock::newest_credible(now_ms)
+                };
+                if last.is_none_or(due) {
                     self.last_alert_ms
                         .insert(timing.operation.to_owned(), now_ms);
                     alerts.push(Alert {
