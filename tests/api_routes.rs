@@ -179,3 +179,142 @@ fn a_corrupt_state_document_is_treated_as_empty_and_logged() {
             .contains("state `lcw/v1/state` is unreadable")
     );
 }
+
+/// The route table decides, and nothing else: a path that no line of it has is a 404 whatever
+/// the method and the token (no fall-through to a handler), and a path it has with other
+/// methods is a 405 whose `Allow` names exactly the table's methods for it.
+#[test]
+fn every_path_not_in_the_route_table_is_a_404_whatever_the_method_and_token() {
+    const TOKEN: &str = "admin-token-for-the-table";
+    let host = NativeHost::new(&[("lcw_api_key", "unused"), ("admin_token", TOKEN)]);
+    let table = routes::api_routes::<NativeHost>();
+    let methods = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+    ];
+    let mut unknown = vec![
+        "/nope".to_owned(),
+        "/api/v1".to_owned(),
+        "/api/v1/".to_owned(),
+        "/api/v1/coins/".to_owned(),
+        "/api/v1/coins/BTC/x".to_owned(),
+        "/api/v1/nothing".to_owned(),
+        "/collect/x".to_owned(),
+        "//quarantine".to_owned(),
+        "/%71uarantine".to_owned(),
+    ];
+    for line in &table {
+        let shown = line.path.shown().replace("{code}", "BTC");
+        unknown.extend([
+            format!("{shown}/"),
+            shown.to_uppercase(),
+            format!("{shown}x"),
+            format!("/x{shown}"),
+        ]);
+    }
+    unknown.retain(|path| !table.iter().any(|line| line.path.matches(path)));
+    for path in &unknown {
+        for method in &methods {
+            for token in [None, Some(TOKEN), Some("wrong")] {
+                let mut request = Request::builder().method(method.clone()).uri(path.as_str());
+                if let Some(token) = token {
+                    request = request.header("authorization", format!("Bearer {token}"));
+                }
+                let response = block_on(routes::handle(&host, &request.body(Vec::new()).unwrap()));
+                assert_eq!(
+                    response.status(),
+                    StatusCode::NOT_FOUND,
+                    "{method} {path} with {token:?}: {}",
+                    text(&response)
+                );
+            }
+        }
+    }
+    for line in &table {
+        let path = line.path.shown().replace("{code}", "BTC");
+        let allowed: Vec<&str> = table
+            .iter()
+            .filter(|l| l.path.matches(&path))
+            .map(|l| l.method.as_str())
+            .collect();
+        for method in methods.iter().filter(|m| !allowed.contains(&m.as_str())) {
+            let response = get(&host, method.clone(), &path);
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(
+                response.headers()["allow"],
+                allowed.join(", "),
+                "{method} {path}"
+            );
+        }
+    }
+}
+
+/// The README's route table is the route table: the same methods and paths, and "admin" on
+/// exactly the admin routes.
+#[test]
+fn the_readme_route_table_is_the_route_table() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("\n## Routes")
+        .nth(1)
+        .expect("a Routes section")
+        .split("\n#")
+        .next()
+        .unwrap();
+    let mut documented: Vec<(String, bool)> = section
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("| `")?;
+            let (route, rest) = rest.split_once("` |")?;
+            let route = route.split('?').next().unwrap().to_owned();
+            Some((route, rest.trim_start().starts_with("admin")))
+        })
+        .collect();
+    let mut table: Vec<(String, bool)> = routes::api_routes::<NativeHost>()
+        .iter()
+        .map(|line| {
+            (
+                format!("{} {}", line.method, line.path.shown()),
+                line.access == routes::Access::Admin,
+            )
+        })
+        .collect();
+    documented.sort();
+    table.sort();
+    assert_eq!(documented, table);
+}
+
+/// Every route of the collector component is in the api's table too, as served elsewhere with
+/// the same access, so the api answers it as the table says (401 without the token, then a 404
+/// naming the collector) and the README's table, read from the api's, lists it.
+#[test]
+fn the_collectors_routes_are_in_the_api_table_as_served_elsewhere() {
+    let api = routes::api_routes::<NativeHost>();
+    for line in routes::collector_routes::<NativeHost>() {
+        let listed = api
+            .iter()
+            .find(|l| l.method == line.method && l.path == line.path)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} {} is not in the api table",
+                    line.method,
+                    line.path.shown()
+                )
+            });
+        assert_eq!(listed.access, line.access);
+        assert!(matches!(
+            listed.serve,
+            routes::Serve::Elsewhere("collector")
+        ));
+    }
+}
