@@ -379,18 +379,18 @@ fn bounded_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Str
     Ok(name.map(|n| crate::remote::sanitize_to(&n, NAME_LIMIT)))
 }
 
-/// A number as LCW may send it: a JSON number, a number in a string (`"1.5"`, read exactly as
-/// that number), or null. A string that is not a finite number is an error of its element.
 /// A list whose unreadable elements are left out.
 fn readable_elements<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: serde::de::DeserializeOwned,
 {
-    let raw: Vec<serde_json::Value> = Deserialize::deserialize(deserializer)?;
+    // Raw text read as every answer is (`from_slice`): one instantiation of each element's
+    // reader in the wasm build, not a second one over `Value`.
+    let raw: Vec<Box<serde_json::value::RawValue>> = Deserialize::deserialize(deserializer)?;
     Ok(raw
-        .into_iter()
-        .filter_map(|element| serde_json::from_value(element).ok())
+        .iter()
+        .filter_map(|element| serde_json::from_slice(element.get().as_bytes()).ok())
         .collect())
 }
 
@@ -408,6 +408,8 @@ fn unsigned_zero(v: f64) -> f64 {
     if v == 0.0 { 0.0 } else { v }
 }
 
+/// A number as LCW may send it: a JSON number, a number in a string (`"1.5"`, read exactly as
+/// that number), or null. A string that is not a finite number is an error of its element.
 fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
     struct Number;
     impl<'de> serde::de::Visitor<'de> for Number {
@@ -494,7 +496,7 @@ pub fn parse_list<T: for<'de> Deserialize<'de> + Listed>(
         skipped: Vec::new(),
     };
     for (index, element) in elements.iter().enumerate() {
-        match serde_json::from_str::<T>(element.get()) {
+        match serde_json::from_slice::<T>(element.get().as_bytes()) {
             Ok(item) if item.code().trim().is_empty() => page.skipped.push(Skipped {
                 reason: "missing_code",
                 detail: format!("element {index} has no code"),
