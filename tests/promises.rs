@@ -4,10 +4,10 @@
 
 mod support;
 
-#[path = "promises/adversary.rs"]
-mod adversary;
 #[path = "promises/clock.rs"]
 mod clock;
+#[path = "promises/clock_stamps.rs"]
+mod clock_stamps;
 #[path = "promises/credits.rs"]
 mod credits;
 #[path = "promises/deadlines.rs"]

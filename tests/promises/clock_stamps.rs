@@ -1,6 +1,7 @@
-//! What an adversarial pass over the whole app proved broken, each kept by a test that failed on
-//! the code before its fix: clocks that jump (a holder's, an API instance's, the collector's),
-//! and what they leave in the store.
+//! A time stamped by a clock that had jumped ahead (or written into a corrupted document) holds
+//! nothing for as long as the jump: a lease, a breaker, an InfluxDB pause, a live check, a last
+//! success, an alert or a lease counter's quiet time stamped a day ahead is taken as what it is,
+//! a clock's word alone. Each test failed on the code before its fix.
 
 use std::time::Duration;
 
