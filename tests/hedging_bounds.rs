@@ -1,4 +1,4 @@
-//! Adversarial tests of hedged requests (`src/hedge.rs`, `Guard::send`), in virtual time: the
+//! The bounds of hedged requests (`src/hedge.rs`, `Guard::send`), in virtual time: the
 //! guard driven by scripted copies (as in `tests/hedging.rs`) and the real cycle in the
 //! simulated world (`support::sim`). Each test names the promise it holds the change to.
 

@@ -1,5 +1,5 @@
-//! Adversarial tests of the parts that must never lose data: the lease, the spool, the state
-//! document. Each test is a finding: it fails on the code it was written against.
+//! The parts that must never lose data (the lease, the spool, the state document) under a slow,
+//! flaky store and a wrong clock. Each test failed on the code it was written against.
 //!
 //! Most run in the virtual-time simulation (`support::sim`) through [`Faulty`], a host wrapper
 //! that delays or fails chosen store calls and skews the wall clock, as a slow, flaky store and

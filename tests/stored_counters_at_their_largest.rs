@@ -1,8 +1,7 @@
 //! Counters, totals and sums loaded from stored documents (of another release, or from a
 //! corrupted or hostile store) at their largest: a tick of the real cycle and the API routes
 //! must neither panic (tests run in debug, where `u64::MAX + 1` panics) nor wrap (a Prometheus
-//! counter going backwards). Each test is a finding: it fails on the code it was written
-//! against.
+//! counter going backwards). Each test failed on the code it was written against.
 
 mod support;
 

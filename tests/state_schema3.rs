@@ -1,4 +1,4 @@
-//! Adversarial tests of state schema 3 (the backfill document inside the state document, its
+//! The promises of state schema 3 (the backfill document inside the state document, its
 //! backup under `lcw/v1/backfill`) and of the inline cache bodies. Each test states a promise
 //! the README gives and FAILED on the code it was written against (commit 7e8c678); see the doc
 //! comment of each for the root cause.

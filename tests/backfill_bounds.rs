@@ -1,4 +1,4 @@
-//! Adversarial tests of backfill, the slot ticket and the admin route `POST /backfill`. Each
+//! The bounds of backfill, the slot ticket and the admin route `POST /backfill`. Each
 //! test states a guarantee the README gives (or a bound the state needs) and FAILS on the code
 //! it was written against; see the doc comment of each for the root cause.
 
