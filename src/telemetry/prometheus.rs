@@ -12,7 +12,7 @@ use prometheus::proto::{
 use prometheus::{Encoder as _, TextEncoder};
 
 use super::history::Outcome;
-use super::{CYCLE_BUCKETS, Histogram, OPERATION_BUCKETS, Snapshot};
+use super::{CYCLE_BUCKETS, Histogram, OPERATION_BUCKETS, Snapshot, TelemetryState};
 use crate::resilience::BreakerState;
 
 /// Content type of the 0.0.4 text format.
@@ -121,13 +121,30 @@ impl Families {
 pub fn render(snapshot: &Snapshot) -> Result<String, String> {
     let mut f = Families::default();
     let t = &snapshot.telemetry;
-
     f.gauges(
         "lcw_fetcher_info",
         "Build information of lcw-fetcher.",
         vec![(vec![("version", env!("CARGO_PKG_VERSION"))], 1.0)],
     );
 
+    operations(&mut f, t);
+    lcw_calls(&mut f, t);
+    cache(&mut f, snapshot);
+    database(&mut f, t);
+    cycles(&mut f, snapshot);
+    resources(&mut f, snapshot);
+    lcw_state(&mut f, snapshot);
+    stored_state(&mut f, snapshot);
+    last_tick(&mut f, snapshot);
+    let mut text = Vec::new();
+    TextEncoder::new()
+        .encode(&f.0, &mut text)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(text).map_err(|e| e.to_string())
+}
+
+/// Timed operations: their durations and counts by outcome.
+fn operations(f: &mut Families, t: &TelemetryState) {
     let mut durations = Vec::new();
     let mut totals = Vec::new();
     for (operation, stats) in &t.operations {
@@ -159,7 +176,10 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "Timed operations, by outcome.",
         totals,
     );
+}
 
+/// LCW requests by endpoint and status, hedges, response durations.
+fn lcw_calls(f: &mut Families, t: &TelemetryState) {
     let mut calls = Vec::new();
     for (endpoint, by_status) in &t.api_calls {
         for (status, count) in by_status {
@@ -196,7 +216,10 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
             .map(|(e, h)| (vec![("endpoint", e.as_str())], h))
             .collect(),
     );
+}
 
+/// The response cache.
+fn cache(f: &mut Families, snapshot: &Snapshot) {
     let stats = snapshot.cache.stats;
     f.counters(
         "lcw_cache_operations_total",
@@ -213,7 +236,10 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "Answers in the response cache.",
         vec![(vec![], snapshot.cache.entries.len() as f64)],
     );
+}
 
+/// InfluxDB write requests.
+fn database(f: &mut Families, t: &TelemetryState) {
     f.counters(
         "lcw_database_operations_total",
         "InfluxDB write requests, by outcome.",
@@ -228,7 +254,10 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         &OPERATION_BUCKETS,
         vec![(vec![], &t.database_response)],
     );
+}
 
+/// Fetch cycles by outcome and duration, and the points they stored.
+fn cycles(f: &mut Families, snapshot: &Snapshot) {
     f.counters(
         "lcw_fetch_cycles_total",
         "Fetch cycles, by outcome.",
@@ -249,7 +278,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "lcw_fetch_cycle_duration_seconds",
         "Wall time of whole fetch cycles.",
         &CYCLE_BUCKETS,
-        vec![(vec![], &t.cycle_duration)],
+        vec![(vec![], &snapshot.telemetry.cycle_duration)],
     );
     f.counters(
         "lcw_data_points_stored_total",
@@ -267,12 +296,15 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
             })
             .collect(),
     );
+}
 
+/// What a wasm guest can measure of itself.
+fn resources(f: &mut Families, snapshot: &Snapshot) {
     let mut resources = vec![(
         vec![("resource", "kv_state_bytes")],
         snapshot.state_bytes as f64,
     )];
-    if let Some(ms) = t.last_tick_duration_ms {
+    if let Some(ms) = snapshot.telemetry.last_tick_duration_ms {
         resources.push((vec![("resource", "tick_wall_seconds")], ms as f64 / 1000.0));
     }
     if let Some(bytes) = snapshot.linear_memory_bytes {
@@ -283,7 +315,10 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "What a wasm guest can measure: key-value state size, the last tick's wall time, this instance's linear memory.",
         resources,
     );
+}
 
+/// The breaker and the credits.
+fn lcw_state(f: &mut Families, snapshot: &Snapshot) {
     let breaker = match snapshot.resilience.breaker {
         BreakerState::Closed { .. } => 0.0,
         BreakerState::HalfOpen { .. } => 1.0,
@@ -306,6 +341,10 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
             vec![(vec![], credits.limit)],
         );
     }
+}
+
+/// The spool, backfill, the state document and the points kept out.
+fn stored_state(f: &mut Families, snapshot: &Snapshot) {
     let sink = &snapshot.sink;
     f.gauges(
         "lcw_spool_points",
@@ -360,6 +399,10 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
             sink.counters.dropped_retention as f64,
         )],
     );
+}
+
+/// Skipped list elements and the most recent cycles.
+fn last_tick(f: &mut Families, snapshot: &Snapshot) {
     let skipped: Vec<(Vec<(&str, &str)>, f64)> = snapshot
         .history
         .records_skipped
@@ -394,10 +437,4 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
             vec![(vec![], at_ms as f64 / 1000.0)],
         );
     }
-
-    let mut text = Vec::new();
-    TextEncoder::new()
-        .encode(&f.0, &mut text)
-        .map_err(|e| e.to_string())?;
-    String::from_utf8(text).map_err(|e| e.to_string())
 }
