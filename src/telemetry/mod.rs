@@ -209,63 +209,10 @@ impl TelemetryState {
         thresholds: Thresholds,
         now_ms: i64,
     ) -> Vec<Alert> {
-        let mut alerts = Vec::new();
-        for timing in timings {
-            let ms = u64::try_from(timing.duration.as_millis()).unwrap_or(u64::MAX);
-            let seconds = timing.duration.as_secs_f64();
-            let stats = self
-                .operations
-                .entry(timing.operation.to_owned())
-                .or_default();
-            // Counters loaded from the stored document: saturating, never wrapping.
-            stats.count = stats.count.saturating_add(1);
-            if timing.ok {
-                stats.successes = stats.successes.saturating_add(1);
-            } else {
-                stats.errors = stats.errors.saturating_add(1);
-            }
-            stats.min_ms = Some(stats.min_ms.map_or(ms, |m| m.min(ms)));
-            stats.max_ms = stats.max_ms.max(ms);
-            stats.sum_ms = stats.sum_ms.saturating_add(ms);
-            let status = if timing.ok { "success" } else { "error" };
-            stats
-                .by_status
-                .entry(status.to_owned())
-                .or_default()
-                .observe(&OPERATION_BUCKETS, seconds);
-            if timing.operation == op::FETCH_CYCLE {
-                self.cycle_duration.observe(&CYCLE_BUCKETS, seconds);
-                self.last_tick_duration_ms = Some(ms);
-            }
-            let level = if timing.duration > thresholds.critical {
-                stats.critical = stats.critical.saturating_add(1);
-                stats.slow = stats.slow.saturating_add(1);
-                Some(("critical", thresholds.critical))
-            } else if timing.duration > thresholds.warning {
-                stats.slow = stats.slow.saturating_add(1);
-                Some(("warning", thresholds.warning))
-            } else {
-                None
-            };
-            if let Some((level, threshold)) = level {
-                let last = self.last_alert_ms.get(timing.operation).copied();
-                let cool_ms = thresholds.cool_down.as_millis() as i64;
-                // One stamped ahead of this clock (a clock that had jumped) holds nothing off.
-                let due = |t: i64| {
-                    now_ms.saturating_sub(t) >= cool_ms || t > crate::clock::newest_credible(now_ms)
-                };
-                if last.is_none_or(due) {
-                    self.last_alert_ms
-                        .insert(timing.operation.to_owned(), now_ms);
-                    alerts.push(Alert {
-                        operation: timing.operation.to_owned(),
-                        level,
-                        seconds,
-                        threshold_seconds: threshold.as_secs_f64(),
-                    });
-                }
-            }
-        }
+        let alerts = timings
+            .iter()
+            .filter_map(|timing| self.record_timing(timing, thresholds, now_ms))
+            .collect();
         for attempt in attempts {
             if attempt.hedge {
                 self.hedges = self.hedges.saturating_add(1);
@@ -295,6 +242,70 @@ impl TelemetryState {
                 .observe(&OPERATION_BUCKETS, request.duration_ms as f64 / 1000.0);
         }
         alerts
+    }
+
+    /// One timed operation into its statistics; the alert it raises, if it was slow and its
+    /// last alert is past the cool-down.
+    fn record_timing(
+        &mut self,
+        timing: &Timing,
+        thresholds: Thresholds,
+        now_ms: i64,
+    ) -> Option<Alert> {
+        let ms = u64::try_from(timing.duration.as_millis()).unwrap_or(u64::MAX);
+        let seconds = timing.duration.as_secs_f64();
+        let stats = self
+            .operations
+            .entry(timing.operation.to_owned())
+            .or_default();
+        // Counters loaded from the stored document: saturating, never wrapping.
+        stats.count = stats.count.saturating_add(1);
+        if timing.ok {
+            stats.successes = stats.successes.saturating_add(1);
+        } else {
+            stats.errors = stats.errors.saturating_add(1);
+        }
+        stats.min_ms = Some(stats.min_ms.map_or(ms, |m| m.min(ms)));
+        stats.max_ms = stats.max_ms.max(ms);
+        stats.sum_ms = stats.sum_ms.saturating_add(ms);
+        let status = if timing.ok { "success" } else { "error" };
+        stats
+            .by_status
+            .entry(status.to_owned())
+            .or_default()
+            .observe(&OPERATION_BUCKETS, seconds);
+        if timing.operation == op::FETCH_CYCLE {
+            self.cycle_duration.observe(&CYCLE_BUCKETS, seconds);
+            self.last_tick_duration_ms = Some(ms);
+        }
+        let level = if timing.duration > thresholds.critical {
+            stats.critical = stats.critical.saturating_add(1);
+            stats.slow = stats.slow.saturating_add(1);
+            Some(("critical", thresholds.critical))
+        } else if timing.duration > thresholds.warning {
+            stats.slow = stats.slow.saturating_add(1);
+            Some(("warning", thresholds.warning))
+        } else {
+            None
+        };
+        let (level, threshold) = level?;
+        let last = self.last_alert_ms.get(timing.operation).copied();
+        let cool_ms = thresholds.cool_down.as_millis() as i64;
+        // One stamped ahead of this clock (a clock that had jumped) holds nothing off.
+        let due = |t: i64| {
+            now_ms.saturating_sub(t) >= cool_ms || t > crate::clock::newest_credible(now_ms)
+        };
+        if !last.is_none_or(due) {
+            return None;
+        }
+        self.last_alert_ms
+            .insert(timing.operation.to_owned(), now_ms);
+        Some(Alert {
+            operation: timing.operation.to_owned(),
+            level,
+            seconds,
+            threshold_seconds: threshold.as_secs_f64(),
+        })
     }
 }
 
