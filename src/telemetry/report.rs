@@ -172,6 +172,12 @@ pub fn stats_text(snapshot: &Snapshot, operation: Option<&str>) -> String {
             stats.critical
         );
     }
+    totals_text(&mut out, snapshot);
+    out
+}
+
+/// The lines under the table: cycles by outcome, the cache, the sink.
+fn totals_text(out: &mut String, snapshot: &Snapshot) {
     let history = &snapshot.history;
     let outcomes: Vec<String> = history
         .cycles_by_outcome
@@ -212,5 +218,4 @@ pub fn stats_text(snapshot: &Snapshot, operation: Option<&str>) -> String {
         c.quarantined,
         c.evicted
     );
-    out
 }
