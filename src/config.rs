@@ -1,8 +1,8 @@
 //! Settings: every application variable, read once per invocation and validated.
 //!
 //! Owns the variable table (names, defaults, which are secret) — the contract that `spin.toml`,
-//! the README and deploy recipes follow, checked against `spin.toml` by the tests — and the typed
-//! [`Settings`] built from it. It must not perform any I/O besides reading variables, and no error
+//! `docs/configuration.md` and deploy recipes follow, checked against both by the tests — and
+//! the typed [`Settings`] built from it. It must not perform any I/O besides reading variables, and no error
 //! or debug output of it may show a secret.
 
 use std::fmt;
@@ -18,86 +18,81 @@ pub struct VariableSpec {
     /// `None`: required, there is no sensible default.
     pub default: Option<&'static str>,
     pub secret: bool,
-    pub meaning: &'static str,
 }
 
-const fn var(name: &'static str, default: &'static str, meaning: &'static str) -> VariableSpec {
+const fn var(name: &'static str, default: &'static str) -> VariableSpec {
     VariableSpec {
         name,
         default: Some(default),
         secret: false,
-        meaning,
     }
 }
 
-const fn secret(
-    name: &'static str,
-    default: Option<&'static str>,
-    meaning: &'static str,
-) -> VariableSpec {
+const fn secret(name: &'static str, default: Option<&'static str>) -> VariableSpec {
     VariableSpec {
         name,
         default,
         secret: true,
-        meaning,
     }
 }
 
-/// Every variable the code reads. `spin.toml` declares exactly these, with the same defaults.
+/// Every variable the code reads. `spin.toml` declares exactly these, with the same defaults;
+/// `docs/configuration.md` says what each means, row for row (`tests/manifest.rs`). No text here:
+/// the table is in both wasm components, the meanings are for people.
 #[rustfmt::skip] // one variable a line: this table is read as a table.
 pub const VARIABLES: &[VariableSpec] = &[
-    secret("lcw_api_key", None, "Live Coin Watch API key"),
-    var("lcw_base_url", "https://api.livecoinwatch.com", "LCW endpoint (a fake or proxy in tests)"),
-    var("currency", "USD", "quote currency for every call"),
-    var("max_coins_per_fetch", "100", "top coins by rank per tick (paged by 100)"),
-    var("tracked_coins", "BTC,ETH", "coins always fetched via /coins/map"),
-    var("max_exchanges_per_fetch", "20", "top exchanges per exchanges refresh"),
-    var("requests_per_minute", "60", "shared LCW request budget"),
-    var("cycle_deadline_ms", "45000", "hard end of a tick, below the cron interval"),
-    var("cycle_interval_s", "60", "seconds between ticks (the cron schedule), for the daily credit plan"),
-    var("lcw_connect_timeout_ms", "10000", "connect timeout of one LCW call"),
-    var("lcw_first_byte_timeout_ms", "10000", "an LCW call with no answer started by then is given up (and retried)"),
-    var("lcw_response_timeout_ms", "30000", "whole-response timeout of one LCW call"),
-    var("lcw_hedge_after_ms", "auto", "a second copy of an LCW request still unanswered after this: auto (the p93 of recent latencies), 0 (never) or milliseconds"),
-    var("retry_base_ms", "2000", "first retry's backoff ceiling (full jitter below it)"),
-    var("retry_cap_ms", "8000", "largest backoff ceiling"),
-    var("retry_max", "3", "retries after the first attempt (transient and 429 only)"),
-    var("breaker_failure_threshold", "5", "consecutive transient failures that open the breaker"),
-    var("breaker_cool_down_s", "30", "seconds the breaker stays open before one probe (below the tick interval, so the next tick probes)"),
-    var("credit_reserve_percent", "5", "below this share of the daily credits, optional calls stop"),
-    var("cache_ttl_status_s", "120", "seconds between /status checks"),
-    var("cache_ttl_credits_s", "300", "seconds between /credits reads"),
-    var("cache_ttl_coin_single_s", "60", "cache TTL of /coins/single answers"),
-    var("cache_ttl_coins_list_s", "60", "cache TTL of /coins/list and /coins/map answers"),
-    var("cache_ttl_overview_s", "60", "cache TTL of /overview answers"),
-    var("cache_ttl_exchanges_s", "600", "cache TTL of /exchanges/list answers: exchanges refresh every 10 minutes"),
-    var("cache_max_entries", "256", "cached answers kept at most (least recently used evicted)"),
-    var("max_concurrent_requests", "4", "LCW calls of a tick in flight at once"),
-    var("backfill_min_gap_s", "0", "a series without points for longer than this is backfilled from LCW's history (0: three intervals)"),
-    var("backfill_calls_per_tick", "5", "history calls a tick may make for backfill, after its live calls (0: no backfill)"),
-    var("backfill_top_coins", "0", "top coins whose gaps are backfilled too (one call per coin per range), besides tracked_coins"),
-    var("initial_history_hours", "24", "hours of history fetched for tracked_coins on the very first tick"),
-    var("sink", "auto", "where points go: auto (influxdb when influx_url is set, else sqlite), sqlite (Spin's embedded database) or influxdb"),
-    var("sqlite_retention_days", "30", "days of data the SQLite store keeps (older rows are deleted by the collector)"),
-    var("influx_url", "", "InfluxDB base URL (empty: no InfluxDB)"),
-    var("influx_api", "v2", "InfluxDB write API: v1, v2 or v3"),
-    secret("influx_token", Some(""), "InfluxDB token (required with v2; v3 and v1 when set)"),
-    var("influx_org", "", "InfluxDB v2 organisation, by name or ID (required with v2)"),
-    var("influx_bucket", "cryptocurrency_data", "InfluxDB v2 bucket"),
-    var("influx_database", "cryptocurrency_data", "InfluxDB v1/v3 database"),
-    var("influx_retention_policy", "", "InfluxDB v1 retention policy (empty: the default)"),
-    var("influx_username", "", "InfluxDB v1 user (with influx_password, when no token)"),
-    secret("influx_password", Some(""), "InfluxDB v1 password"),
-    var("influx_batch_size", "1000", "lines per write request"),
-    var("influx_gzip", "true", "gzip-compress write bodies"),
-    var("influx_timeout_ms", "30000", "timeout of one InfluxDB write"),
-    var("influx_create_database", "true", "InfluxDB v1: create a missing database (as Telegraf does)"),
-    var("spool_max_points", "500000", "points kept in the key-value store while the sink cannot take them (oldest evicted beyond)"),
-    var("enable_metrics", "true", "serve /metrics"),
-    var("alert_warning_s", "30", "an operation slower than this logs a warning alert"),
-    var("alert_critical_s", "60", "an operation slower than this logs a critical alert"),
-    var("alert_cooldown_s", "300", "at most one alert per operation in this many seconds"),
-    secret("admin_token", Some(""), "enables admin routes; empty disables them"),
+    secret("lcw_api_key", None),
+    var("lcw_base_url", "https://api.livecoinwatch.com"),
+    var("currency", "USD"),
+    var("max_coins_per_fetch", "100"),
+    var("tracked_coins", "BTC,ETH"),
+    var("max_exchanges_per_fetch", "20"),
+    var("requests_per_minute", "60"),
+    var("cycle_deadline_ms", "45000"),
+    var("cycle_interval_s", "60"),
+    var("lcw_connect_timeout_ms", "10000"),
+    var("lcw_first_byte_timeout_ms", "10000"),
+    var("lcw_response_timeout_ms", "30000"),
+    var("lcw_hedge_after_ms", "auto"),
+    var("retry_base_ms", "2000"),
+    var("retry_cap_ms", "8000"),
+    var("retry_max", "3"),
+    var("breaker_failure_threshold", "5"),
+    var("breaker_cool_down_s", "30"),
+    var("credit_reserve_percent", "5"),
+    var("cache_ttl_status_s", "120"),
+    var("cache_ttl_credits_s", "300"),
+    var("cache_ttl_coin_single_s", "60"),
+    var("cache_ttl_coins_list_s", "60"),
+    var("cache_ttl_overview_s", "60"),
+    var("cache_ttl_exchanges_s", "600"),
+    var("cache_max_entries", "256"),
+    var("max_concurrent_requests", "4"),
+    var("backfill_min_gap_s", "0"),
+    var("backfill_calls_per_tick", "5"),
+    var("backfill_top_coins", "0"),
+    var("initial_history_hours", "24"),
+    var("sink", "auto"),
+    var("sqlite_retention_days", "30"),
+    var("influx_url", ""),
+    var("influx_api", "v2"),
+    secret("influx_token", Some("")),
+    var("influx_org", ""),
+    var("influx_bucket", "cryptocurrency_data"),
+    var("influx_database", "cryptocurrency_data"),
+    var("influx_retention_policy", ""),
+    var("influx_username", ""),
+    secret("influx_password", Some("")),
+    var("influx_batch_size", "1000"),
+    var("influx_gzip", "true"),
+    var("influx_timeout_ms", "30000"),
+    var("influx_create_database", "true"),
+    var("spool_max_points", "500000"),
+    var("enable_metrics", "true"),
+    var("alert_warning_s", "30"),
+    var("alert_critical_s", "60"),
+    var("alert_cooldown_s", "300"),
+    secret("admin_token", Some("")),
 ];
 
 /// A string that must never be shown: `Debug` and `Display` print a mask.
