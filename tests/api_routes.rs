@@ -258,12 +258,12 @@ fn every_path_not_in_the_route_table_is_a_404_whatever_the_method_and_token() {
     }
 }
 
-/// The README's route table is the route table: the same methods and paths, and "admin" on
+/// docs/api.md's route table is the route table: the same methods and paths, and "admin" on
 /// exactly the admin routes.
 #[test]
-fn the_readme_route_table_is_the_route_table() {
+fn the_documented_route_table_is_the_route_table() {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).unwrap();
     let section = readme
         .split("\n## Routes")
         .nth(1)
@@ -296,7 +296,7 @@ fn the_readme_route_table_is_the_route_table() {
 
 /// Every route of the collector component is in the api's table too, as served elsewhere with
 /// the same access, so the api answers it as the table says (401 without the token, then a 404
-/// naming the collector) and the README's table, read from the api's, lists it.
+/// naming the collector) and docs/api.md's table, read from the api's, lists it.
 #[test]
 fn the_collectors_routes_are_in_the_api_table_as_served_elsewhere() {
     let api = routes::api_routes::<NativeHost>();

@@ -1,6 +1,6 @@
 //! The core's layers stay one-way: every module imports only from layers below its own.
 //!
-//! The table lives in `docs/layers.toml`; the README's "Layers" table must say the same. Every
+//! The table lives in `docs/layers.toml`; docs/architecture.md's "Layers" table must say the same. Every
 //! `use` (grouped forms included) and every other `crate::`, `super::` or `self::` path of every
 //! `.rs` file under `src/` is mapped to a module of the table. An import is reported, with its
 //! file, line and path, when it runs upwards, between two modules of one layer, or to a module
@@ -52,7 +52,7 @@ impl Table {
         format!("{module} (layer {} {})", index + 1, self.layer[index].name)
     }
 
-    /// The table as the README shows it.
+    /// The table as docs/architecture.md shows it.
     fn markdown(&self) -> String {
         let mut out = String::from("| layer | name | modules |\n|---|---|---|\n");
         for (index, layer) in self.layer.iter().enumerate() {
@@ -408,14 +408,14 @@ fn every_source_file_and_listed_module_is_in_the_table_once() {
 }
 
 #[test]
-fn the_readme_shows_the_same_table() {
+fn the_architecture_doc_shows_the_same_table() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let table = Table::load(&root);
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
     let expected = table.markdown();
     assert!(
-        readme.contains(&expected),
-        "README.md must show the table of {TABLE}, exactly:\n{expected}"
+        doc.contains(&expected),
+        "docs/architecture.md must show the table of {TABLE}, exactly:\n{expected}"
     );
 }
 

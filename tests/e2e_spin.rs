@@ -456,7 +456,7 @@ fn cron_tick(fake: &LcwFake, influx: &Influx, spin: &SpinUp) -> Result<String, S
     Ok(format!("started at second {second} of the minute; {data}"))
 }
 
-/// Every metric family of the README's table, in `/metrics`, and promtool accepts the text.
+/// Every metric family of docs/api.md's table, in `/metrics`, and promtool accepts the text.
 /// A tick whose coin pages carry one unreadable element first, so that the skipped-records
 /// family has a sample too.
 fn metrics(fake: &LcwFake, spin: &SpinUp, outputs: &mut Vec<String>) -> Result<String, String> {
@@ -476,7 +476,7 @@ fn metrics(fake: &LcwFake, spin: &SpinUp, outputs: &mut Vec<String>) -> Result<S
         return Err(format!("status {status}"));
     }
     support::promtool_check_metrics(&text)?;
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(repo().join("docs/api.md")).unwrap();
     let section = readme
         .split("### Metrics")
         .nth(1)
@@ -499,7 +499,7 @@ fn metrics(fake: &LcwFake, spin: &SpinUp, outputs: &mut Vec<String>) -> Result<S
         ));
     }
     Ok(format!(
-        "promtool clean, all {} families of the README",
+        "promtool clean, all {} families of docs/api.md",
         families.len()
     ))
 }

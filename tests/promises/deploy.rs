@@ -1,5 +1,5 @@
 //! Promises to the people who deploy it: every recipe of `deploy/README.md`, on the host it names,
-//! serves every route the README's route table promises and runs ticks. Owns a model of each
+//! serves every route docs/api.md's route table promises and runs ticks. Owns a model of each
 //! recipe's host: which manifest it deploys (`--from`, else `spin.toml`), which components run
 //! (a SpinApp's `components`, else all), which trigger types the host runs, how Spin picks a
 //! route's component (an exact route before a wildcard, the longest prefix first), and what
@@ -184,7 +184,7 @@ fn recipes() -> Vec<Recipe> {
         .skip(1)
         .filter_map(recipe_of)
         .collect();
-    // The model must know every host the README deploys to.
+    // The model must know every host the guides deploy to.
     let hosts: BTreeSet<String> = recipes.iter().map(|r| format!("{:?}", r.host)).collect();
     assert_eq!(
         hosts,
@@ -194,13 +194,13 @@ fn recipes() -> Vec<Recipe> {
     recipes
 }
 
-/// The routes the README's route table promises: method and a concrete path.
+/// The routes docs/api.md's route table promises: method and a concrete path.
 fn promised_routes() -> Vec<(Method, String)> {
-    let readme = read("README.md");
+    let readme = read("docs/api.md");
     let table = readme
         .split("\n## Routes")
         .nth(1)
-        .expect("README.md has a ## Routes section");
+        .expect("docs/api.md has a ## Routes section");
     let mut routes = Vec::new();
     // The first table of the section, up to its first line that is not a row.
     let rows = table
@@ -429,16 +429,13 @@ fn the_http_manifest_is_spin_toml_without_its_cron_trigger() {
 #[test]
 fn the_deploy_guide_states_the_lease_as_the_code_takes_it() {
     let margin = cycle::LEASE_MARGIN.as_secs();
-    for doc in ["deploy/README.md", "README.md"] {
+    for doc in ["deploy/README.md", "docs/operations.md"] {
         let text = read(doc);
         let stated: Vec<&str> = text
             .match_indices("deadline + ")
             .map(|(i, _)| &text[i..])
             .collect();
-        assert!(
-            !stated.is_empty() || doc == "README.md",
-            "{doc} states no lease length"
-        );
+        assert!(!stated.is_empty(), "{doc} states no lease length");
         for at in stated {
             let figure = at["deadline + ".len()..].split(' ').next().unwrap();
             assert_eq!(
