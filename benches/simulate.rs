@@ -8,7 +8,7 @@
 //! for other sizes; `-- --calibrate` searches the seed profile's parameters against the
 //! original's published figures (prints the best candidates, changes nothing).
 
-// The simulated host lives with the tests (its smoke test is `tests/simulation.rs`).
+// The simulated host lives with the tests (its smoke test is `tests/cycle/simulation.rs`).
 #[path = "../tests/support/lcw_fake.rs"]
 #[allow(dead_code)]
 mod lcw_fake;

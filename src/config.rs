@@ -37,8 +37,8 @@ const fn secret(name: &'static str, default: Option<&'static str>) -> VariableSp
 }
 
 /// Every variable the code reads. `spin.toml` declares exactly these, with the same defaults;
-/// `docs/configuration.md` says what each means, row for row (`tests/manifest.rs`). No text here:
-/// the table is in both wasm components, the meanings are for people.
+/// `docs/configuration.md` says what each means, row for row (`tests/repository/manifest.rs`).
+/// No text here: the table is in both wasm components, the meanings are for people.
 #[rustfmt::skip] // one variable a line: this table is read as a table.
 pub const VARIABLES: &[VariableSpec] = &[
     secret("lcw_api_key", None),

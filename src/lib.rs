@@ -6,7 +6,7 @@
 //! and simulated ones.
 //!
 //! Where each concern lives, lowest layer first (`docs/layers.toml`: a module imports only from
-//! lower layers, which `tests/architecture.rs` enforces):
+//! lower layers, which `tests/repository/architecture.rs` enforces):
 //! - [`host`] — the ports (HTTP, key-value, SQL, variables, clocks, log);
 //! - [`remote`] — what LCW and InfluxDB share: error classes, `Retry-After`, `User-Agent`;
 //! - [`config`] — application variables into validated [`config::Settings`], and every settings

@@ -4,7 +4,7 @@
 //! path, who may call it and the handler that answers it. Dispatch, the 404 and the 405 with
 //! `Allow`, and the admin check all come from the table and from nowhere else, so a path that
 //! is not in it is a 404 whatever the method and token; docs/api.md's route table is checked
-//! against it (`tests/api_routes.rs`). Each route's handler is a file of this folder; what the
+//! against it (`tests/http_api/routes.rs`). Each route's handler is a file of this folder; what the
 //! admin routes that change state share is [`admin`]. This module must not answer a route
 //! itself, nor hold state between requests (a Spin instance may be fresh for each).
 //!

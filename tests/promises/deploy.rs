@@ -413,7 +413,7 @@ fn the_http_manifest_is_spin_toml_without_its_cron_trigger() {
         "spin.http.toml has HTTP triggers only"
     );
     assert_eq!(full["trigger"]["http"], http["trigger"]["http"]);
-    // tests/manifest.rs checks spin.toml's components against their crates; the same sources
+    // tests/repository/manifest.rs checks spin.toml's components against their crates; the same sources
     // and crates exist for this one.
     for (id, component) in http["component"].as_table().unwrap() {
         assert!(

@@ -2,7 +2,7 @@
 //! test states a guarantee the README gives (or a bound the state needs) and FAILS on the code
 //! it was written against; see the doc comment of each for the root cause.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 
@@ -323,7 +323,7 @@ fn a_backfill_document_with_a_newer_range_kind_keeps_the_rest_of_the_queue() {
     );
 }
 
-/// Slot tickets are kept to the last few slots (`claim_slot`: "older ones are deleted as new slots are claimed"; tests/state_safety.rs: "only the last few slots' tickets
+/// Slot tickets are kept to the last few slots (`claim_slot`: "older ones are deleted as new slots are claimed"; tests/state/safety.rs: "only the last few slots' tickets
 /// are kept") also when the cron trigger's timestamps are not exactly on the minute: the
 /// Spin cron trigger passes `SystemTime::now()` in seconds when the job fires, which drifts
 /// by a second now and then.

@@ -2,7 +2,7 @@
 //! kept end to end), concurrency, the deadline, the lease, a 200-coin tick landing exactly, and
 //! the tick's key-value round trips.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

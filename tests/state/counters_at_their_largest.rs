@@ -3,7 +3,7 @@
 //! must neither panic (tests run in debug, where `u64::MAX + 1` panics) nor wrap (a Prometheus
 //! counter going backwards). Each test failed on the code it was written against.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! The bounds of hedged requests (`src/hedge.rs`, `Guard::send`), in virtual time: the
-//! guard driven by scripted copies (as in `tests/hedging.rs`) and the real cycle in the
+//! guard driven by scripted copies (as in `tests/lcw/hedging.rs`) and the real cycle in the
 //! simulated world (`support::sim`). Each test names the promise it holds the change to.
 
-mod support;
+use crate::support;
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! the copies of an attempt — how long each takes and what it answers — and checks which answer
 //! won, what was sent, dropped, skipped and counted. Nothing here measures wall-clock time.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! the README gives and FAILED on the code it was written against (commit 7e8c678); see the doc
 //! comment of each for the root cause.
 
-mod support;
+use crate::support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -2,7 +2,7 @@
 //! survive instances, `/status` as a health check, admin routes and their authentication,
 //! structured logs and alerts — and no secret anywhere.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! collector, spin.toml's `/collect` route) answers `/collect` exactly as `routes::handle` does,
 //! and `routes::handle_api` (the api, the catch-all route) everything else.
 
-mod support;
+use crate::support;
 
 use http::{Method, Request, StatusCode};
 use lcw_fetcher::routes;

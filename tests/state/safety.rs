@@ -2,7 +2,7 @@
 //! append, racing ticks on one store, documents of another release. Every spooled point is
 //! either written later or counted as evicted; nothing disappears silently.
 
-mod support;
+use crate::support;
 
 use std::io::Read as _;
 use std::sync::Arc;

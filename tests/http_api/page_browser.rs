@@ -3,7 +3,7 @@
 //! page, and its DOM must hold the price table, the SVG chart's path and the collector's health —
 //! with a hostile coin name shown as text, never run.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -97,7 +97,7 @@ fn the_page_shows_prices_a_chart_and_health_in_a_real_browser() {
 
     let server = TestServer::start(Arc::new(host));
     let dom = dump_dom(&format!("{}/", server.base_url));
-    // For a person to look at: LCW_PAGE_SCREENSHOT=/tmp/page.png cargo test --test page_browser
+    // For a person to look at: LCW_PAGE_SCREENSHOT=/tmp/page.png cargo test --test http_api page_browser::
     if let Some(path) = std::env::var_os("LCW_PAGE_SCREENSHOT") {
         chromium(
             &format!("{}/", server.base_url),

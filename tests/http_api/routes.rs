@@ -1,7 +1,7 @@
 //! The HTTP API over state a real cycle left in a shared store, as the collector and API
 //! components share Spin's `default` store; `/metrics` is checked by promtool.
 
-mod support;
+use crate::support;
 
 use http::{Method, Request, StatusCode};
 use lcw_fetcher::{cycle, routes};

@@ -5,7 +5,7 @@
 //! that delays or fails chosen store calls and skews the wall clock, as a slow, flaky store and
 //! a host with a wrong clock would.
 
-mod support;
+use crate::support;
 
 use std::cell::{Cell, RefCell};
 use std::io::Read as _;

@@ -1,13 +1,13 @@
 //! Figures of the embedded store, printed, never asserted on time: the rows and bytes a day at
 //! the default settings, and how long the query API takes for a 30-day series of one coin at
-//! 1-hour steps. `cargo test --test sqlite_figures -- --nocapture` prints them.
+//! 1-hour steps. `cargo test --test sinks sqlite_figures:: -- --nocapture` prints them.
 //!
 //! A day at the defaults: 1 440 ticks of 100 coins (the top page; the tracked BTC and ETH are in
 //! it) and the overview, and 20 exchanges every tenth tick — built with the real schema from
 //! the LCW contract fixture (every field present, a name), written tick by tick as the collector
 //! does. `LCW_FIGURES_COINS` (default 10) sets how many coins the 30-day database holds.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

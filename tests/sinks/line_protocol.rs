@@ -8,7 +8,7 @@
 //! backslash, a comma, an equals sign, a space) or end the text; a tag whose value is then
 //! empty is left out.
 
-mod support;
+use crate::support;
 
 use influxdb_line_protocol::{FieldValue as Parsed, parse_lines};
 use lcw_fetcher::influx::line_protocol::{FieldValue, Point, encode_points};

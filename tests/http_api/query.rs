@@ -2,7 +2,7 @@
 //! downsampled exactly (first, last, min, max, avg, count per step), JSON and CSV, the limits and
 //! the errors, and the 404 that points to InfluxDB when the sink is InfluxDB.
 
-mod support;
+use crate::support;
 
 use lcw_fetcher::sqlite::Db;
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! `dropped=N` read, settings InfluxDB says are wrong, the v1 database created, the quarantine
 //! retried and cleared. Each test here failed on the code before its fix.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! One fetch cycle against the LCW fake on loopback and a real InfluxDB: the exact fixture values
 //! must come back out of InfluxDB's query API.
 
-mod support;
+use crate::support;
 
 use std::io::Read as _;
 
@@ -351,7 +351,7 @@ fn malformed_lcw_json_names_the_endpoint() {
     let influx = Influx::start();
     fake.respond(
         "/coins/list",
-        // Not a list at all (one bad element is only skipped: tests/hostile_input.rs).
+        // Not a list at all (one bad element is only skipped: tests/lcw/hostile_input.rs).
         Reply::json(200, r#"{"code":"BTC","rate":"a lot"}"#),
     );
     let host = NativeHost::new(&variables_for(&fake, &influx));

@@ -2,7 +2,7 @@
 //! called it makes at most one live LCW check and one InfluxDB ping per `cache_ttl_status_s`,
 //! says how old what it shows is, and never echoes a URL's `user:password@`.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! an LCW outage. Asserts correctness only — no tick outlives its deadline, data lands, the
 //! breaker stops calls in an outage — never speed (that is `cargo bench --bench simulate`).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! fake, splitting on 413, the quarantine on a real partial write, and the spool through a real
 //! outage — nothing lost, nothing doubled.
 
-mod support;
+use crate::support;
 
 use std::io::Read as _;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! (Prometheus), and promtool accepts the scrape config and the alert rules and passes their
 //! unit tests.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! batches, and two connections on one file (the two Spin processes) never fail with "database
 //! is locked".
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! error class, retries and their waits (read from the host's clock, not wall time), the breaker
 //! across ticks, the rate limiter, the credit reserve, hung servers.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -335,7 +335,7 @@ fn a_retry_that_cannot_finish_before_the_deadline_is_not_started() {
 }
 
 /// Settings without hedging (as the native host's variables): its virtual sleep ends at once,
-/// so a hedge timer would always beat the fake (hedging is tested in `tests/hedging.rs`).
+/// so a hedge timer would always beat the fake (hedging is tested in `tests/lcw/hedging.rs`).
 fn settings(pairs: &[(&str, &str)]) -> Settings {
     let base = [
         ("influx_org", "o"),

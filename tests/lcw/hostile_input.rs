@@ -1,7 +1,7 @@
 //! Input that must never break a tick: hostile `Retry-After` values, one bad coin in a page,
 //! huge error bodies with embedded newlines. Each test here failed on the code before its fix.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! host frames bodies the same way and the LCW fake refuses chunked bodies, so a missing header
 //! fails here instead of only under Spin.
 
-mod support;
+use crate::support;
 
 use lcw_fetcher::cycle;
 use lcw_fetcher::host::{HttpClient as _, Timeouts};

@@ -1,0 +1,12 @@
+//! The repository against the code: the layers of `src/`, `spin.toml` and `runtime-config.toml`,
+//! and the operations kit in `deploy/`.
+//! One module per subject; see `tests/README.md`.
+
+mod support;
+
+#[path = "repository/architecture.rs"]
+mod architecture;
+#[path = "repository/deploy_kit.rs"]
+mod deploy_kit;
+#[path = "repository/manifest.rs"]
+mod manifest;
