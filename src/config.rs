@@ -2,8 +2,8 @@
 //!
 //! Owns the variable table (names, defaults, which are secret) — the contract that `spin.toml`,
 //! `docs/configuration.md` and deploy recipes follow, checked against both by the tests — and
-//! the typed [`Settings`] built from it. It must not perform any I/O besides reading variables, and no error
-//! or debug output of it may show a secret.
+//! the typed [`Settings`] built from it. It must not perform any I/O besides reading variables,
+//! and no error or debug output of it may show a secret.
 
 use std::fmt;
 

@@ -4,13 +4,14 @@
 //! path, who may call it and the handler that answers it. Dispatch, the 404 and the 405 with
 //! `Allow`, and the admin check all come from the table and from nowhere else, so a path that
 //! is not in it is a 404 whatever the method and token; docs/api.md's route table is checked
-//! against it (`tests/http_api/routes.rs`). Each route's handler is a file of this folder; what the
-//! admin routes that change state share is [`admin`]. This module must not answer a route
+//! against it (`tests/http_api/routes.rs`). Each route's handler is a file of this folder; what
+//! the admin routes that change state share is [`admin`]. This module must not answer a route
 //! itself, nor hold state between requests (a Spin instance may be fresh for each).
 //!
-//! **Adding a route**: a file here with `pub(super) async fn` taking the host and the request
-//! and answering a [`Response`], and its line in [`api_routes`] (or [`collector_routes`], for a
-//! route of the collector component, with an [`Serve::Elsewhere`] line in [`api_routes`]).
+//! **Adding a route**: a file here with a `pub(super) async fn` taking the host and the request
+//! and answering a [`Response`], its `mod` line here, and its line in [`api_routes`] (or in
+//! [`collector_routes`] for a route of the collector component, with a [`Serve::Elsewhere`]
+//! line in [`api_routes`]), and its row in docs/api.md.
 //!
 //! Under Spin, `POST /collect` is served by the collector component ([`handle_collect`], its
 //! own route in spin.toml) and every other route by the api component ([`handle_api`]), so that
