@@ -1,11 +1,11 @@
 //! The core's layers stay one-way: every module imports only from layers below its own.
 //!
-//! The table lives in `docs/layers.toml`; docs/architecture.md's "Layers" table must say the
-//! same. Every `use` (grouped forms included) and every other `crate::`, `super::` or `self::` path of every
-//! `.rs` file under `src/` is mapped to a module of the table. An import is reported, with its
-//! file, line and path, when it runs upwards, between two modules of one layer, or to a module
-//! the table does not know. `#[cfg(test)]` modules are checked like the rest. Paths in comments
-//! are skipped; paths inside string literals are not expected in `src/` and would be reported.
+//! The table lives in `docs/layers.toml`; docs/architecture.md's "Layers" table must say the same.
+//! Every `use` (grouped forms included) and every other `crate::`, `super::` or `self::` path of
+//! every `.rs` file under `src/` is mapped to a module of the table. An import is reported, with
+//! its file, line and path, when it runs upwards, between two modules of one layer, or to a module
+//! the table does not know. `#[cfg(test)]` modules are checked like the rest. Paths in comments are
+//! skipped; paths inside string literals are not expected in `src/` and would be reported.
 
 use std::collections::BTreeSet;
 use std::fmt;
