@@ -306,8 +306,16 @@ impl<'a, H: Host> Sink<'a, H> {
             .map(|s| (s, (s + batch).min(all.len())))
             .rev()
             .collect();
+        // Lines kept without a request while no failure of this tick says why: the sink's pause,
+        // the deadline.
+        let (mut kept_paused, mut kept_late) = (0, 0);
         while let Some((start, end)) = work.pop() {
             if self.down.is_some() || self.paused() || self.time_left() < MIN_WRITE_TIME {
+                match (self.down.is_some(), self.paused()) {
+                    (true, _) => {}
+                    (false, true) => kept_paused += end - start,
+                    (false, false) => kept_late += end - start,
+                }
                 all[start..end].iter().for_each(|l| kept.push_str(l));
                 continue;
             }
@@ -426,7 +434,38 @@ impl<'a, H: Host> Sink<'a, H> {
                 }
             }
         }
+        self.say_kept_back(kept_paused, kept_late);
         (written, kept)
+    }
+
+    /// Says, in the tick's errors, why lines went to the spool without a request: the sink's
+    /// pause (with its end) or the deadline. A failure of this tick says it itself.
+    fn say_kept_back(&mut self, paused: usize, late: usize) {
+        let store = self.store_name();
+        let mut reasons = Vec::new();
+        if paused > 0 {
+            let until = self.state.not_before_ms.unwrap_or_default();
+            reasons.push(format!(
+                "{store} asked for a pause until {until} (Unix ms): {paused} lines kept for the spool, sent after it"
+            ));
+        }
+        if late > 0 {
+            reasons.push(format!(
+                "no time left before the tick's deadline to write to {store}: {late} lines kept for the spool"
+            ));
+        }
+        for reason in reasons {
+            if !self.delivery.errors.contains(&reason) {
+                self.delivery.errors.push(reason);
+            }
+        }
+    }
+
+    fn store_name(&self) -> &'static str {
+        match self.kind {
+            SinkKind::Influxdb => "InfluxDB",
+            SinkKind::Sqlite => "SQLite",
+        }
     }
 
     /// Keeps the last write's outcome for `/status`; a write InfluxDB took clears a setting
@@ -567,10 +606,7 @@ impl<'a, H: Host> Sink<'a, H> {
     }
 
     fn quarantine(&mut self, line: &str, message: String) {
-        let store = match self.kind {
-            SinkKind::Influxdb => "InfluxDB",
-            SinkKind::Sqlite => "SQLite",
-        };
+        let store = self.store_name();
         self.host.log(
             Level::Error,
             &format!("{store} refused a line for good, quarantined: {message}"),

@@ -514,3 +514,32 @@ fn a_full_spool_evicts_its_oldest_points_and_says_so() {
         "segments of at most a tenth of the bound"
     );
 }
+
+/// A tick whose points waited out InfluxDB's pause ended `error` with no error at all: its record
+/// said nothing of why every point went to the spool. The pause is said, once, with its end.
+#[test]
+fn points_kept_back_by_a_pause_say_why_in_the_ticks_errors() {
+    let sink = LcwFake::start();
+    let mut reply = Reply::json(429, "{}");
+    reply.headers.push(("Retry-After".into(), "60".into()));
+    sink.respond("/api/v2/write", reply);
+    let settings = influx_settings(&[("influx_url", &sink.base_url)]);
+    let kv = SharedKv::default();
+    deliver(
+        &NativeHost::with_kv(&[("x", "y")], kv.clone()),
+        &settings,
+        &lines(2),
+    );
+    let soon = NativeHost::with_kv(&[("x", "y")], kv.clone());
+    soon.advance(30 * S);
+    let (delivery, _) = deliver(&soon, &settings, &lines(3));
+    assert_eq!(delivery.spooled, 3);
+    let said: Vec<&String> = delivery
+        .errors
+        .iter()
+        .filter(|e| e.contains("pause"))
+        .collect();
+    assert_eq!(said.len(), 1, "{:?}", delivery.errors);
+    assert!(said[0].contains("InfluxDB"), "{said:?}");
+    assert!(said[0].contains("3 lines"), "{said:?}");
+}
