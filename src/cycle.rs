@@ -854,10 +854,8 @@ pub const MIN_PRUNE_TIME: Duration = Duration::from_millis(500);
 fn observe_clock<H: Host>(host: &H, record: &mut ClockRecord, lcw_clock_ms: Option<i64>) -> i64 {
     let now_ms = host.unix_millis();
     let retention_now = record.observe(now_ms, lcw_clock_ms);
-    if let Some(skew_ms) = record
-        .skew_ms
-        .filter(|_| record.disputed() && lcw_clock_ms.is_some())
-    {
+    // Said on the ticks LCW contradicts, not on those that heard no `Date` since.
+    if let (Some(_), Some(skew_ms), true) = (lcw_clock_ms, record.skew_ms, record.disputed()) {
         host.log(
             Level::Warn,
             &format!(

@@ -53,27 +53,25 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(seconds).min(RETRY_AFTER_MAX));
     }
     let at = httpdate::parse_http_date(text).ok()?;
-    let sent = headers.get(http::header::DATE)?.to_str().ok()?;
-    let sent = httpdate::parse_http_date(sent.trim()).ok()?;
     Some(
-        at.duration_since(sent)
+        at.duration_since(sent_at(headers)?)
             .unwrap_or(Duration::ZERO)
             .min(RETRY_AFTER_MAX),
     )
 }
 
-/// The sender's clock: an answer's `Date` header as Unix milliseconds (whole seconds), if it
-/// reads as an HTTP date.
-pub fn date_ms(headers: &http::HeaderMap) -> Option<i64> {
+/// The sender's clock: an answer's `Date` header, if it reads as an HTTP date.
+fn sent_at(headers: &http::HeaderMap) -> Option<std::time::SystemTime> {
     let sent = headers.get(http::header::DATE)?.to_str().ok()?;
-    let sent = httpdate::parse_http_date(sent.trim()).ok()?;
-    let ms = match sent.duration_since(std::time::UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_millis()).ok()?,
-        Err(before) => i64::try_from(before.duration().as_millis())
-            .ok()?
-            .checked_neg()?,
-    };
-    Some(ms)
+    httpdate::parse_http_date(sent.trim()).ok()
+}
+
+/// [`sent_at`] as Unix milliseconds (whole seconds: an HTTP date reads 1970 to 9999 only).
+pub fn date_ms(headers: &http::HeaderMap) -> Option<i64> {
+    let since_epoch = sent_at(headers)?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    i64::try_from(since_epoch.as_millis()).ok()
 }
 
 /// Untrusted text kept at most: a few hundred bytes say what went wrong; more is an attack or

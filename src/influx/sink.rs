@@ -310,8 +310,9 @@ impl<'a, H: Host> Sink<'a, H> {
         // the deadline.
         let (mut kept_paused, mut kept_late) = (0, 0);
         while let Some((start, end)) = work.pop() {
-            if self.down.is_some() || self.paused() || self.time_left() < MIN_WRITE_TIME {
-                match (self.down.is_some(), self.paused()) {
+            let paused = self.paused();
+            if self.down.is_some() || paused || self.time_left() < MIN_WRITE_TIME {
+                match (self.down.is_some(), paused) {
                     (true, _) => {}
                     (false, true) => kept_paused += end - start,
                     (false, false) => kept_late += end - start,
