@@ -9,8 +9,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use influxdb_line_protocol::LineProtocolBuilder;
-use lcw_fetcher::influx::line_protocol::{FieldValue, Point, encode_points, gzip};
+use lcw_fetcher::influx::line_protocol::{encode_points, gzip};
 use lcw_fetcher::lcw::{Coin, Delta};
+use lcw_fetcher::point::{FieldValue, Name, Point};
 use lcw_fetcher::schema::coin_point;
 
 /// A fixed xorshift64*, so every run encodes the same points.
@@ -107,9 +108,9 @@ fn coins(n: usize) -> Vec<Point> {
 fn theirs(points: &[Point], buffer: Vec<u8>) -> Vec<u8> {
     let mut builder = LineProtocolBuilder::new_with(buffer);
     for point in points {
-        let mut tags: Vec<&(&str, String)> = point.tags.iter().collect();
-        tags.sort_by_key(|(k, _)| *k);
-        let mut line = builder.measurement(point.measurement);
+        let mut tags: Vec<&(Name, String)> = point.tags.iter().collect();
+        tags.sort_by_key(|(k, _)| k);
+        let mut line = builder.measurement(&point.measurement);
         for (k, v) in tags {
             line = line.tag(k, v);
         }

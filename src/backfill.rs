@@ -208,7 +208,7 @@ pub fn observe(state: &mut BackfillState, settings: &Settings, points: &[Point],
         let Some(target) = target_of(point, &watched) else {
             continue;
         };
-        if let (Target::Coin { code }, Some(name)) = (&target, tag(point, "name")) {
+        if let (Target::Coin { code }, Some(name)) = (&target, point.tag("name")) {
             state.names.insert(code.clone(), name.to_owned());
         }
         let family = target.family();
@@ -244,11 +244,10 @@ fn watched_coins(settings: &Settings, points: &[Point]) -> Vec<String> {
         .iter()
         .filter(|p| p.measurement == schema::COINS_MEASUREMENT)
         .filter_map(|p| {
-            let rank = p.fields.iter().find_map(|(k, v)| match (k, v) {
-                (&"rank", FieldValue::Integer(r)) => Some(*r),
-                _ => None,
-            })?;
-            Some((rank, tag(p, "code")?))
+            let FieldValue::Integer(rank) = p.field("rank")? else {
+                return None;
+            };
+            Some((*rank, p.tag("code")?))
         })
         .collect();
     ranked.sort();
@@ -264,24 +263,16 @@ fn watched_coins(settings: &Settings, points: &[Point]) -> Vec<String> {
 }
 
 fn target_of(point: &Point, watched: &[String]) -> Option<Target> {
-    match point.measurement {
+    match point.measurement.as_ref() {
         schema::OVERVIEW_MEASUREMENT => Some(Target::Overview),
         schema::COINS_MEASUREMENT => {
-            let code = tag(point, "code")?;
+            let code = point.tag("code")?;
             watched.iter().any(|w| w == code).then(|| Target::Coin {
                 code: code.to_owned(),
             })
         }
         _ => None,
     }
-}
-
-fn tag<'p>(point: &'p Point, key: &str) -> Option<&'p str> {
-    point
-        .tags
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.as_str())
 }
 
 /// What a tick's backfill did.
@@ -365,7 +356,7 @@ fn names(state: &BackfillState, live: &[Point]) -> BTreeMap<String, String> {
         .iter()
         .filter(|p| p.measurement == schema::COINS_MEASUREMENT)
     {
-        if let (Some(code), Some(name)) = (tag(point, "code"), tag(point, "name")) {
+        if let (Some(code), Some(name)) = (point.tag("code"), point.tag("name")) {
             names.insert(code.to_owned(), name.to_owned());
         }
     }

@@ -9,6 +9,7 @@
 //! lower layers, which `tests/repository/architecture.rs` enforces):
 //! - [`host`] — the ports (HTTP, key-value, SQL, variables, clocks, log);
 //! - [`remote`] — what LCW and InfluxDB share: error classes, `Retry-After`, `User-Agent`;
+//! - [`point`] — what flows between the stages: measurement, tags, typed fields, time;
 //! - [`config`] — application variables into validated [`config::Settings`], and every settings
 //!   type (TTLs, alert thresholds, InfluxDB);
 //! - [`resilience`] — pure rules: retry backoff, circuit breaker, rate limiter, credit reserve;
@@ -45,6 +46,7 @@ pub mod lcw;
 pub mod lease;
 pub mod page;
 pub mod plan;
+pub mod point;
 pub mod query;
 pub mod remote;
 pub mod resilience;

@@ -6,8 +6,8 @@
 //! integers (`rank`) stay integers. Absent values are omitted, never written as 0. It must not
 //! fetch, encode or write anything.
 
-use crate::influx::line_protocol::{FieldValue, Point};
 use crate::lcw::{Coin, Exchange, HistorySample, Overview, OverviewSample};
+use crate::point::{FieldValue, Point};
 
 pub const COINS_MEASUREMENT: &str = "cryptocurrency_data";
 pub const OVERVIEW_MEASUREMENT: &str = "market_overview";
@@ -35,16 +35,16 @@ pub fn data_type(measurement: &str) -> &str {
 /// (LCW's ratios as given: 1 means unchanged).
 pub fn coin_point(coin: &Coin, currency: &str, fetched_at_ms: i64) -> Point {
     let mut tags = vec![
-        ("code", coin.code.clone()),
-        ("currency", currency.to_owned()),
+        ("code".into(), coin.code.clone()),
+        ("currency".into(), currency.to_owned()),
     ];
     if let Some(name) = &coin.name {
-        tags.push(("name", name.clone()));
+        tags.push(("name".into(), name.clone()));
     }
     let mut fields = Vec::with_capacity(16);
     let mut float = |key: &'static str, value: Option<f64>| {
         if let Some(v) = value {
-            fields.push((key, FieldValue::Float(v)));
+            fields.push((key.into(), FieldValue::Float(v)));
         }
     };
     float("rate", coin.rate);
@@ -64,10 +64,10 @@ pub fn coin_point(coin: &Coin, currency: &str, fetched_at_ms: i64) -> Point {
         float("delta_1y", delta.year);
     }
     if let Some(rank) = coin.rank.and_then(whole_number) {
-        fields.push(("rank", FieldValue::Integer(rank)));
+        fields.push(("rank".into(), FieldValue::Integer(rank)));
     }
     Point {
-        measurement: COINS_MEASUREMENT,
+        measurement: COINS_MEASUREMENT.into(),
         tags,
         fields,
         timestamp_ms: fetched_at_ms,
@@ -83,11 +83,11 @@ pub fn overview_point(overview: &Overview, currency: &str, fetched_at_ms: i64) -
         ("btc_dominance", overview.btc_dominance),
     ]
     .into_iter()
-    .filter_map(|(key, value)| value.map(|v| (key, FieldValue::Float(v))))
+    .filter_map(|(key, value)| value.map(|v| (key.into(), FieldValue::Float(v))))
     .collect();
     Point {
-        measurement: OVERVIEW_MEASUREMENT,
-        tags: vec![("currency", currency.to_owned())],
+        measurement: OVERVIEW_MEASUREMENT.into(),
+        tags: vec![("currency".into(), currency.to_owned())],
         fields,
         timestamp_ms: fetched_at_ms,
     }
@@ -102,9 +102,12 @@ pub fn coin_history_point(
     currency: &str,
     sample: &HistorySample,
 ) -> Option<Point> {
-    let mut tags = vec![("code", code.to_owned()), ("currency", currency.to_owned())];
+    let mut tags = vec![
+        ("code".into(), code.to_owned()),
+        ("currency".into(), currency.to_owned()),
+    ];
     if let Some(name) = name {
-        tags.push(("name", name.to_owned()));
+        tags.push(("name".into(), name.to_owned()));
     }
     let fields = [
         ("rate", sample.rate),
@@ -112,10 +115,10 @@ pub fn coin_history_point(
         ("market_cap", sample.cap),
     ]
     .into_iter()
-    .filter_map(|(key, value)| value.map(|v| (key, FieldValue::Float(v))))
+    .filter_map(|(key, value)| value.map(|v| (key.into(), FieldValue::Float(v))))
     .collect();
     Some(Point {
-        measurement: COINS_MEASUREMENT,
+        measurement: COINS_MEASUREMENT.into(),
         tags,
         fields,
         timestamp_ms: sample_time(sample.date)?,
@@ -138,11 +141,11 @@ fn sample_time(date: Option<f64>) -> Option<i64> {
 /// book totals as floats, `visitors` and `markets` as integers (counts, as the original wrote).
 pub fn exchange_point(exchange: &Exchange, currency: &str, fetched_at_ms: i64) -> Point {
     let mut tags = vec![
-        ("code", exchange.code.to_uppercase()),
-        ("currency", currency.to_owned()),
+        ("code".into(), exchange.code.to_uppercase()),
+        ("currency".into(), currency.to_owned()),
     ];
     if let Some(name) = &exchange.name {
-        tags.push(("name", name.clone()));
+        tags.push(("name".into(), name.clone()));
     }
     let mut fields = Vec::with_capacity(7);
     for (key, value) in [
@@ -153,7 +156,7 @@ pub fn exchange_point(exchange: &Exchange, currency: &str, fetched_at_ms: i64) -
         ("depth", exchange.depth),
     ] {
         if let Some(v) = value {
-            fields.push((key, FieldValue::Float(v)));
+            fields.push((key.into(), FieldValue::Float(v)));
         }
     }
     for (key, value) in [
@@ -161,11 +164,11 @@ pub fn exchange_point(exchange: &Exchange, currency: &str, fetched_at_ms: i64) -
         ("markets", exchange.markets),
     ] {
         if let Some(n) = value.and_then(whole_number) {
-            fields.push((key, FieldValue::Integer(n)));
+            fields.push((key.into(), FieldValue::Integer(n)));
         }
     }
     Point {
-        measurement: EXCHANGES_MEASUREMENT,
+        measurement: EXCHANGES_MEASUREMENT.into(),
         tags,
         fields,
         timestamp_ms: fetched_at_ms,
@@ -206,12 +209,12 @@ mod tests {
         assert_eq!(
             point.tags,
             vec![
-                ("code", "BTC".into()),
-                ("currency", "USD".into()),
-                ("name", "Bitcoin".into())
+                ("code".into(), "BTC".into()),
+                ("currency".into(), "USD".into()),
+                ("name".into(), "Bitcoin".into())
             ]
         );
-        let keys: Vec<_> = point.fields.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<_> = point.fields.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(
             keys,
             [
@@ -243,8 +246,8 @@ mod tests {
         )
         .unwrap();
         let point = exchange_point(&exchange, "USD", 3);
-        assert_eq!(point.tags[0], ("code", "BINANCE".to_owned()));
-        let keys: Vec<_> = point.fields.iter().map(|(k, _)| *k).collect();
+        assert_eq!(point.tags[0], ("code".into(), "BINANCE".to_owned()));
+        let keys: Vec<_> = point.fields.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(keys, ["volume", "visitors", "markets"]);
         assert_eq!(point.fields[1].1, FieldValue::Integer(779440));
     }
@@ -258,11 +261,11 @@ mod tests {
             btc_dominance: Some(0.59),
         };
         let point = overview_point(&overview, "EUR", 7);
-        let keys: Vec<_> = point.fields.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<_> = point.fields.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(
             keys,
             ["total_market_cap", "total_liquidity", "btc_dominance"]
         );
-        assert_eq!(point.tags, vec![("currency", "EUR".into())]);
+        assert_eq!(point.tags, vec![("currency".into(), "EUR".into())]);
     }
 }

@@ -584,7 +584,7 @@ fn to_rows(lines: &str) -> Result<Vec<Row>, WriteError> {
         columns.push("time_ms");
         values.push(SqlValue::Integer(parsed.timestamp_ms));
         for (key, value) in &parsed.tags {
-            if table.key_tags.contains(&key.as_str()) {
+            if table.key_tags.contains(&key.as_ref()) {
                 continue;
             }
             let column = table

@@ -20,23 +20,7 @@
 
 use std::io::Write as _;
 
-/// A field value with its line protocol type. A field keeps one type forever in InfluxDB.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FieldValue {
-    Float(f64),
-    Integer(i64),
-    String(String),
-    Boolean(bool),
-}
-
-/// One point: a measurement, its tags, its fields and a millisecond timestamp.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Point {
-    pub measurement: &'static str,
-    pub tags: Vec<(&'static str, String)>,
-    pub fields: Vec<(&'static str, FieldValue)>,
-    pub timestamp_ms: i64,
-}
+pub use crate::point::{FieldValue, Name, Point};
 
 /// What an encoding pass produced besides the text.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,16 +40,16 @@ pub fn encode_points<'a>(points: impl IntoIterator<Item = &'a Point>, out: &mut 
     let mut tag_order: Vec<usize> = Vec::new();
     for point in points {
         let line_start = out.len();
-        names.write(out, point.measurement, Kind::Measurement);
+        names.write(out, &point.measurement, Kind::Measurement);
         // The schema gives its tags sorted already: they are written as they come.
-        if point.tags.is_sorted_by_key(|(key, _)| *key) {
+        if point.tags.is_sorted_by_key(|(key, _)| key) {
             for (key, value) in &point.tags {
                 write_tag(out, &mut names, key, value);
             }
         } else {
             tag_order.clear();
             tag_order.extend(0..point.tags.len());
-            tag_order.sort_by_key(|&i| point.tags[i].0);
+            tag_order.sort_by_key(|&i| &point.tags[i].0);
             for &i in &tag_order {
                 let (key, value) = &point.tags[i];
                 write_tag(out, &mut names, key, value);
@@ -99,7 +83,7 @@ pub fn encode_points<'a>(points: impl IntoIterator<Item = &'a Point>, out: &mut 
 }
 
 /// `,key=value`, or nothing if the value is empty once escaped (InfluxDB refuses an empty tag).
-fn write_tag(out: &mut String, names: &mut PlainNames, key: &'static str, value: &str) {
+fn write_tag(out: &mut String, names: &mut PlainNames, key: &Name, value: &str) {
     if value.is_empty() {
         return;
     }
@@ -154,8 +138,8 @@ fn is_plain(text: &str, kind: Kind) -> bool {
     text.bytes().all(|b| table[b as usize])
 }
 
-/// The measurement, tag keys and field keys: `&'static str`s, the schema's constants, the same
-/// in every point. Those found plain (nothing to escape even as a key, the stricter kind) are
+/// The measurement, tag keys and field keys: mostly `&'static str`s, the schema's constants, the
+/// same in every point. Those found plain (nothing to escape even as a key, the stricter kind) are
 /// remembered by address and length — a `&'static str` never changes, so these identify its
 /// text — so a call scans each once, not once a line: an open-addressing set, never more than
 /// half full (past that, names are scanned every time).
@@ -175,7 +159,12 @@ impl PlainNames {
         }
     }
 
-    fn write(&mut self, out: &mut String, name: &'static str, kind: Kind) {
+    fn write(&mut self, out: &mut String, name: &Name, kind: Kind) {
+        // Only a `&'static str` keeps its address and text for good: a name read back from a
+        // stored line is escaped each time.
+        let Name::Borrowed(name) = name else {
+            return escape_into(out, name, kind);
+        };
         let id = (name.as_ptr() as usize, name.len());
         // Fibonacci hashing of the address: its top bits pick the first slot to look at.
         let hash = id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize);
@@ -392,14 +381,6 @@ fn write_without_exponent(out: &mut String, mantissa: &str, exponent: &str) -> O
 }
 
 /// A line read back: owned names, as a line may come from the spool of an older release.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParsedLine {
-    pub measurement: String,
-    pub tags: Vec<(String, String)>,
-    pub fields: Vec<(String, FieldValue)>,
-    pub timestamp_ms: i64,
-}
-
 /// Why a line could not be read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError(pub String);
@@ -414,7 +395,7 @@ impl std::error::Error for ParseError {}
 
 /// Reads one line (with or without its `\n`) of the form [`encode_points`] writes: a timestamp is
 /// required (every point here has one), and its unit is milliseconds.
-pub fn parse_line(line: &str) -> Result<ParsedLine, ParseError> {
+pub fn parse_line(line: &str) -> Result<Point, ParseError> {
     let line = line.trim_end_matches(['\n', '\r']);
     let bad = |what: &str| ParseError(format!("{what} in `{}`", shorten(line)));
     let mut rest = line;
@@ -430,7 +411,7 @@ pub fn parse_line(line: &str) -> Result<ParsedLine, ParseError> {
             return Err(bad("a tag without `=`"));
         }
         let (value, next) = take_escaped(&mut rest, &[',', ' '], KEY_SPECIALS);
-        tags.push((key, value));
+        tags.push((key.into(), value));
         stop = next;
     }
     if stop != Some(' ') {
@@ -444,7 +425,7 @@ pub fn parse_line(line: &str) -> Result<ParsedLine, ParseError> {
         }
         let (value, next) =
             take_field_value(&mut rest).ok_or_else(|| bad("an unreadable field value"))?;
-        fields.push((key, value));
+        fields.push((key.into(), value));
         match next {
             Some(',') => continue,
             Some(' ') => break,
@@ -455,8 +436,8 @@ pub fn parse_line(line: &str) -> Result<ParsedLine, ParseError> {
         .trim()
         .parse::<i64>()
         .map_err(|_| bad("an unreadable timestamp"))?;
-    Ok(ParsedLine {
-        measurement,
+    Ok(Point {
+        measurement: measurement.into(),
         tags,
         fields,
         timestamp_ms,
@@ -546,17 +527,20 @@ mod tests {
     #[test]
     fn a_line_reads_back_as_it_was_encoded() {
         let point = Point {
-            measurement: "m, x",
+            measurement: "m, x".into(),
             tags: vec![
-                ("code", "A,B=C D".into()),
-                ("name", "back\\slash\"q a\\,b".into()),
+                ("code".into(), "A,B=C D".into()),
+                ("name".into(), "back\\slash\"q a\\,b".into()),
             ],
             fields: vec![
-                ("rate", FieldValue::Float(0.1 + 0.2)),
-                ("tiny", FieldValue::Float(5e-324)),
-                ("rank", FieldValue::Integer(-42)),
-                ("s", FieldValue::String("say \"hi\", \\o/ a=b".into())),
-                ("ok", FieldValue::Boolean(true)),
+                ("rate".into(), FieldValue::Float(0.1 + 0.2)),
+                ("tiny".into(), FieldValue::Float(5e-324)),
+                ("rank".into(), FieldValue::Integer(-42)),
+                (
+                    "s".into(),
+                    FieldValue::String("say \"hi\", \\o/ a=b".into()),
+                ),
+                ("ok".into(), FieldValue::Boolean(true)),
             ],
             timestamp_ms: 1_700_000_000_123,
         };
@@ -567,20 +551,13 @@ mod tests {
         assert_eq!(
             parsed.tags,
             vec![
-                ("code".to_owned(), "A,B=C D".to_owned()),
+                ("code".into(), "A,B=C D".to_owned()),
                 // A backslash before a character the encoder escapes is left out (the parsers
                 // disagree on it); one before an ordinary character stays.
-                ("name".to_owned(), "back\\slash\"q a,b".to_owned())
+                ("name".into(), "back\\slash\"q a,b".to_owned())
             ]
         );
-        let fields: Vec<(&str, FieldValue)> =
-            point.fields.iter().map(|(k, v)| (*k, v.clone())).collect();
-        let back: Vec<(&str, FieldValue)> = parsed
-            .fields
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
-        assert_eq!(back, fields);
+        assert_eq!(parsed.fields, point.fields);
         assert_eq!(parsed.timestamp_ms, 1_700_000_000_123);
         for bad in ["", "m", "m f=1", "m,t f=1 1", "m f=x 1", "m f=\"open 1"] {
             assert!(parse_line(bad).is_err(), "{bad:?}");
@@ -596,9 +573,12 @@ mod tests {
     #[test]
     fn escapes_every_position_as_the_spec_says() {
         let (text, _) = line(Point {
-            measurement: "my measure,x",
-            tags: vec![("z key", "a,b=c d".into()), ("a=k", "v".into())],
-            fields: vec![("f,k", FieldValue::String(r#"say "hi" \ bye"#.into()))],
+            measurement: "my measure,x".into(),
+            tags: vec![
+                ("z key".into(), "a,b=c d".into()),
+                ("a=k".into(), "v".into()),
+            ],
+            fields: vec![("f,k".into(), FieldValue::String(r#"say "hi" \ bye"#.into()))],
             timestamp_ms: 1,
         });
         assert_eq!(
@@ -610,15 +590,15 @@ mod tests {
     #[test]
     fn tags_sorted_empty_tags_omitted_newlines_replaced() {
         let (text, _) = line(Point {
-            measurement: "m",
+            measurement: "m".into(),
             tags: vec![
-                ("name", "Two\nLines".into()),
-                ("code", "X".into()),
-                ("empty", String::new()),
+                ("name".into(), "Two\nLines".into()),
+                ("code".into(), "X".into()),
+                ("empty".into(), String::new()),
             ],
             fields: vec![
-                ("n", FieldValue::Integer(-3)),
-                ("ok", FieldValue::Boolean(true)),
+                ("n".into(), FieldValue::Integer(-3)),
+                ("ok".into(), FieldValue::Boolean(true)),
             ],
             timestamp_ms: 1_700_000_000_123,
         });
@@ -631,9 +611,9 @@ mod tests {
     #[test]
     fn trailing_backslashes_are_trimmed_inner_ones_kept() {
         let (text, _) = line(Point {
-            measurement: "m\\",
-            tags: vec![("k\\", "a\\b\\\\".into())],
-            fields: vec![("f\\", FieldValue::String("s\\".into()))],
+            measurement: "m\\".into(),
+            tags: vec![("k\\".into(), "a\\b\\\\".into())],
+            fields: vec![("f\\".into(), FieldValue::String("s\\".into()))],
             timestamp_ms: 1,
         });
         assert_eq!(text, "m,k=a\\b f=\"s\\\\\" 1\n");
@@ -652,9 +632,9 @@ mod tests {
         ];
         for v in values {
             let (text, _) = line(Point {
-                measurement: "m",
+                measurement: "m".into(),
                 tags: vec![],
-                fields: vec![("v", FieldValue::Float(v))],
+                fields: vec![("v".into(), FieldValue::Float(v))],
                 timestamp_ms: 0,
             });
             let written = text
@@ -671,12 +651,12 @@ mod tests {
             assert!(!written.ends_with('i'));
         }
         let (text, encoded) = line(Point {
-            measurement: "m",
+            measurement: "m".into(),
             tags: vec![],
             fields: vec![
-                ("a", FieldValue::Float(f64::NAN)),
-                ("b", FieldValue::Float(2.5)),
-                ("c", FieldValue::Float(f64::INFINITY)),
+                ("a".into(), FieldValue::Float(f64::NAN)),
+                ("b".into(), FieldValue::Float(2.5)),
+                ("c".into(), FieldValue::Float(f64::INFINITY)),
             ],
             timestamp_ms: 5,
         });
@@ -717,10 +697,10 @@ mod tests {
         ];
         for (tag, key, text, tag_part, field_part) in cases {
             let (line_text, _) = line(Point {
-                measurement: "m",
-                tags: vec![("t", tag.into())],
+                measurement: "m".into(),
+                tags: vec![("t".into(), tag.into())],
                 fields: vec![(
-                    Box::leak(key.to_owned().into_boxed_str()),
+                    Name::Borrowed(Box::leak(key.to_owned().into_boxed_str())),
                     FieldValue::String(text.into()),
                 )],
                 timestamp_ms: 1,
@@ -769,15 +749,15 @@ mod tests {
         let mut out = String::from("keep\n");
         let points = [
             Point {
-                measurement: "m",
-                tags: vec![("t", "x".into())],
-                fields: vec![("a", FieldValue::Float(f64::NAN))],
+                measurement: "m".into(),
+                tags: vec![("t".into(), "x".into())],
+                fields: vec![("a".into(), FieldValue::Float(f64::NAN))],
                 timestamp_ms: 1,
             },
             Point {
-                measurement: "m",
+                measurement: "m".into(),
                 tags: vec![],
-                fields: vec![("a", FieldValue::Float(1.0))],
+                fields: vec![("a".into(), FieldValue::Float(1.0))],
                 timestamp_ms: 2,
             },
         ];
@@ -900,11 +880,11 @@ mod tests {
     fn static_names_are_escaped_for_their_kind_in_every_line() {
         let points: Vec<Point> = (0..3)
             .map(|i| Point {
-                measurement: "m=x",
-                tags: vec![("m=x", "v".into())],
+                measurement: "m=x".into(),
+                tags: vec![("m=x".into(), "v".into())],
                 fields: vec![
-                    ("m=x", FieldValue::Integer(i)),
-                    ("plain", FieldValue::Integer(i)),
+                    ("m=x".into(), FieldValue::Integer(i)),
+                    ("plain".into(), FieldValue::Integer(i)),
                 ],
                 timestamp_ms: i,
             })
@@ -921,11 +901,11 @@ mod tests {
             .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
             .collect();
         let point = Point {
-            measurement: "m",
+            measurement: "m".into(),
             tags: vec![],
             fields: keys
                 .iter()
-                .map(|k| (*k, FieldValue::Boolean(true)))
+                .map(|k| (Name::Borrowed(k), FieldValue::Boolean(true)))
                 .collect(),
             timestamp_ms: 1,
         };

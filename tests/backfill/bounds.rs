@@ -95,22 +95,22 @@ fn settings(extra: &[(&'static str, &str)]) -> Settings {
 fn tick_points(at: i64) -> Vec<Point> {
     vec![
         Point {
-            measurement: schema::COINS_MEASUREMENT,
+            measurement: schema::COINS_MEASUREMENT.into(),
             tags: vec![
-                ("code", "BTC".to_owned()),
-                ("currency", "USD".to_owned()),
-                ("name", "Bitcoin".to_owned()),
+                ("code".into(), "BTC".to_owned()),
+                ("currency".into(), "USD".to_owned()),
+                ("name".into(), "Bitcoin".to_owned()),
             ],
             fields: vec![
-                ("rate", FieldValue::Float(1.0)),
-                ("rank", FieldValue::Integer(1)),
+                ("rate".into(), FieldValue::Float(1.0)),
+                ("rank".into(), FieldValue::Integer(1)),
             ],
             timestamp_ms: at,
         },
         Point {
-            measurement: schema::OVERVIEW_MEASUREMENT,
-            tags: vec![("currency", "USD".to_owned())],
-            fields: vec![("total_market_cap", FieldValue::Float(1.0))],
+            measurement: schema::OVERVIEW_MEASUREMENT.into(),
+            tags: vec![("currency".into(), "USD".to_owned())],
+            fields: vec![("total_market_cap".into(), FieldValue::Float(1.0))],
             timestamp_ms: at,
         },
     ]

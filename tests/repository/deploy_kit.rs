@@ -257,9 +257,9 @@ fn written_names() -> BTreeSet<String> {
     ];
     let mut names = BTreeSet::new();
     for p in points {
-        names.insert(p.measurement.to_owned());
-        names.extend(p.tags.iter().map(|(k, _)| (*k).to_owned()));
-        names.extend(p.fields.iter().map(|(k, _)| (*k).to_owned()));
+        names.insert(p.measurement.to_string());
+        names.extend(p.tags.iter().map(|(k, _)| k.to_string()));
+        names.extend(p.fields.iter().map(|(k, _)| k.to_string()));
     }
     names
 }

@@ -56,17 +56,17 @@ fn finite() -> impl Strategy<Value = f64> {
 
 fn point(code: &str, name: &str, rate: f64, volume: f64, text: &str, at: i64) -> Point {
     Point {
-        measurement: "cryptocurrency_data",
+        measurement: "cryptocurrency_data".into(),
         tags: vec![
-            ("code", code.to_owned()),
-            ("name", name.to_owned()),
-            ("currency", "USD".to_owned()),
+            ("code".into(), code.to_owned()),
+            ("name".into(), name.to_owned()),
+            ("currency".into(), "USD".to_owned()),
         ],
         fields: vec![
-            ("rate", FieldValue::Float(rate)),
-            ("volume", FieldValue::Float(volume)),
-            ("note", FieldValue::String(text.to_owned())),
-            ("rank", FieldValue::Integer(at)),
+            ("rate".into(), FieldValue::Float(rate)),
+            ("volume".into(), FieldValue::Float(volume)),
+            ("note".into(), FieldValue::String(text.to_owned())),
+            ("rank".into(), FieldValue::Integer(at)),
         ],
         timestamp_ms: at,
     }
@@ -183,7 +183,7 @@ fn a_sample_round_trips_through_the_real_influxd() {
         let point = &points[(at - 1_700_000_000_000) as usize];
         for (key, raw) in &point.tags {
             let want = expected_tag(raw);
-            let got = row.get(*key).and_then(|v| v.as_str()).unwrap_or("");
+            let got = row.get(key.as_ref()).and_then(|v| v.as_str()).unwrap_or("");
             assert_eq!(got, want, "tag {key} of {raw:?}");
         }
         let FieldValue::Float(rate) = point.fields[0].1 else {
@@ -279,12 +279,15 @@ fn edge_points() -> Vec<Point> {
         .map(|(i, v)| {
             let hostile = HOSTILE[i % HOSTILE.len()];
             Point {
-                measurement: "edge",
-                tags: vec![("code", format!("C{i}")), ("name", hostile.to_owned())],
+                measurement: "edge".into(),
+                tags: vec![
+                    ("code".into(), format!("C{i}")),
+                    ("name".into(), hostile.to_owned()),
+                ],
                 fields: vec![
-                    ("v", FieldValue::Float(v)),
-                    ("note", FieldValue::String(hostile.to_owned())),
-                    ("i", FieldValue::Integer(i as i64)),
+                    ("v".into(), FieldValue::Float(v)),
+                    ("note".into(), FieldValue::String(hostile.to_owned())),
+                    ("i".into(), FieldValue::Integer(i as i64)),
                 ],
                 timestamp_ms: 1_700_000_000_000 + i as i64,
             }
