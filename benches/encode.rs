@@ -9,10 +9,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use influxdb_line_protocol::LineProtocolBuilder;
-use lcw_fetcher::influx::line_protocol::{encode_points, gzip};
 use lcw_fetcher::lcw::{Coin, Delta};
 use lcw_fetcher::point::{FieldValue, Name, Point};
 use lcw_fetcher::schema::coin_point;
+use lcw_fetcher::sink::line_protocol::{encode_points, gzip};
 
 /// A fixed xorshift64*, so every run encodes the same points.
 struct Rng(u64);

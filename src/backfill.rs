@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::Settings;
 use crate::guard::Guard;
 use crate::host::{Host, Level};
-use crate::influx::line_protocol::{FieldValue, Point};
 use crate::lcw::{self, CoinHistoryRequest, Endpoint, LcwError, OverviewHistoryRequest};
 use crate::remote::ErrorClass;
 use crate::schema;
+use crate::sink::line_protocol::{FieldValue, Point};
 
 /// The longest range one history call asks for. LCW answers 5-minute samples; that it does so
 /// for a day per call is assumed (its documentation gives no limit).

@@ -23,10 +23,6 @@ use crate::clock::ClockRecord;
 use crate::config::{self, ConfigError, Settings, SinkKind};
 use crate::guard::{Guard, ResilienceState, StatusCheck};
 use crate::host::{Host, KeyValue, KvError, Level, Log};
-use crate::influx::line_protocol::{self, Point};
-use crate::influx::sink::Sink;
-use crate::influx::sink::{DatabaseRequest, SinkState};
-use crate::influx::spool;
 use crate::lcw::{
     self, Coin, CoinsListRequest, CoinsMapRequest, CreditsAnswer, CurrencyRequest, Endpoint,
     Exchange, ExchangesListRequest, LcwError, NoParameters, Overview, Page,
@@ -35,7 +31,11 @@ use crate::lease::{self, Taken};
 use crate::plan::{self, Want};
 use crate::resilience::Credits;
 use crate::schema;
-use crate::sqlite::Db;
+use crate::sink::delivery::Sink;
+use crate::sink::delivery::{DatabaseRequest, SinkState};
+use crate::sink::line_protocol::{self, Point};
+use crate::sink::spool;
+use crate::sink::sqlite::Db;
 use crate::state;
 use crate::telemetry::history::{CycleHistory, CycleRecord, Outcome, Overlaps, bump};
 use crate::telemetry::{

@@ -14,16 +14,16 @@
 //!   type (TTLs, alert thresholds, InfluxDB);
 //! - [`resilience`] — pure rules: retry backoff, circuit breaker, rate limiter, credit reserve;
 //! - [`hedge`] — pure rules of hedged requests: the learnt delay, the gates of a second copy;
-//! - [`influx::line_protocol`] — points into line protocol and back, and its gzip;
+//! - [`sink::line_protocol`] — points into line protocol and back, and its gzip;
 //! - [`state`] — key names of the stored documents and their JSON codec;
 //! - [`lcw`] — the Live Coin Watch API: requests, typed responses, the client;
-//! - [`influx::write`], [`influx::spool`] — one batch to InfluxDB; lines waiting in the store;
+//! - [`sink::influxdb::write`], [`sink::spool`] — one batch to InfluxDB; lines waiting in the store;
 //! - [`sqlite`] — the embedded store: tables, migrations, upserts, retention, read queries;
 //! - [`lease`] — one tick at a time across processes sharing the store, one host per cron slot;
 //! - [`guard`] — one LCW call through the resilience rules, with the tick's shared state;
 //! - [`cache`] — answers kept in the store with their fetch time: TTL, LRU, statistics;
 //! - [`schema`] — LCW answers into InfluxDB points (measurement, tag and field names);
-//! - [`influx::sink`] — delivery to either sink that loses nothing: retries, splitting,
+//! - [`sink::delivery`] — delivery to either sink that loses nothing: retries, splitting,
 //!   quarantine, spool;
 //! - [`query`] — the query API over the embedded store: parameters, limits, JSON and CSV;
 //! - [`plan`] — what a tick fetches, and the credits the settings cost a day;
@@ -41,7 +41,6 @@ pub mod cycle;
 pub mod guard;
 pub mod hedge;
 pub mod host;
-pub mod influx;
 pub mod lcw;
 pub mod lease;
 pub mod page;
@@ -52,7 +51,7 @@ pub mod remote;
 pub mod resilience;
 pub mod routes;
 pub mod schema;
-pub mod sqlite;
+pub mod sink;
 pub mod state;
 pub mod telemetry;
 

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use crate::config::{Settings, SinkKind};
 use crate::host::Host;
 use crate::query::{self, Params, QueryError, Rows};
-use crate::sqlite;
+use crate::sink::sqlite;
 use crate::telemetry::Snapshot;
 
 /// The ranges the chart offers, with their `from` offsets.

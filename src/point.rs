@@ -1,6 +1,6 @@
 //! [`Point`]: one measurement at one time, its tags and typed fields — what flows between the
 //! stages of a tick. Sources yield points, the cycle hands them on, sinks receive them; the
-//! spool and the quarantine keep them as line protocol ([`crate::influx::line_protocol`]) and
+//! spool and the quarantine keep them as line protocol ([`crate::sink::line_protocol`]) and
 //! read them back into points.
 //!
 //! Owns the shape of a point and nothing about its wire forms: it must not encode, parse or

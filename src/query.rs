@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::clock;
 use crate::config::{self, Settings, SinkKind};
 use crate::host::{Host, SqlError, SqlRows, SqlValue};
-use crate::sqlite::{self, Db, Table};
+use crate::sink::sqlite::{self, Db, Table};
 
 /// The longest range a series may cover (three times the default retention).
 pub const MAX_RANGE_MS: i64 = 92 * DAY_MS;

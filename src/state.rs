@@ -26,7 +26,7 @@ pub const LEASE_KEY: &str = "lcw/v1/lease";
 /// unreadable state document does not lose the queue. Documents of earlier releases are read
 /// from here.
 pub const BACKFILL_KEY: &str = "lcw/v1/backfill";
-/// Lines InfluxDB refused for good (`influx::sink::Quarantine`).
+/// Lines InfluxDB refused for good (`sink::delivery::Quarantine`).
 pub const QUARANTINE_KEY: &str = "lcw/v1/quarantine";
 /// A counter of documents found unreadable and set aside (kept apart from the documents, so
 /// that starting one afresh does not reset it).

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::admin::{readable_state, save_if_held, under_lease, unreadable_state, usable_settings};
 use super::{Response, error, json_response};
 use crate::host::{Host, KvError, Level};
-use crate::influx::sink::{Quarantine, Sink};
+use crate::sink::delivery::{Quarantine, Sink};
 use crate::state;
 
 pub(super) async fn quarantine<H: Host>(host: &H) -> Response {

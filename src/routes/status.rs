@@ -12,11 +12,11 @@ use serde_json::json;
 use super::{Response, error, json_response};
 use crate::config::{Settings, SinkKind};
 use crate::host::{Host, Level, Timeouts};
-use crate::influx::write;
 use crate::lease;
 use crate::remote::mask_userinfo;
 use crate::resilience::BreakerState;
-use crate::sqlite::Db;
+use crate::sink::influxdb::write;
+use crate::sink::sqlite::Db;
 use crate::telemetry::Snapshot;
 use crate::{cycle, lcw, plan, state};
 
@@ -425,7 +425,7 @@ async fn sqlite_health<H: Host>(host: &H) -> Result<serde_json::Value, crate::ho
         .collect();
     Ok(json!({
         "schema_version": db.version().await?,
-        "release_schema_version": crate::sqlite::latest_version(),
+        "release_schema_version": crate::sink::sqlite::latest_version(),
         "newest_ms": newest,
         "rows_ahead_of_clock": ahead,
         "bytes": summary.bytes,

@@ -23,7 +23,7 @@ use crate::cache;
 use crate::config::Thresholds;
 use crate::guard::{Attempt, DROPPED, ResilienceState};
 use crate::host::{Level, Log};
-use crate::influx::sink::{DatabaseRequest, SinkCounters};
+use crate::sink::delivery::{DatabaseRequest, SinkCounters};
 use history::{CycleHistory, bump};
 
 /// Bucket upper bounds (seconds) of operation, API and database durations.
@@ -381,7 +381,7 @@ pub struct SinkSnapshot {
     /// InfluxDB said a setting is wrong (cleared by the next write it takes).
     pub config_error: Option<String>,
     /// How the last write request ended.
-    pub last_write: Option<crate::influx::sink::LastWrite>,
+    pub last_write: Option<crate::sink::delivery::LastWrite>,
 }
 
 /// This instance's linear memory, when running as wasm.

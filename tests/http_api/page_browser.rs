@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use lcw_fetcher::cycle;
 use lcw_fetcher::host::Clock as _;
-use lcw_fetcher::sqlite::Db;
+use lcw_fetcher::sink::sqlite::Db;
 use lcw_fetcher::telemetry::history::Outcome;
 use serde_json::json;
 use support::http_server::TestServer;

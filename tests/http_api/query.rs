@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use lcw_fetcher::sqlite::Db;
+use lcw_fetcher::sink::sqlite::Db;
 use serde_json::Value;
 use support::{NativeHost, block_on};
 

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use influxdb_line_protocol::parse_lines;
-use lcw_fetcher::influx::line_protocol::encode_points;
 use lcw_fetcher::lcw::{Coin, Endpoint, Exchange, parse_list};
 use lcw_fetcher::remote::{ErrorClass, RETRY_AFTER_MAX, retry_after};
 use lcw_fetcher::resilience::RetryPolicy;
 use lcw_fetcher::schema;
+use lcw_fetcher::sink::line_protocol::encode_points;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
@@ -146,7 +146,7 @@ fn body() -> impl Strategy<Value = (String, Option<usize>)> {
     ]
 }
 
-fn check_lines(points: &[lcw_fetcher::influx::line_protocol::Point]) -> Result<(), TestCaseError> {
+fn check_lines(points: &[lcw_fetcher::sink::line_protocol::Point]) -> Result<(), TestCaseError> {
     let mut out = String::new();
     let encoded = encode_points(points, &mut out);
     prop_assert_eq!(encoded.lines + encoded.dropped_points, points.len());

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use http::{Method, Request};
 use lcw_fetcher::host::Clock;
 use lcw_fetcher::routes;
-use lcw_fetcher::sqlite::Db;
+use lcw_fetcher::sink::sqlite::Db;
 use serde_json::Value;
 
 use crate::support::lcw_fake::{self, fixture};

@@ -4,11 +4,11 @@
 
 use http::Request;
 use lcw_fetcher::host::SqlValue;
-use lcw_fetcher::influx::line_protocol;
 use lcw_fetcher::lcw::Coin;
 use lcw_fetcher::routes;
 use lcw_fetcher::schema;
-use lcw_fetcher::sqlite::{self, Db};
+use lcw_fetcher::sink::line_protocol;
+use lcw_fetcher::sink::sqlite::{self, Db};
 
 use crate::support::lcw_fake::API_KEY;
 use crate::support::native_host::memory_sql;

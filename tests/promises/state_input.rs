@@ -9,9 +9,9 @@ use lcw_fetcher::config::{Settings, SinkKind};
 use lcw_fetcher::cycle;
 use lcw_fetcher::host::SqlValue;
 use lcw_fetcher::host::{Clock as _, KeyValue as _};
-use lcw_fetcher::influx::sink::{Quarantine, Sink};
 use lcw_fetcher::lcw::NAME_LIMIT;
 use lcw_fetcher::routes;
+use lcw_fetcher::sink::delivery::{Quarantine, Sink};
 use lcw_fetcher::state::QUARANTINE_KEY;
 use lcw_fetcher::telemetry::history::Outcome;
 

@@ -95,7 +95,7 @@ impl fmt::Display for Violation {
     }
 }
 
-/// The module path of a file under `src/`: `src/influx/sink.rs` is `influx::sink`.
+/// The module path of a file under `src/`: `src/sink/delivery.rs` is `sink::delivery`.
 fn module_path(file: &str) -> Vec<String> {
     let rel = file.strip_prefix("src/").unwrap_or(file);
     let rel = rel.strip_suffix(".rs").unwrap_or(rel);
@@ -401,7 +401,7 @@ fn every_source_file_and_listed_module_is_in_the_table_once() {
     }
     for (file, text) in sources(&root) {
         let known = table.module_of(&module_path(&file)).is_some();
-        // Namespace files (the crate root, `influx/mod.rs`) only declare modules.
+        // Namespace files (the crate root, `sink/mod.rs`) only declare modules.
         let namespace = imports_of(&file, &text).is_empty();
         assert!(known || namespace, "{file} is not in {TABLE}");
     }
@@ -462,7 +462,7 @@ fn grouped_and_multi_line_uses_are_read() {
 fn same_layer_imports_are_reported() {
     let found = checked(
         "src/lcw.rs",
-        "fn f() { crate::influx::write::gzip(b\"\"); }\n",
+        "fn f() { crate::sink::influxdb::write::gzip(b\"\"); }\n",
     );
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
@@ -474,14 +474,14 @@ fn same_layer_imports_are_reported() {
 
 #[test]
 fn super_paths_resolve_from_their_module() {
-    // From `influx::spool`, `super::sink` is a sibling in a higher layer.
+    // From `sink::spool`, `super::delivery` is a sibling in a higher layer.
     assert_eq!(
-        checked("src/influx/spool.rs", "use super::sink::Sink;\n").len(),
+        checked("src/sink/spool.rs", "use super::delivery::Sink;\n").len(),
         1
     );
     // Inside an inline `mod tests`, `super::*` is the file's own module.
     let own = "fn f() {}\n\n#[cfg(test)]\nmod tests {\n    use super::*;\n}\n";
-    assert!(checked("src/influx/spool.rs", own).is_empty());
+    assert!(checked("src/sink/spool.rs", own).is_empty());
 }
 
 #[test]

@@ -11,7 +11,7 @@
 use crate::support;
 
 use influxdb_line_protocol::{FieldValue as Parsed, parse_lines};
-use lcw_fetcher::influx::line_protocol::{FieldValue, Point, encode_points};
+use lcw_fetcher::sink::line_protocol::{FieldValue, Point, encode_points};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree as _;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -316,7 +316,7 @@ fn edge_floats_read_back_bit_for_bit_in_the_iox_parser_and_ours() {
             Parsed::F64(got) => assert_eq!(got.to_bits(), v.to_bits(), "{v:e}: {line}"),
             ref other => panic!("{other:?}: {line}"),
         }
-        let ours = lcw_fetcher::influx::line_protocol::parse_line(line).unwrap();
+        let ours = lcw_fetcher::sink::line_protocol::parse_line(line).unwrap();
         assert_eq!(ours.fields[0].1, FieldValue::Float(v), "{line}");
         let written = line.split(" v=").nth(1).unwrap().split(',').next().unwrap();
         assert!(!written.contains(['e', 'E']), "plain decimal: {written}");

@@ -14,8 +14,8 @@ use std::time::Duration;
 use lcw_fetcher::config::{Settings, SinkKind};
 use lcw_fetcher::cycle;
 use lcw_fetcher::host::Clock as _;
-use lcw_fetcher::influx::sink::Sink;
-use lcw_fetcher::sqlite::{self, Db};
+use lcw_fetcher::sink::delivery::Sink;
+use lcw_fetcher::sink::sqlite::{self, Db};
 use lcw_fetcher::telemetry::history::Outcome;
 use serde_json::{Map, Value, json};
 use support::lcw_fake::{API_KEY, fixture_json};
@@ -302,7 +302,7 @@ fn a_line_the_tables_cannot_take_is_quarantined() {
     assert_eq!(delivery.written["market_overview"], 2);
     assert_eq!(delivery.quarantined, 1);
     assert_eq!(state.counters.quarantined, 1);
-    let quarantine: lcw_fetcher::influx::sink::Quarantine =
+    let quarantine: lcw_fetcher::sink::delivery::Quarantine =
         serde_json::from_slice(&host.kv.lock().unwrap()[lcw_fetcher::state::QUARANTINE_KEY])
             .unwrap();
     assert!(quarantine.recent[0].line.contains("total_market_cap=2i"));

@@ -11,10 +11,10 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use lcw_fetcher::influx::line_protocol::encode_points;
 use lcw_fetcher::lcw::{Coin, Exchange, Overview};
 use lcw_fetcher::schema;
-use lcw_fetcher::sqlite::Db;
+use lcw_fetcher::sink::line_protocol::encode_points;
+use lcw_fetcher::sink::sqlite::Db;
 use support::lcw_fake::fixture_json;
 use support::{NativeHost, block_on};
 

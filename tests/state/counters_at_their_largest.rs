@@ -12,11 +12,11 @@ use http::{Method, Request, StatusCode};
 use lcw_fetcher::backfill::{Range, Target};
 use lcw_fetcher::cycle::{self, CollectorState};
 use lcw_fetcher::host::Clock as _;
-use lcw_fetcher::influx::sink::{LastWrite, Quarantine, QuarantinedLine};
-use lcw_fetcher::influx::spool::{SEGMENT_PREFIX, SegmentMeta};
 use lcw_fetcher::lease::Lease;
 use lcw_fetcher::resilience::{BreakerState, Bucket};
 use lcw_fetcher::routes::{self, LiveCheck, StatusChecks};
+use lcw_fetcher::sink::delivery::{LastWrite, Quarantine, QuarantinedLine};
+use lcw_fetcher::sink::spool::{SEGMENT_PREFIX, SegmentMeta};
 use lcw_fetcher::state::{
     LEASE_KEY, OVERLAPS_KEY, QUARANTINE_KEY, STATE_KEY, STATUS_CHECKS_KEY, UNREADABLE_COUNT_KEY,
 };
@@ -649,7 +649,7 @@ fn a_spool_at_its_largest_neither_panics_a_tick_nor_wraps_its_counts() {
 fn a_quarantine_total_at_its_largest_does_not_panic_a_refusal() {
     use lcw_fetcher::config::{Settings, SinkKind};
     use lcw_fetcher::host::KeyValue as _;
-    use lcw_fetcher::influx::sink::{Sink, SinkState};
+    use lcw_fetcher::sink::delivery::{Sink, SinkState};
     use support::{LcwFake, NativeHost, Reply, block_on};
 
     let fake = LcwFake::start();

@@ -18,8 +18,8 @@ use lcw_fetcher::host::{
     Clock, HttpClient, HttpRequest, HttpResponse, KeyValue, KvError, Level, Log, Random, Sql,
     SqlError, SqlRows, SqlValue, Timeouts, TransportError, Variables,
 };
-use lcw_fetcher::influx::spool::{self, SEGMENT_PREFIX, SpoolIndex};
 use lcw_fetcher::lease::{self, Lease, Taken, holders_key};
+use lcw_fetcher::sink::spool::{self, SEGMENT_PREFIX, SpoolIndex};
 use lcw_fetcher::state::{self, LEASE_KEY, STATE_KEY, UNREADABLE_COUNT_KEY};
 use lcw_fetcher::telemetry::history::CycleRecord;
 use support::lcw_fake::API_KEY;

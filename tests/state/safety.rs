@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use lcw_fetcher::cycle::{self, CollectorState};
 use lcw_fetcher::host::KeyValue as _;
-use lcw_fetcher::influx::spool::{self, SEGMENT_PREFIX, SpoolIndex};
+use lcw_fetcher::sink::spool::{self, SEGMENT_PREFIX, SpoolIndex};
 use lcw_fetcher::state::{self, STATE_KEY};
 use lcw_fetcher::telemetry::history::{CycleRecord, Outcome};
 use support::lcw_fake::API_KEY;
@@ -268,7 +268,7 @@ fn every_stored_shape_tolerates_missing_and_unknown_fields() {
             .unwrap();
     assert_eq!(doc.sink.spool.segments.len(), 1);
     let _: lcw_fetcher::lease::Lease = serde_json::from_str(r#"{"x":1}"#).unwrap();
-    let _: lcw_fetcher::influx::sink::Quarantine =
+    let _: lcw_fetcher::sink::delivery::Quarantine =
         serde_json::from_str(r#"{"recent":[{}]}"#).unwrap();
 }
 

@@ -13,8 +13,8 @@ use url::Url;
 
 use crate::config::{InfluxApi, InfluxSettings};
 use crate::host::{HttpClient, Timeouts};
-use crate::influx::line_protocol::gzip;
 use crate::remote::{mask_userinfo, sanitize};
+use crate::sink::line_protocol::gzip;
 
 /// How InfluxDB answered one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

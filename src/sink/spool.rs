@@ -17,7 +17,7 @@ use std::io::Read as _;
 use serde::{Deserialize, Serialize};
 
 use crate::host::{KeyValue, KvError, Level, Log, Random};
-use crate::influx::line_protocol::gzip;
+use crate::sink::line_protocol::gzip;
 
 /// Prefix of spool segment keys.
 pub const SEGMENT_PREFIX: &str = "lcw/v1/spool/";

@@ -4,7 +4,7 @@
 //! migrations (`schema_version`), how a batch of line protocol becomes upserts, retention, and
 //! the few read queries the API makes. It reaches the database only through the
 //! `host::Sql` port. It must not decide what happens to a batch that fails (that
-//! is `influx::sink`, which spools it exactly as for InfluxDB), nor shape HTTP answers (`query`).
+//! is `sink::delivery`, which spools it exactly as for InfluxDB), nor shape HTTP answers (`query`).
 //!
 //! Every identifier in a statement comes from the static [`TABLES`]; values from the data or a
 //! request are always bound parameters, never text of the statement.
@@ -13,7 +13,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::host::{Sql, SqlError, SqlRows, SqlValue};
-use crate::influx::line_protocol::{self, FieldValue};
+use crate::sink::line_protocol::{self, FieldValue};
 
 /// How long a statement waits for the other process's write lock before failing with "database
 /// is locked": the collector's writes are short transactions, so a reader or writer never waits

@@ -30,12 +30,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::spool::{self, SpoolIndex};
-use super::write::{self, BatchOutcome};
 use crate::config::{InfluxSettings, SinkKind};
 use crate::host::{Host, KvError, Level, Timeouts};
 use crate::resilience::{RetryDecision, RetryPolicy};
-use crate::sqlite::{self, Db};
+use crate::sink::influxdb::write::{self, BatchOutcome};
+use crate::sink::spool::{self, SpoolIndex};
+use crate::sink::sqlite::{self, Db};
 use crate::state;
 
 /// Quarantined lines kept for inspection (the count goes on).
