@@ -29,6 +29,7 @@
 //! - [`plan`] — what a tick fetches, and the credits the settings cost a day;
 //! - [`backfill`] — gaps in the data found and filled from LCW's history;
 //! - [`telemetry`] — tick history, timings and alerts; Prometheus text and JSON statistics;
+//! - [`fetch`] — the LCW side of a tick: wanted answers from the cache or LCW, their points;
 //! - [`cycle`] — one fetch cycle, start to finish, and the state document it carries over;
 //! - [`page`] — the page at `/`: health, latest prices, the SVG chart;
 //! - [`routes`] — the HTTP API.
@@ -38,6 +39,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod cycle;
+pub mod fetch;
 pub mod guard;
 pub mod hedge;
 pub mod host;
