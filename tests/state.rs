@@ -8,6 +8,8 @@ mod support;
 mod counters_at_their_largest;
 #[path = "state/faults_in_store_and_clock.rs"]
 mod faults_in_store_and_clock;
+#[path = "state/releases.rs"]
+mod releases;
 #[path = "state/safety.rs"]
 mod safety;
 #[path = "state/schema3.rs"]

@@ -25,7 +25,7 @@ fn text_files(root: &Path) -> Vec<(PathBuf, String)> {
                     dirs.push(rel);
                 }
             } else if kind.is_file() {
-                // Binary files (gzip documents of tests/fixtures/release-1) name no paths.
+                // Binary files (gzip documents of tests/fixtures/release-*) name no paths.
                 if let Ok(text) = std::fs::read_to_string(root.join(&rel)) {
                     files.push((rel, text));
                 }

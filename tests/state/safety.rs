@@ -1,6 +1,7 @@
 //! State that cannot lose data: an unreadable or unsaveable state document, a failed spool
-//! append, racing ticks on one store, documents of another release. Every spooled point is
-//! either written later or counted as evicted; nothing disappears silently.
+//! append, racing ticks on one store, stored shapes missing fields (documents written by earlier
+//! releases are in `releases`). Every spooled point is either written later or counted as
+//! evicted; nothing disappears silently.
 
 use crate::support;
 
@@ -225,39 +226,6 @@ fn segment_metadata_is_kept_until_its_replacement_is_written() {
         block_on(spool::read(&host, &index.segments[0])).unwrap(),
         Some("m f=1 1\n".into())
     );
-}
-
-/// The state document of the first release, with its numbered spool segment, loads whole and its
-/// spooled points are replayed.
-#[test]
-fn a_document_of_the_first_release_loads_and_its_spool_is_replayed() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/release-1");
-    let kv = SharedKv::default();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let entry = entry.unwrap();
-        let key = entry.file_name().to_string_lossy().replace('_', "/");
-        kv.lock()
-            .unwrap()
-            .insert(key, std::fs::read(entry.path()).unwrap());
-    }
-    let raw = kv.lock().unwrap()[STATE_KEY].clone();
-    let old: CollectorState = serde_json::from_slice(&raw).expect("the old document parses");
-    let spooled = old.sink.spool.points();
-    assert!(spooled > 0, "the fixture has a spool");
-    assert!(old.history.recent.len() == 3 && old.cache.entries.len() > 1);
-    assert!(old.telemetry.operations.len() > 3);
-    assert_eq!(old.history.cycles_by_outcome.values().sum::<u64>(), 3);
-
-    let fake = LcwFake::start();
-    let influx = FakeInflux::up(&fake);
-    let record = tick(&fake, &kv, 10, support::native_host::VALUE_LIMIT);
-
-    assert_eq!(record.points_replayed, spooled, "{record:?}");
-    assert_eq!(influx.lines(), record.total_written());
-    let new = support::collector_state(&kv);
-    assert_eq!(new.schema, cycle::STATE_SCHEMA);
-    assert_eq!(new.history.cycles_by_outcome.values().sum::<u64>(), 4);
-    assert!(new.sink.spool.is_empty());
 }
 
 /// Every stored shape reads from an empty object: a document missing fields added later loads.
