@@ -11,7 +11,9 @@
 //! - [`remote`] — what LCW and InfluxDB share: error classes, `Retry-After`, `User-Agent`;
 //! - [`point`] — what flows between the stages: measurement, tags, typed fields, time;
 //! - [`config`] — application variables into validated [`config::Settings`], and every settings
-//!   type (TTLs, alert thresholds, InfluxDB);
+//!   type (TTLs, alert thresholds, InfluxDB); [`config::variables`] is the one table of them
+//!   (name, default, secret, kind and limits, meaning) that the reader validates through and the
+//!   docs and `spin.toml` are generated from;
 //! - [`resilience`] — pure rules: retry backoff, circuit breaker, rate limiter, credit reserve;
 //! - [`hedge`] — pure rules of hedged requests: the learnt delay, the gates of a second copy;
 //! - [`sink::line_protocol`] — points into line protocol and back, and its gzip;

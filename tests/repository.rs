@@ -1,5 +1,5 @@
 //! The repository against the code: the layers of `src/`, `spin.toml` and `runtime-config.toml`,
-//! and the operations kit in `deploy/`.
+//! the files generated from the variable table, and the operations kit in `deploy/`.
 //! One module per subject; see `tests/README.md`.
 
 mod support;
@@ -8,5 +8,7 @@ mod support;
 mod architecture;
 #[path = "repository/deploy_kit.rs"]
 mod deploy_kit;
+#[path = "repository/generated.rs"]
+mod generated;
 #[path = "repository/manifest.rs"]
 mod manifest;

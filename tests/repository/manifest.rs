@@ -34,7 +34,7 @@ fn every_variable_the_code_reads_is_declared_with_the_same_default() {
     expected.sort();
     assert_eq!(
         declared_names, expected,
-        "[variables] must declare exactly what src/config.rs reads"
+        "[variables] must declare exactly what src/config/variables.rs lists"
     );
 
     for spec in VARIABLES {
@@ -61,7 +61,7 @@ fn every_variable_the_code_reads_is_declared_with_the_same_default() {
             Some(default) => assert_eq!(
                 entry.get("default").and_then(Value::as_str),
                 Some(default),
-                "`{}`: default differs from src/config.rs",
+                "`{}`: default differs from src/config/variables.rs",
                 spec.name
             ),
         }
