@@ -272,39 +272,39 @@ impl Settings {
         let mut reader = Reader::new(&lookup);
         let r = &mut reader;
         let mut settings = Settings {
-            lcw_api_key: r.secret(&LCW_API_KEY),
-            lcw_base_url: r.url(&LCW_BASE_URL),
-            currency: r.code(&CURRENCY),
-            max_coins_per_fetch: r.number(&MAX_COINS_PER_FETCH),
-            tracked_coins: r.codes(&TRACKED_COINS),
-            max_exchanges_per_fetch: r.number(&MAX_EXCHANGES_PER_FETCH),
-            requests_per_minute: r.number(&REQUESTS_PER_MINUTE),
-            cycle_deadline_ms: r.number(&CYCLE_DEADLINE_MS),
-            cycle_interval_s: r.number(&CYCLE_INTERVAL_S),
-            lcw_connect_timeout_ms: r.number(&LCW_CONNECT_TIMEOUT_MS),
-            lcw_first_byte_timeout_ms: r.number(&LCW_FIRST_BYTE_TIMEOUT_MS),
-            lcw_response_timeout_ms: r.number(&LCW_RESPONSE_TIMEOUT_MS),
-            lcw_hedge_after: r.delay(&LCW_HEDGE_AFTER_MS),
-            retry_base_ms: r.number(&RETRY_BASE_MS),
-            retry_cap_ms: r.number(&RETRY_CAP_MS),
-            retry_max: r.number(&RETRY_MAX),
-            breaker_failure_threshold: r.number(&BREAKER_FAILURE_THRESHOLD),
-            breaker_cool_down_s: r.number(&BREAKER_COOL_DOWN_S),
-            credit_reserve_percent: r.number(&CREDIT_RESERVE_PERCENT),
+            lcw_api_key: r.secret(LCW_API_KEY),
+            lcw_base_url: r.url(LCW_BASE_URL),
+            currency: r.code(CURRENCY),
+            max_coins_per_fetch: r.number(MAX_COINS_PER_FETCH),
+            tracked_coins: r.codes(TRACKED_COINS),
+            max_exchanges_per_fetch: r.number(MAX_EXCHANGES_PER_FETCH),
+            requests_per_minute: r.number(REQUESTS_PER_MINUTE),
+            cycle_deadline_ms: r.number(CYCLE_DEADLINE_MS),
+            cycle_interval_s: r.number(CYCLE_INTERVAL_S),
+            lcw_connect_timeout_ms: r.number(LCW_CONNECT_TIMEOUT_MS),
+            lcw_first_byte_timeout_ms: r.number(LCW_FIRST_BYTE_TIMEOUT_MS),
+            lcw_response_timeout_ms: r.number(LCW_RESPONSE_TIMEOUT_MS),
+            lcw_hedge_after: r.delay(LCW_HEDGE_AFTER_MS),
+            retry_base_ms: r.number(RETRY_BASE_MS),
+            retry_cap_ms: r.number(RETRY_CAP_MS),
+            retry_max: r.number(RETRY_MAX),
+            breaker_failure_threshold: r.number(BREAKER_FAILURE_THRESHOLD),
+            breaker_cool_down_s: r.number(BREAKER_COOL_DOWN_S),
+            credit_reserve_percent: r.number(CREDIT_RESERVE_PERCENT),
             cache_ttls: Ttls::read(r),
-            cache_max_entries: r.number(&CACHE_MAX_ENTRIES),
-            max_concurrent_requests: r.number(&MAX_CONCURRENT_REQUESTS),
+            cache_max_entries: r.number(CACHE_MAX_ENTRIES),
+            max_concurrent_requests: r.number(MAX_CONCURRENT_REQUESTS),
             backfill: BackfillSettings::read(r),
             sink: SinkKind::read(r),
             sqlite: SqliteSettings {
-                retention_days: r.number(&SQLITE_RETENTION_DAYS),
+                retention_days: r.number(SQLITE_RETENTION_DAYS),
             },
             influx: InfluxSettings::read(r),
-            enable_metrics: r.flag(&ENABLE_METRICS),
-            alert_warning_s: r.number(&ALERT_WARNING_S),
-            alert_critical_s: r.number(&ALERT_CRITICAL_S),
-            alert_cooldown_s: r.number(&ALERT_COOLDOWN_S),
-            admin_token: r.secret(&ADMIN_TOKEN),
+            enable_metrics: r.flag(ENABLE_METRICS),
+            alert_warning_s: r.number(ALERT_WARNING_S),
+            alert_critical_s: r.number(ALERT_CRITICAL_S),
+            alert_cooldown_s: r.number(ALERT_COOLDOWN_S),
+            admin_token: r.secret(ADMIN_TOKEN),
         };
         if settings.backfill.min_gap_s == 0 {
             settings.backfill.min_gap_s = 3 * settings.cycle_interval_s;
@@ -321,12 +321,12 @@ impl Settings {
 impl Ttls {
     fn read(r: &mut Reader<'_>) -> Self {
         Self {
-            status_s: r.number(&CACHE_TTL_STATUS_S),
-            credits_s: r.number(&CACHE_TTL_CREDITS_S),
-            coins_single_s: r.number(&CACHE_TTL_COIN_SINGLE_S),
-            coins_list_s: r.number(&CACHE_TTL_COINS_LIST_S),
-            overview_s: r.number(&CACHE_TTL_OVERVIEW_S),
-            exchanges_list_s: r.number(&CACHE_TTL_EXCHANGES_S),
+            status_s: r.number(CACHE_TTL_STATUS_S),
+            credits_s: r.number(CACHE_TTL_CREDITS_S),
+            coins_single_s: r.number(CACHE_TTL_COIN_SINGLE_S),
+            coins_list_s: r.number(CACHE_TTL_COINS_LIST_S),
+            overview_s: r.number(CACHE_TTL_OVERVIEW_S),
+            exchanges_list_s: r.number(CACHE_TTL_EXCHANGES_S),
         }
     }
 }
@@ -334,10 +334,10 @@ impl Ttls {
 impl BackfillSettings {
     fn read(r: &mut Reader<'_>) -> Self {
         Self {
-            min_gap_s: r.number(&BACKFILL_MIN_GAP_S),
-            calls_per_tick: r.number(&BACKFILL_CALLS_PER_TICK),
-            top_coins: r.number(&BACKFILL_TOP_COINS),
-            initial_history_hours: r.number(&INITIAL_HISTORY_HOURS),
+            min_gap_s: r.number(BACKFILL_MIN_GAP_S),
+            calls_per_tick: r.number(BACKFILL_CALLS_PER_TICK),
+            top_coins: r.number(BACKFILL_TOP_COINS),
+            initial_history_hours: r.number(INITIAL_HISTORY_HOURS),
         }
     }
 }
@@ -345,8 +345,8 @@ impl BackfillSettings {
 impl SinkKind {
     /// `auto` becomes `influxdb` when `influx_url` is set, `sqlite` otherwise.
     fn read(r: &mut Reader<'_>) -> Self {
-        match r.choice(&SINK) {
-            Some("auto") if !r.is_set(&INFLUX_URL) => Self::Sqlite,
+        match r.choice(SINK) {
+            Some("auto") if !r.is_set(INFLUX_URL) => Self::Sqlite,
             Some("auto" | "influxdb") => Self::Influxdb,
             _ => Self::Sqlite,
         }
@@ -356,25 +356,25 @@ impl SinkKind {
 impl InfluxSettings {
     fn read(r: &mut Reader<'_>) -> Self {
         Self {
-            url: r.url(&INFLUX_URL),
-            configured: r.is_set(&INFLUX_URL),
-            api: match r.choice(&INFLUX_API) {
+            url: r.url(INFLUX_URL),
+            configured: r.is_set(INFLUX_URL),
+            api: match r.choice(INFLUX_API) {
                 Some("v1") => InfluxApi::V1,
                 Some("v3") => InfluxApi::V3,
                 _ => InfluxApi::V2,
             },
-            token: r.secret(&INFLUX_TOKEN),
-            org: r.text(&INFLUX_ORG),
-            bucket: r.text(&INFLUX_BUCKET),
-            database: r.text(&INFLUX_DATABASE),
-            retention_policy: r.text(&INFLUX_RETENTION_POLICY),
-            username: r.text(&INFLUX_USERNAME),
-            password: r.secret(&INFLUX_PASSWORD),
-            batch_size: r.number(&INFLUX_BATCH_SIZE),
-            gzip: r.flag(&INFLUX_GZIP),
-            timeout_ms: r.number(&INFLUX_TIMEOUT_MS),
-            spool_max_points: r.number(&SPOOL_MAX_POINTS),
-            create_database: r.flag(&INFLUX_CREATE_DATABASE),
+            token: r.secret(INFLUX_TOKEN),
+            org: r.text(INFLUX_ORG),
+            bucket: r.text(INFLUX_BUCKET),
+            database: r.text(INFLUX_DATABASE),
+            retention_policy: r.text(INFLUX_RETENTION_POLICY),
+            username: r.text(INFLUX_USERNAME),
+            password: r.secret(INFLUX_PASSWORD),
+            batch_size: r.number(INFLUX_BATCH_SIZE),
+            gzip: r.flag(INFLUX_GZIP),
+            timeout_ms: r.number(INFLUX_TIMEOUT_MS),
+            spool_max_points: r.number(SPOOL_MAX_POINTS),
+            create_database: r.flag(INFLUX_CREATE_DATABASE),
         }
     }
 }
@@ -384,7 +384,7 @@ impl InfluxSettings {
 fn check_targets(r: &mut Reader<'_>, settings: &Settings) {
     if settings.cycle_deadline_ms >= settings.cycle_interval_s.saturating_mul(1000) {
         r.problem(
-            &CYCLE_DEADLINE_MS,
+            CYCLE_DEADLINE_MS,
             &settings.cycle_deadline_ms.to_string(),
             format!(
                 "must be below the cycle interval ({} s), or ticks overlap",
@@ -394,9 +394,9 @@ fn check_targets(r: &mut Reader<'_>, settings: &Settings) {
     }
     if settings.retry_cap_ms < settings.retry_base_ms {
         r.problem(
-            &RETRY_CAP_MS,
+            RETRY_CAP_MS,
             &settings.retry_cap_ms.to_string(),
-            format!("must not be below {}", RETRY_BASE_MS.name),
+            "must not be below retry_base_ms",
         );
     }
     if settings.sink == SinkKind::Influxdb {
@@ -407,45 +407,41 @@ fn check_targets(r: &mut Reader<'_>, settings: &Settings) {
 /// What each InfluxDB API needs, checked only when InfluxDB is the sink.
 fn check_influx(r: &mut Reader<'_>, influx: &InfluxSettings) {
     if !influx.configured {
-        r.problem(&INFLUX_URL, "", "is required with sink = influxdb");
+        r.problem(INFLUX_URL, "", "is required with sink = influxdb");
     }
     match influx.api {
         // InfluxDB 2 answers a write without these 400/401, which would look like bad data.
         InfluxApi::V2 => {
             let v2 = "is required with influx_api = v2";
             if influx.org.is_empty() {
-                let reason = format!("{v2} (the organisation's name or ID)");
-                r.problem(&INFLUX_ORG, "", reason);
+                let reason = "is required with influx_api = v2 (the organisation's name or ID)";
+                r.problem(INFLUX_ORG, "", reason);
             }
             if influx.bucket.is_empty() {
-                r.problem(&INFLUX_BUCKET, "", v2);
+                r.problem(INFLUX_BUCKET, "", v2);
             }
             if influx.token.is_empty() {
-                r.problem(&INFLUX_TOKEN, "", v2);
+                r.problem(INFLUX_TOKEN, "", v2);
             }
         }
         InfluxApi::V1 | InfluxApi::V3 => {
             if influx.database.is_empty() {
                 let reason = "is required with influx_api = v1 or v3";
-                r.problem(&INFLUX_DATABASE, "", reason);
+                r.problem(INFLUX_DATABASE, "", reason);
             }
         }
     }
     if influx.password.is_empty() != influx.username.is_empty() {
         r.problem(
-            &INFLUX_USERNAME,
+            INFLUX_USERNAME,
             &influx.username,
-            format!(
-                "{} and {} go together",
-                INFLUX_USERNAME.name, INFLUX_PASSWORD.name
-            ),
+            "influx_username and influx_password go together",
         );
     }
 }
 
 /// The rows that hold credentials, in the order [`credentials`] takes them.
-const SECRET_VARIABLES: [&Variable; 4] =
-    [&LCW_API_KEY, &ADMIN_TOKEN, &INFLUX_TOKEN, &INFLUX_PASSWORD];
+static SECRET_VARIABLES: [&Variable; 4] = [LCW_API_KEY, ADMIN_TOKEN, INFLUX_TOKEN, INFLUX_PASSWORD];
 
 /// [`Settings::secrets`] read straight from the variables, valid or not: every request needs
 /// them (its response is redacted), most need no other setting.
@@ -528,7 +524,7 @@ pub fn default_number(name: &str) -> u64 {
     VARIABLES
         .iter()
         .find(|v| v.name == name)
-        .unwrap_or_else(|| panic!("`{name}` is not in VARIABLES"))
+        .expect("a variable of VARIABLES")
         .default_number()
 }
 
@@ -791,5 +787,12 @@ mod tests {
             let one_cell = !meaning.is_empty() && !meaning.contains(['|', '\n']);
             assert!(one_cell, "{}: {meaning:?}", row.name);
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "`sink` is read as another kind than its row's")]
+    fn a_row_read_as_another_kind_stops_a_debug_build() {
+        let lookup = |_: &str| None;
+        Reader::new(&lookup).number::<u32>(variables::SINK);
     }
 }

@@ -24,8 +24,9 @@ pub struct Variable {
 pub enum Kind {
     /// Any text, trimmed.
     Text,
-    /// A whole number from `min` to `max`.
-    Number { min: u64, max: u64 },
+    /// A whole number from `min` to `max` (limits are `u32`, which keeps the table small in the
+    /// components; a value read may be a `u64`).
+    Number { min: u32, max: u32 },
     /// `true` or `false` (also `1`/`0`, `yes`/`no`, `on`/`off`), in any case.
     Flag,
     /// One of these words, in any case.
@@ -37,9 +38,9 @@ pub enum Kind {
     /// A coin or currency code (`normalize_code`).
     Code,
     /// Codes separated by commas, deduplicated, at most `max`; `why` says where that limit is from.
-    CodeList { max: usize, why: &'static str },
+    CodeList { max: u16, why: &'static str },
     /// `auto`, `0` or `off` (never), or milliseconds from `min` to `max`.
-    Delay { min: u64, max: u64 },
+    Delay { min: u32, max: u32 },
 }
 
 impl Variable {
@@ -92,21 +93,29 @@ macro_rules! secret {
     };
 }
 
-/// Defines one constant per row, [`VARIABLES`] in the rows' order and [`MEANINGS`] beside it.
+/// Defines [`VARIABLES`] in the rows' order, one constant per row that refers into it (one copy
+/// of a row, however many places name it), and [`MEANINGS`] beside it.
 macro_rules! variables {
     ($($row:ident: $name:literal, $default:tt, $secret:tt, $kind:expr, $meaning:literal;)*) => {
-        $(
-            #[doc = $meaning]
-            pub const $row: Variable = Variable {
+        /// The rows' places in [`VARIABLES`].
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        enum Row {
+            $($row),*
+        }
+        /// Every variable the code reads, in the order the docs and `spin.toml` list them.
+        pub static VARIABLES: &[Variable] = &[$(
+            Variable {
                 name: $name,
                 default: default!($default),
                 secret: secret!($secret),
                 kind: $kind,
-            };
+            }
+        ),*];
+        $(
+            #[doc = $meaning]
+            pub const $row: &Variable = &VARIABLES[Row::$row as usize];
             const _: () = assert!(names_match(stringify!($row), $name), "row and name differ");
         )*
-        /// Every variable the code reads, in the order the docs and `spin.toml` list them.
-        pub const VARIABLES: &[Variable] = &[$($row),*];
         /// What each of [`VARIABLES`] means, in its order: text for people, which only the docs'
         /// generator reads, so it stays out of the wasm components.
         pub const MEANINGS: &[&str] = &[$($meaning),*];

@@ -9,7 +9,7 @@ use crate::host::{Host, Level};
 use crate::telemetry;
 
 pub(super) async fn metrics<H: Host>(host: &H) -> Response {
-    match config::load_flag(host, &config::variables::ENABLE_METRICS).await {
+    match config::load_flag(host, config::variables::ENABLE_METRICS).await {
         Ok(true) => {}
         Ok(false) => {
             return error(
