@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::time::Duration;
 
 use futures::future::{Either, select};
@@ -236,12 +236,9 @@ impl<'a, H: Host> Guard<'a, H> {
     }
 
     /// One attempt, hedged: still unanswered after the hedge delay, it gets a second copy when
-    /// the gates allow. The first answer wins and the other copy is dropped (its future, and so
-    /// its request, cancelled); a copy that fails while the other is in flight leaves the
-    /// attempt to the other, and the attempt fails only when both have failed (with the graver
-    /// of the two errors, [`graver`]). The latency of a call's first attempt (or, when its hedge
-    /// won, the time it had waited: a lower bound above the delay) is what the delay is learnt
-    /// from; each call's first attempt pays back the hedge budget.
+    /// the gates allow ([`Self::race`]). The latency of a call's first attempt (or, when its
+    /// hedge won, the time it had waited: a lower bound above the delay) is what the delay is
+    /// learnt from; each call's first attempt pays back the hedge budget.
     async fn send<T, F, Fut>(
         &self,
         endpoint: Endpoint,
@@ -263,29 +260,46 @@ impl<'a, H: Host> Guard<'a, H> {
             self.hedge.delay(&self.state.borrow().hedge)
         };
         let mut primary = pin!(attempt(timeouts));
-        let ended = |result: &Result<T, LcwError>| {
-            self.record_attempt(endpoint, result, started, false);
-            if first && !matches!(result, Err(LcwError::NotSent { .. })) {
-                self.observe_latency(started);
+        let result = match delay {
+            None => primary.await,
+            Some(delay) => {
+                let answered = match select(primary.as_mut(), pin!(self.host.sleep(delay))).await {
+                    Either::Left((result, _)) => Some(result),
+                    Either::Right(((), _)) => None,
+                };
+                match answered {
+                    Some(result) => result,
+                    None if self.admit_hedge(delay) => {
+                        let race = self.race(endpoint, attempt, primary, started, first, delay);
+                        return race.await;
+                    }
+                    None => primary.await,
+                }
             }
         };
-        let Some(delay) = delay else {
-            let result = primary.await;
-            ended(&result);
-            return result;
-        };
-        match select(primary.as_mut(), pin!(self.host.sleep(delay))).await {
-            Either::Left((result, _)) => {
-                ended(&result);
-                return result;
-            }
-            Either::Right(((), _)) => {}
-        }
-        if !self.admit_hedge(delay) {
-            let result = primary.await;
-            ended(&result);
-            return result;
-        }
+        self.primary_ended(endpoint, &result, started, first);
+        result
+    }
+
+    /// The first copy of an attempt (`primary`, sent at `started`; `first`: the call's first
+    /// attempt) unanswered after `delay`, raced against a second copy sent now. The
+    /// first answer wins and the other copy is dropped (its future, and so its request,
+    /// cancelled); a copy that fails while the other is in flight leaves the attempt to the
+    /// other, and the attempt fails only when both have failed (with the graver of the two
+    /// errors, [`graver`]).
+    async fn race<T, F, Fut>(
+        &self,
+        endpoint: Endpoint,
+        attempt: &F,
+        primary: Pin<&mut Fut>,
+        started: Duration,
+        first: bool,
+        delay: Duration,
+    ) -> Result<T, LcwError>
+    where
+        F: Fn(Timeouts) -> Fut,
+        Fut: Future<Output = Result<T, LcwError>>,
+    {
         self.host.log(
             Level::Info,
             &format!(
@@ -300,7 +314,7 @@ impl<'a, H: Host> Guard<'a, H> {
         // been started, even when the first copy's answer came in meanwhile.
         match select(hedge, primary).await {
             Either::Right((result, hedge)) => {
-                ended(&result);
+                self.primary_ended(endpoint, &result, started, first);
                 let Err(error) = result else {
                     self.record_dropped(endpoint, hedge_started, true);
                     return result;
@@ -321,9 +335,24 @@ impl<'a, H: Host> Guard<'a, H> {
                     return result;
                 };
                 let result = primary.await;
-                ended(&result);
+                self.primary_ended(endpoint, &result, started, first);
                 result.map_err(|later| graver(error, later))
             }
+        }
+    }
+
+    /// The first copy of an attempt has answered: its record, and (for a call's first attempt
+    /// that went out) its latency for the hedge delay.
+    fn primary_ended<T>(
+        &self,
+        endpoint: Endpoint,
+        result: &Result<T, LcwError>,
+        started: Duration,
+        first: bool,
+    ) {
+        self.record_attempt(endpoint, result, started, false);
+        if first && !matches!(result, Err(LcwError::NotSent { .. })) {
+            self.observe_latency(started);
         }
     }
 
