@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::time::Duration;
 
 use futures::future::{Either, select};
@@ -236,9 +236,14 @@ impl<'a, H: Host> Guard<'a, H> {
     }
 
     /// One attempt, hedged: still unanswered after the hedge delay, it gets a second copy when
-    /// the gates allow ([`Self::race`]). The latency of a call's first attempt (or, when its
-    /// hedge won, the time it had waited: a lower bound above the delay) is what the delay is
-    /// learnt from; each call's first attempt pays back the hedge budget.
+    /// the gates allow. The first answer wins and the other copy is dropped (its future, and so
+    /// its request, cancelled); a copy that fails while the other is in flight leaves the
+    /// attempt to the other, and the attempt fails only when both have failed (with the graver
+    /// of the two errors, [`graver`]). The latency of a call's first attempt (or, when its hedge
+    /// won, the time it had waited: a lower bound above the delay) is what the delay is learnt
+    /// from; each call's first attempt pays back the hedge budget.
+    ///
+    /// One async function on purpose: each one more is a state machine more in the component.
     async fn send<T, F, Fut>(
         &self,
         endpoint: Endpoint,
@@ -251,70 +256,32 @@ impl<'a, H: Host> Guard<'a, H> {
         Fut: Future<Output = Result<T, LcwError>>,
     {
         let started = self.host.monotonic();
-        if first {
-            self.state.borrow_mut().hedge.call_started();
-        }
-        let delay = if self.probing() {
-            None
-        } else {
-            self.hedge.delay(&self.state.borrow().hedge)
-        };
+        let delay = self.hedge_delay(first);
         let mut primary = pin!(attempt(timeouts));
-        let result = match delay {
-            None => primary.await,
-            Some(delay) => {
-                let answered = match select(primary.as_mut(), pin!(self.host.sleep(delay))).await {
-                    Either::Left((result, _)) => Some(result),
-                    Either::Right(((), _)) => None,
-                };
-                match answered {
-                    Some(result) => result,
-                    None if self.admit_hedge(delay) => {
-                        let race = self.race(endpoint, attempt, primary, started, first, delay);
-                        return race.await;
-                    }
-                    None => primary.await,
+        let ended =
+            |result: &Result<T, LcwError>| self.primary_ended(endpoint, result, started, first);
+        let hedged = match delay {
+            Some(delay) => match select(primary.as_mut(), pin!(self.host.sleep(delay))).await {
+                Either::Left((result, _)) => {
+                    ended(&result);
+                    return result;
                 }
-            }
+                Either::Right(((), _)) => self.admit_hedge(delay).then_some(delay),
+            },
+            None => None,
         };
-        self.primary_ended(endpoint, &result, started, first);
-        result
-    }
-
-    /// The first copy of an attempt (`primary`, sent at `started`; `first`: the call's first
-    /// attempt) unanswered after `delay`, raced against a second copy sent now. The
-    /// first answer wins and the other copy is dropped (its future, and so its request,
-    /// cancelled); a copy that fails while the other is in flight leaves the attempt to the
-    /// other, and the attempt fails only when both have failed (with the graver of the two
-    /// errors, [`graver`]).
-    async fn race<T, F, Fut>(
-        &self,
-        endpoint: Endpoint,
-        attempt: &F,
-        primary: Pin<&mut Fut>,
-        started: Duration,
-        first: bool,
-        delay: Duration,
-    ) -> Result<T, LcwError>
-    where
-        F: Fn(Timeouts) -> Fut,
-        Fut: Future<Output = Result<T, LcwError>>,
-    {
-        self.host.log(
-            Level::Info,
-            &format!(
-                "LCW {endpoint}: no answer after {} ms, hedging with a second request",
-                delay.as_millis()
-            ),
-        );
-        self.report.borrow_mut().hedges += 1;
-        let hedge_started = self.host.monotonic();
+        let Some(delay) = hedged else {
+            let result = primary.await;
+            ended(&result);
+            return result;
+        };
+        let hedge_started = self.hedge_sent(endpoint, delay);
         let hedge = pin!(attempt(self.timeouts()));
         // The hedge is polled first: once recorded (a call, a credit, a token), its request has
         // been started, even when the first copy's answer came in meanwhile.
         match select(hedge, primary).await {
             Either::Right((result, hedge)) => {
-                self.primary_ended(endpoint, &result, started, first);
+                ended(&result);
                 let Err(error) = result else {
                     self.record_dropped(endpoint, hedge_started, true);
                     return result;
@@ -327,17 +294,55 @@ impl<'a, H: Host> Guard<'a, H> {
             Either::Left((result, primary)) => {
                 self.record_attempt(endpoint, &result, hedge_started, true);
                 let Err(error) = result else {
-                    self.hedge_won(&result);
-                    self.record_dropped(endpoint, started, false);
-                    if first {
-                        self.observe_latency(started);
-                    }
+                    self.hedge_won_first(endpoint, &result, started, first);
                     return result;
                 };
                 let result = primary.await;
-                self.primary_ended(endpoint, &result, started, first);
+                ended(&result);
                 result.map_err(|later| graver(error, later))
             }
+        }
+    }
+
+    /// The hedge delay of an attempt starting now (none while the breaker probes); a call's
+    /// first attempt starts the call for the hedge budget.
+    fn hedge_delay(&self, first: bool) -> Option<Duration> {
+        if first {
+            self.state.borrow_mut().hedge.call_started();
+        }
+        if self.probing() {
+            None
+        } else {
+            self.hedge.delay(&self.state.borrow().hedge)
+        }
+    }
+
+    /// A second copy goes out now: said and counted; when it started.
+    fn hedge_sent(&self, endpoint: Endpoint, delay: Duration) -> Duration {
+        self.host.log(
+            Level::Info,
+            &format!(
+                "LCW {endpoint}: no answer after {} ms, hedging with a second request",
+                delay.as_millis()
+            ),
+        );
+        self.report.borrow_mut().hedges += 1;
+        self.host.monotonic()
+    }
+
+    /// The hedge answered before the first copy: that copy is dropped, and the time it had
+    /// waited is the latency learnt from.
+    fn hedge_won_first<T>(
+        &self,
+        endpoint: Endpoint,
+        result: &Result<T, LcwError>,
+        started: Duration,
+        first: bool,
+    ) {
+        self.hedge_won(result);
+        self.record_dropped(endpoint, started, false);
+        if first {
+            self.observe_latency(started);
         }
     }
 
