@@ -7,7 +7,7 @@
 //! ([`load_snapshot`]). LCW calls end a write reserve before the
 //! deadline, so the writes always have time; every call and write gets the smaller of its own
 //! timeout and the time left. Independent calls run concurrently, at most
-//! `max_concurrent_requests` at once. It must not format wire data (that is `lcw` and `influx`),
+//! `max_concurrent_requests` at once. It must not format wire data (that is `lcw` and `sink`),
 //! decide field names (`schema`), apply resilience rules (`guard`) or caching rules (`cache`);
 //! it never sleeps on a fixed schedule.
 

@@ -20,7 +20,7 @@
 //! - [`state`] — key names of the stored documents and their JSON codec;
 //! - [`lcw`] — the Live Coin Watch API: requests, typed responses, the client;
 //! - [`sink::influxdb::write`], [`sink::spool`] — one batch to InfluxDB; lines waiting in the store;
-//! - [`sqlite`] — the embedded store: tables, migrations, upserts, retention, read queries;
+//! - [`sink::sqlite`] — the embedded store: tables, migrations, upserts, retention, read queries;
 //! - [`lease`] — one tick at a time across processes sharing the store, one host per cron slot;
 //! - [`guard`] — one LCW call through the resilience rules, with the tick's shared state;
 //! - [`cache`] — answers kept in the store with their fetch time: TTL, LRU, statistics;
