@@ -6,8 +6,13 @@
 //! its file, line and path, when it runs upwards, between two modules of one layer, or to a module
 //! the table does not know. `#[cfg(test)]` modules are checked like the rest. Paths in comments are
 //! skipped; paths inside string literals are not expected in `src/` and would be reported.
+//!
+//! Layers order modules, not folders: `sink::line_protocol` sits low and `sink::delivery` high, so
+//! a folder could still import a module that imports back into the folder (`sink` → `schema` →
+//! `sink`). The folder graph — every module counted as its top-level name under `src/` — must
+//! have no circle either.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -355,6 +360,50 @@ fn import_pairs(table: &Table, files: &[(String, String)]) -> BTreeSet<(String, 
     pairs
 }
 
+/// The top-level name of a module: the folder or file under `src/` it lives in.
+fn folder_of(module: &str) -> &str {
+    module.split("::").next().unwrap_or(module)
+}
+
+/// A circle of the folder graph drawn from `pairs` (`a → b → … → a`), if there is one.
+fn folder_circle(pairs: &BTreeSet<(String, String)>) -> Option<Vec<String>> {
+    let mut edges: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (from, to) in pairs {
+        let (from, to) = (folder_of(from), folder_of(to));
+        if from != to {
+            edges.entry(from).or_default().insert(to);
+        }
+    }
+    // Depth-first, in name order so that the circle reported is the same on every run.
+    fn visit<'a>(
+        node: &'a str,
+        edges: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+        done: &mut BTreeSet<&'a str>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| *n == node) {
+            let mut circle: Vec<String> = path[at..].iter().map(|n| n.to_string()).collect();
+            circle.push(node.to_owned());
+            return Some(circle);
+        }
+        if !done.insert(node) {
+            return None;
+        }
+        path.push(node);
+        for next in edges.get(node).into_iter().flatten() {
+            if let Some(circle) = visit(next, edges, done, path) {
+                return Some(circle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    edges
+        .keys()
+        .find_map(|node| visit(node, &edges, &mut done, &mut Vec::new()))
+}
+
 fn root() -> PathBuf {
     std::env::var_os("LCW_ARCH_ROOT")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
@@ -378,6 +427,23 @@ fn every_import_of_the_core_runs_to_a_lower_layer() {
         "imports against {TABLE}:\n{}",
         violations.join("\n")
     );
+}
+
+#[test]
+fn no_folder_imports_back_into_itself_through_another() {
+    let table = Table::load(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let pairs = import_pairs(&table, &sources(&root()));
+    let folders: BTreeSet<&str> = pairs.iter().map(|(from, _)| folder_of(from)).collect();
+    eprintln!(
+        "folders and files under src/ that import: {}",
+        folders.len()
+    );
+    if let Some(circle) = folder_circle(&pairs) {
+        panic!(
+            "the folders under src/ import in a circle: {}",
+            circle.join(" → ")
+        );
+    }
 }
 
 #[test]
@@ -501,4 +567,20 @@ fn re_exports_and_unknown_modules_are_reported_and_comments_are_not() {
 fn downward_imports_pass() {
     let text = "use crate::host::Host;\nuse crate::{config::Settings, remote::ErrorClass};\n";
     assert!(checked("src/lcw.rs", text).is_empty());
+}
+
+#[test]
+fn a_planted_folder_circle_is_reported() {
+    // Each import runs downwards by layer, yet the folders meet again: `b` imports `a::low`,
+    // `a::high` imports `b`.
+    let table = Table::load(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let files = [
+        ("src/a/high.rs".to_owned(), "use crate::b::f;\n".to_owned()),
+        ("src/b.rs".to_owned(), "use crate::a::low::g;\n".to_owned()),
+        ("src/c.rs".to_owned(), "use crate::a::low::g;\n".to_owned()),
+    ];
+    let circle = folder_circle(&import_pairs(&table, &files));
+    assert_eq!(circle, Some(vec!["a".into(), "b".into(), "a".into()]));
+    // Without the way back there is none.
+    assert_eq!(folder_circle(&import_pairs(&table, &files[1..])), None);
 }
