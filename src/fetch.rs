@@ -240,18 +240,8 @@ fn take_answers<'w, H: Host>(
                 fetched_at_ms,
             }) => {
                 if let Some(cache) = cache.as_deref_mut() {
-                    let (endpoint, key) = (source.endpoint(), request.key);
-                    if source.needs_body() {
-                        cache.store(endpoint, key, raw, requested_at_ms, fetched_at_ms);
-                    } else {
-                        cache.store_fetched_only(
-                            endpoint,
-                            key,
-                            &raw,
-                            requested_at_ms,
-                            fetched_at_ms,
-                        );
-                    }
+                    let times = (requested_at_ms, fetched_at_ms);
+                    keep(cache, source, request.key, raw, times);
                 }
                 fetched.push(Fetched {
                     index: request.index,
@@ -275,6 +265,18 @@ fn take_answers<'w, H: Host>(
                 record.errors.push(error.to_string());
             }
         }
+    }
+}
+
+/// An answer into the cache: with its body, or (for one a later tick does not read) only its
+/// times.
+fn keep(cache: &mut TickCache, source: &dyn Source, key: String, raw: Vec<u8>, times: (i64, i64)) {
+    let (requested_at_ms, fetched_at_ms) = times;
+    let endpoint = source.endpoint();
+    if source.needs_body() {
+        cache.store(endpoint, key, raw, requested_at_ms, fetched_at_ms);
+    } else {
+        cache.store_fetched_only(endpoint, key, &raw, requested_at_ms, fetched_at_ms);
     }
 }
 

@@ -175,7 +175,8 @@ pub struct Answer {
 }
 
 /// Sends `want` (its `body` already built) through the guard and reads the answer inside the
-/// attempt: an answer that does not read is a failed attempt, as the guard counts it.
+/// attempt: an answer that does not read is a failed attempt, as the guard counts it. The
+/// answer is read at the time it arrived, whatever `context.fetched_at_ms` said.
 pub async fn call<H: Host>(
     host: &H,
     guard: &Guard<'_, H>,
