@@ -2,7 +2,8 @@
 //!
 //! Owns the backfill document ([`BackfillState`]: when each series family last had a point, the
 //! queue of ranges to fill, and what became of them), how a tick's points reveal a gap, and how
-//! a queued range becomes one history call and its points. Whatever made the gap — LCW or the
+//! a queued range becomes one history call and its points (through the coin-history and
+//! overview-history sources). Whatever made the gap — LCW or the
 //! collector down, the breaker open, ticks skipped — the next tick with points sees it.
 //!
 //! It spends spare capacity only: at most `backfill_calls_per_tick` calls, after the tick's live
@@ -17,10 +18,13 @@ use serde::{Deserialize, Serialize};
 use crate::config::Settings;
 use crate::guard::Guard;
 use crate::host::{Host, Level};
-use crate::lcw::{self, CoinHistoryRequest, Endpoint, LcwError, OverviewHistoryRequest};
+use crate::lcw::{self, LcwError};
 use crate::remote::ErrorClass;
 use crate::schema;
 use crate::sink::line_protocol::{FieldValue, Point};
+use crate::source::{
+    self, Ask, Context, Want, coin_history::COIN_HISTORY, overview_history::OVERVIEW_HISTORY,
+};
 
 /// The longest range one history call asks for. LCW answers 5-minute samples; that it does so
 /// for a day per call is assumed (its documentation gives no limit).
@@ -309,7 +313,7 @@ pub async fn fill<H: Host>(
     let client = lcw::Client::new(host, &settings.lcw_base_url, &settings.lcw_api_key);
     let now_ms = host.unix_millis();
     while filled.calls < budget {
-        let Some(mut range) = state.queue.pop_front() else {
+        let Some(range) = state.queue.pop_front() else {
             break;
         };
         // Queued by a clock that had jumped ahead, or by a newer release: nothing to ask.
@@ -318,34 +322,49 @@ pub async fn fill<H: Host>(
             continue;
         }
         filled.calls += 1;
-        match history(&client, settings, guard, &range, &names(state, live)).await {
-            Ok(points) => {
-                // Totals of the stored document: saturating, whatever it held.
-                state.filled = state.filled.saturating_add(1);
-                state.points = state.points.saturating_add(points.len() as u64);
-                filled.points.extend(points);
-            }
-            // Not sent (breaker, rate limit, deadline): the range waits for a later tick.
-            Err(LcwError::NotSent { .. }) => {
-                state.queue.push_front(range);
-                break;
-            }
-            Err(error) => {
-                range.attempts = range.attempts.saturating_add(1);
-                let retry = matches!(
-                    error.class(),
-                    ErrorClass::Transient | ErrorClass::RateLimited
-                ) && range.attempts < MAX_ATTEMPTS;
-                filled.errors.push(format!("backfill: {error}"));
-                if retry {
-                    state.queue.push_back(range);
-                } else {
-                    state.abandoned = state.abandoned.saturating_add(1);
-                }
-            }
+        let result = history(host, &client, settings, guard, &range, &names(state, live)).await;
+        if !settle(state, range, result, &mut filled) {
+            break;
         }
     }
     filled
+}
+
+/// Takes what became of one range's call into the document and `filled`; false when the call
+/// was not sent (breaker, rate limit, deadline): the range waits for a later tick, and so do
+/// the others.
+fn settle(
+    state: &mut BackfillState,
+    mut range: Range,
+    result: Result<Vec<Point>, LcwError>,
+    filled: &mut Filled,
+) -> bool {
+    match result {
+        Ok(points) => {
+            // Totals of the stored document: saturating, whatever it held.
+            state.filled = state.filled.saturating_add(1);
+            state.points = state.points.saturating_add(points.len() as u64);
+            filled.points.extend(points);
+        }
+        Err(LcwError::NotSent { .. }) => {
+            state.queue.push_front(range);
+            return false;
+        }
+        Err(error) => {
+            range.attempts = range.attempts.saturating_add(1);
+            let retry = matches!(
+                error.class(),
+                ErrorClass::Transient | ErrorClass::RateLimited
+            ) && range.attempts < MAX_ATTEMPTS;
+            filled.errors.push(format!("backfill: {error}"));
+            if retry {
+                state.queue.push_back(range);
+            } else {
+                state.abandoned = state.abandoned.saturating_add(1);
+            }
+        }
+    }
+    true
 }
 
 /// Coin names known this tick: the watched coins' kept names, and every live coin point's (so
@@ -376,15 +395,27 @@ fn spare_credits<H: Host>(settings: &Settings, guard: &Guard<'_, H>) -> u32 {
 /// One history call for `range` and its points, within the range, one a 5-minute slot (the
 /// resolution asked for, whatever the answer holds).
 async fn history<H: Host>(
+    host: &H,
     client: &lcw::Client<'_, H>,
     settings: &Settings,
     guard: &Guard<'_, H>,
     range: &Range,
     names: &BTreeMap<String, String>,
 ) -> Result<Vec<Point>, LcwError> {
-    let points = history_points(client, settings, guard, range, names).await?;
+    let Some(want) = history_want(range) else {
+        return Ok(Vec::new());
+    };
+    let body = want.source.body(&want.ask, settings)?;
+    let context = Context {
+        currency: &settings.currency,
+        fetched_at_ms: 0,
+        names,
+    };
+    let answer = source::call(host, guard, client, &want, &body, context).await?;
     let mut slots = std::collections::BTreeSet::new();
-    Ok(points
+    Ok(answer
+        .parsed
+        .points
         .into_iter()
         .filter(|p| (range.from_ms..=range.to_ms).contains(&p.timestamp_ms))
         .filter(|p| slots.insert(p.timestamp_ms.div_euclid(SAMPLE_MS)))
@@ -394,57 +425,20 @@ async fn history<H: Host>(
 /// LCW's history resolution.
 const SAMPLE_MS: i64 = 5 * 60 * 1000;
 
-async fn history_points<H: Host>(
-    client: &lcw::Client<'_, H>,
-    settings: &Settings,
-    guard: &Guard<'_, H>,
-    range: &Range,
-    names: &BTreeMap<String, String>,
-) -> Result<Vec<Point>, LcwError> {
-    let currency = settings.currency.as_str();
+/// The history call that fills `range`: its source and parameters (none for a target of a
+/// newer release).
+fn history_want(range: &Range) -> Option<Want> {
+    let (from_ms, to_ms) = (range.from_ms, range.to_ms);
     match &range.target {
-        Target::Coin { code } => {
-            let request = CoinHistoryRequest {
-                currency,
-                code,
-                start: range.from_ms,
-                end: range.to_ms,
-                // The name comes with it, so the points join the live series (tag `name`) even
-                // for a coin this collector does not watch.
-                meta: true,
-            };
-            let answer = guard
-                .call(Endpoint::CoinsSingleHistory, |timeouts| {
-                    client.coin_history(&request, timeouts)
-                })
-                .await?;
-            let name = answer
-                .coin
-                .name
-                .as_deref()
-                .or(names.get(code).map(String::as_str));
-            Ok(answer
-                .history
-                .iter()
-                .filter_map(|s| schema::coin_history_point(code, name, currency, s))
-                .collect())
-        }
-        Target::Overview => {
-            let request = OverviewHistoryRequest {
-                currency,
-                start: range.from_ms,
-                end: range.to_ms,
-            };
-            let answer = guard
-                .call(Endpoint::OverviewHistory, |timeouts| {
-                    client.overview_history(&request, timeouts)
-                })
-                .await?;
-            Ok(answer
-                .iter()
-                .filter_map(|s| schema::overview_history_point(s, currency))
-                .collect())
-        }
-        Target::Unknown => Ok(Vec::new()),
+        Target::Coin { code } => Some(Want::new(
+            &COIN_HISTORY,
+            Ask::CoinRange {
+                code: code.clone(),
+                from_ms,
+                to_ms,
+            },
+        )),
+        Target::Overview => Some(Want::new(&OVERVIEW_HISTORY, Ask::Range { from_ms, to_ms })),
+        Target::Unknown => None,
     }
 }

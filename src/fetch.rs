@@ -1,10 +1,13 @@
 //! The LCW side of a tick: serves the wanted answers from the cache or LCW (through the guard),
-//! parses them and builds their points, and takes status and credits answers into the resilience
-//! state.
+//! reads them into points through their sources, and takes status and credits answers into the
+//! resilience state.
 //!
-//! Owns the request, parse and cache-hit rules of each wanted call. It must not decide what a
-//! tick wants (`plan`), write anything to a sink or the store (`cycle`), or apply resilience and
-//! caching rules itself (`guard`, `cache`).
+//! Owns the order of that work: cache first, then the calls (a due breaker probe alone first,
+//! the rest concurrently), then the answers in plan order, so that a coin in both a page and the
+//! tracked list is taken once. It knows no source by name: each want's [`Source`] says its
+//! endpoint, body, reading and points. It must not decide what a tick wants (`plan`), write
+//! anything to a sink or the store (`cycle`), or apply resilience and caching rules itself
+//! (`guard`, `cache`).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -14,119 +17,41 @@ use crate::cache::{self, TickCache};
 use crate::config::Settings;
 use crate::guard::{Guard, StatusCheck};
 use crate::host::{Host, Level};
-use crate::lcw::{
-    self, Coin, CoinsListRequest, CoinsMapRequest, CreditsAnswer, CurrencyRequest, Endpoint,
-    Exchange, ExchangesListRequest, LcwError, NoParameters, Overview, Page,
-};
-use crate::plan::{self, Want};
+use crate::lcw::{self, CreditsAnswer, Endpoint, LcwError, Skipped};
+use crate::plan;
 use crate::point::Point;
 use crate::resilience::Credits;
-use crate::schema;
-use crate::telemetry::{Timing, op};
+use crate::source::{self, Answer, Context, Effect, Parsed, Source, Want};
+use crate::telemetry::Timing;
 
 /// A wanted call, ready to send or to look up in the cache.
-struct Request {
-    want: Want,
-    endpoint: Endpoint,
+struct Request<'w> {
+    /// Its place in the plan.
+    index: usize,
+    want: &'w Want,
     body: Vec<u8>,
     key: String,
 }
 
-/// A parsed LCW answer.
-enum Answer {
-    Status,
-    Credits(CreditsAnswer),
-    Coins(Page<Coin>),
-    Overview(Overview),
-    Exchanges(Page<Exchange>),
-}
-
-/// An answer and the time its data was fetched.
-struct Fetched {
-    want: Want,
-    answer: Answer,
+/// An answer read, and the time its data was fetched.
+struct Fetched<'w> {
+    index: usize,
+    want: &'w Want,
+    parsed: Parsed,
     fetched_at_ms: i64,
     from_cache: bool,
 }
 
-fn request(want: Want, settings: &Settings) -> Result<Request, LcwError> {
-    let currency = settings.currency.as_str();
-    let endpoint = want.endpoint();
-    let body = match &want {
-        Want::Status | Want::Credits => lcw::request_body(endpoint, &NoParameters {})?,
-        Want::CoinsPage { offset, limit } => lcw::request_body(
-            endpoint,
-            &CoinsListRequest::top_by_rank(currency, *offset, *limit),
-        )?,
-        Want::Tracked => lcw::request_body(
-            endpoint,
-            &CoinsMapRequest::codes(currency, &settings.tracked_coins),
-        )?,
-        Want::Overview => lcw::request_body(endpoint, &CurrencyRequest { currency })?,
-        Want::Exchanges { limit } => lcw::request_body(
-            endpoint,
-            &ExchangesListRequest::top_by_volume(currency, *limit),
-        )?,
-    };
-    Ok(Request {
-        key: cache::key(endpoint, &body),
-        want,
-        endpoint,
-        body,
-    })
-}
-
-fn parse(want: &Want, body: &[u8]) -> Result<Answer, LcwError> {
-    let endpoint = want.endpoint();
-    Ok(match want {
-        Want::Status => {
-            lcw::parse_body::<lcw::Status>(endpoint, body)?;
-            Answer::Status
-        }
-        Want::Credits => Answer::Credits(lcw::parse_body(endpoint, body)?),
-        // Lists are read element by element: one bad element does not cost the page.
-        Want::CoinsPage { .. } | Want::Tracked => Answer::Coins(lcw::parse_list(endpoint, body)?),
-        Want::Overview => Answer::Overview(lcw::parse_body(endpoint, body)?),
-        Want::Exchanges { .. } => Answer::Exchanges(lcw::parse_list(endpoint, body)?),
-    })
-}
-
-/// The telemetry name of a wanted call.
-fn operation_of(want: &Want) -> &'static str {
-    match want {
-        Want::Status => op::STATUS,
-        Want::Credits => op::CREDITS,
-        Want::CoinsPage { .. } => op::COINS_LIST,
-        Want::Tracked => op::COINS_MAP,
-        Want::Overview => op::OVERVIEW,
-        Want::Exchanges { .. } => op::EXCHANGES,
-    }
-}
-
-/// Whether a cache hit of `want` needs the answer's body: status and credits are taken into
-/// account when they arrive, so a fresh entry is all a later tick needs.
-fn needs_body(want: &Want) -> bool {
-    !matches!(want, Want::Status | Want::Credits)
-}
-
-/// The answer a hit without body stands for (ignored: see [`needs_body`]).
-fn cached_without_body(want: &Want) -> Answer {
-    match want {
-        Want::Credits => Answer::Credits(CreditsAnswer {
-            daily_credits_remaining: None,
-            daily_credits_limit: None,
-        }),
-        _ => Answer::Status,
-    }
-}
-
-/// Status and credits only inform; the other wants carry data, and their failure makes a tick
-/// partial.
-fn carries_data(want: &Want) -> bool {
-    !matches!(want, Want::Status | Want::Credits)
+/// A call that went out, when, and what came of it.
+struct Sent<'w> {
+    request: Request<'w>,
+    requested_at_ms: i64,
+    result: Result<Answer, LcwError>,
+    timing: Timing,
 }
 
 /// What the LCW side of a tick produced.
+#[derive(Default)]
 pub struct Fetch {
     pub points: Vec<Point>,
     pub errors: Vec<String>,
@@ -149,46 +74,73 @@ pub async fn fetch<H: Host>(
     guard: &Guard<'_, H>,
     mut cache: Option<&mut TickCache>,
 ) -> Fetch {
-    let mut record = Fetch {
-        points: Vec::new(),
-        errors: Vec::new(),
-        data_failed: false,
-        cache_hits: 0,
-        timings: Vec::new(),
-        records_skipped: BTreeMap::new(),
-        lcw_clock_ms: None,
-    };
-    let mut data_failed = false;
+    let mut record = Fetch::default();
     let mut fetched = Vec::new();
-    let mut to_send = Vec::new();
+    let to_send = serve_from_cache(
+        host,
+        settings,
+        wants,
+        cache.as_deref_mut(),
+        &mut fetched,
+        &mut record,
+    )
+    .await;
+    let client = lcw::Client::new(host, &settings.lcw_base_url, &settings.lcw_api_key);
+    let sent = send(host, settings, guard, &client, to_send).await;
+    record.lcw_clock_ms = client.remote_clock_ms();
+    take_answers(host, guard, sent, cache, &mut fetched, &mut record);
+    build_points(host, settings, guard, fetched, &mut record);
+    record
+}
 
-    // Fresh answers come from the cache; the rest go out.
-    for want in wants {
-        let request = match request(want.clone(), settings) {
+/// The requests of `wants`; fresh answers come from the cache (into `fetched`), the rest are
+/// returned, to go out.
+async fn serve_from_cache<'w, H: Host>(
+    host: &H,
+    settings: &Settings,
+    wants: &'w [Want],
+    mut cache: Option<&mut TickCache>,
+    fetched: &mut Vec<Fetched<'w>>,
+    record: &mut Fetch,
+) -> Vec<Request<'w>> {
+    let names = BTreeMap::new();
+    let mut to_send = Vec::new();
+    for (index, want) in wants.iter().enumerate() {
+        let source = want.source;
+        let request = match request(index, want, settings) {
             Ok(request) => request,
             Err(error) => {
-                data_failed |= carries_data(want);
+                record.data_failed |= source.carries_data();
                 record.errors.push(error.to_string());
                 continue;
             }
         };
         let hit = match cache.as_deref_mut() {
             // Taken into account when they came: a hit needs no body (none is kept).
-            Some(cache) if !needs_body(&request.want) => cache
+            Some(cache) if !source.needs_body() => cache
                 .fresh(&request.key, host.unix_millis())
-                .map(|fetched_at_ms| (Ok(cached_without_body(&request.want)), fetched_at_ms)),
-            Some(cache) if cache.caches(request.endpoint) => cache
+                .map(|fetched_at_ms| (Ok(Parsed::default()), fetched_at_ms)),
+            Some(cache) if cache.caches(source.endpoint()) => cache
                 .lookup(host, &request.key, host.unix_millis())
                 .await
-                .map(|hit| (parse(&request.want, &hit.body), hit.fetched_at_ms)),
+                .map(|hit| {
+                    let context = Context {
+                        currency: &settings.currency,
+                        fetched_at_ms: hit.fetched_at_ms,
+                        names: &names,
+                    };
+                    let parsed = source.parse(&want.ask, &hit.body, &context);
+                    (parsed, hit.fetched_at_ms)
+                }),
             _ => None,
         };
         match hit {
-            Some((Ok(answer), fetched_at_ms)) => {
+            Some((Ok(parsed), fetched_at_ms)) => {
                 record.cache_hits += 1;
                 fetched.push(Fetched {
-                    want: request.want,
-                    answer,
+                    index,
+                    want,
+                    parsed,
                     fetched_at_ms,
                     from_cache: true,
                 });
@@ -196,39 +148,56 @@ pub async fn fetch<H: Host>(
             _ => to_send.push(request),
         }
     }
+    to_send
+}
 
-    let client = lcw::Client::new(host, &settings.lcw_base_url, &settings.lcw_api_key);
-    let send = |request: Request| {
-        let client = &client;
-        async move {
-            let requested_at_ms = host.unix_millis();
-            let call_started = host.monotonic();
-            let result = guard
-                .call(request.endpoint, |timeouts| {
-                    let body = request.body.clone();
-                    let want = &request.want;
-                    async move {
-                        let raw = client.send_raw(want.endpoint(), body, timeouts).await?;
-                        let answer = parse(want, &raw)?;
-                        Ok((answer, raw))
-                    }
-                })
-                .await;
-            let timing = Timing {
-                operation: operation_of(&request.want),
-                duration: host.monotonic() - call_started,
-                ok: result.is_ok(),
-            };
-            (request, requested_at_ms, host.unix_millis(), result, timing)
+fn request<'w>(index: usize, want: &'w Want, settings: &Settings) -> Result<Request<'w>, LcwError> {
+    let body = want.source.body(&want.ask, settings)?;
+    Ok(Request {
+        index,
+        want,
+        key: cache::key(want.source.endpoint(), &body),
+        body,
+    })
+}
+
+/// Sends the requests through the guard, at most `max_concurrent_requests` at once. A due
+/// breaker probe goes alone first, a call that [`Source::is_probe`] if there is one; once it
+/// has closed the breaker the rest of the plan follows in this tick.
+async fn send<'w, H: Host>(
+    host: &H,
+    settings: &Settings,
+    guard: &Guard<'_, H>,
+    client: &lcw::Client<'_, H>,
+    mut to_send: Vec<Request<'w>>,
+) -> Vec<Sent<'w>> {
+    let names = BTreeMap::new();
+    let context = Context {
+        currency: &settings.currency,
+        fetched_at_ms: 0,
+        names: &names,
+    };
+    let send = |request: Request<'w>| async move {
+        let requested_at_ms = host.unix_millis();
+        let call_started = host.monotonic();
+        let result = source::call(host, guard, client, request.want, &request.body, context).await;
+        let timing = Timing {
+            operation: request.want.source.operation(),
+            duration: host.monotonic() - call_started,
+            ok: result.is_ok(),
+        };
+        Sent {
+            request,
+            requested_at_ms,
+            result,
+            timing,
         }
     };
     let mut sent = Vec::with_capacity(to_send.len());
     if guard.probe_due() && !to_send.is_empty() {
-        // The probe goes alone, a coin page if there is one (the cheapest call that carries
-        // data); once it has closed the breaker the rest of the plan follows in this tick.
         let at = to_send
             .iter()
-            .position(|r| matches!(r.want, Want::CoinsPage { .. }))
+            .position(|r| r.want.source.is_probe())
             .unwrap_or(0);
         sent.push(send(to_send.remove(at)).await);
     }
@@ -238,45 +207,53 @@ pub async fn fetch<H: Host>(
             .collect::<Vec<_>>()
             .await,
     );
+    sent
+}
 
-    record.lcw_clock_ms = client.remote_clock_ms();
+/// Takes the calls' results as they ended: timings, answers into the cache and `fetched`,
+/// failures into the record (a failed reachability check into the resilience state).
+fn take_answers<'w, H: Host>(
+    host: &H,
+    guard: &Guard<'_, H>,
+    sent: Vec<Sent<'w>>,
+    mut cache: Option<&mut TickCache>,
+    fetched: &mut Vec<Fetched<'w>>,
+    record: &mut Fetch,
+) {
     let now_ms = host.unix_millis();
-    for (request, requested_at_ms, fetched_at_ms, result, timing) in sent {
+    for Sent {
+        request,
+        requested_at_ms,
+        result,
+        timing,
+    } in sent
+    {
         // Calls the guard turned away without sending are not timed operations.
         if !matches!(&result, Err(LcwError::NotSent { after: None, .. })) {
             record.timings.push(timing);
         }
+        let source = request.want.source;
         match result {
-            Ok((answer, raw)) => {
+            Ok(Answer {
+                parsed,
+                raw,
+                fetched_at_ms,
+            }) => {
                 if let Some(cache) = cache.as_deref_mut() {
-                    if needs_body(&request.want) {
-                        cache.store(
-                            request.endpoint,
-                            request.key,
-                            raw,
-                            requested_at_ms,
-                            fetched_at_ms,
-                        );
-                    } else {
-                        cache.store_fetched_only(
-                            request.endpoint,
-                            request.key,
-                            &raw,
-                            requested_at_ms,
-                            fetched_at_ms,
-                        );
-                    }
+                    let times = (requested_at_ms, fetched_at_ms);
+                    keep(cache, source, request.key, raw, times);
                 }
                 fetched.push(Fetched {
+                    index: request.index,
                     want: request.want,
-                    answer,
+                    parsed,
                     fetched_at_ms,
                     from_cache: false,
                 });
             }
             Err(error) => {
-                data_failed |= carries_data(&request.want);
-                if request.want == Want::Status {
+                record.data_failed |= source.carries_data();
+                if source.checks_reachability() {
                     guard.with_state(|s| {
                         s.status = Some(StatusCheck {
                             checked_at_ms: now_ms,
@@ -289,79 +266,105 @@ pub async fn fetch<H: Host>(
             }
         }
     }
+}
 
-    // Points, in plan order so that a coin in both a page and the tracked list is taken once.
-    fetched.sort_by_key(|f| wants.iter().position(|w| *w == f.want));
-    let currency = settings.currency.as_str();
+/// An answer into the cache: with its body, or (for one a later tick does not read) only its
+/// times.
+fn keep(cache: &mut TickCache, source: &dyn Source, key: String, raw: Vec<u8>, times: (i64, i64)) {
+    let (requested_at_ms, fetched_at_ms) = times;
+    let endpoint = source.endpoint();
+    if source.needs_body() {
+        cache.store(endpoint, key, raw, requested_at_ms, fetched_at_ms);
+    } else {
+        cache.store_fetched_only(endpoint, key, &raw, requested_at_ms, fetched_at_ms);
+    }
+}
+
+/// The answers in plan order: skipped elements counted and their effects taken (both once, when
+/// an answer came: a cached one was), their points kept (a coin once, from its first want).
+fn build_points<H: Host>(
+    host: &H,
+    settings: &Settings,
+    guard: &Guard<'_, H>,
+    mut fetched: Vec<Fetched<'_>>,
+    record: &mut Fetch,
+) {
+    fetched.sort_by_key(|f| f.index);
     let mut coins_seen = HashSet::new();
     for Fetched {
         want,
-        answer,
+        parsed,
         fetched_at_ms,
         from_cache,
-    } in &fetched
+        ..
+    } in fetched
     {
-        // Skipped elements are counted once, when the answer came (a cached one was counted).
-        let skipped = match answer {
-            Answer::Coins(page) if !*from_cache => page.skipped.as_slice(),
-            Answer::Exchanges(page) if !*from_cache => page.skipped.as_slice(),
-            _ => &[],
-        };
-        for skip in skipped {
-            *record
-                .records_skipped
-                .entry(want.endpoint().path().to_owned())
-                .or_default()
-                .entry(skip.reason.to_owned())
-                .or_default() += 1;
+        let source = want.source;
+        if !from_cache {
+            count_skipped(source.endpoint(), &parsed.skipped, record);
+            take_effect(host, settings, guard, source, &parsed.effect, fetched_at_ms);
         }
-        // Counted and said: the tick is partial, its record names the first reason.
-        if let Some(first) = skipped.first() {
-            data_failed = true;
-            record.errors.push(format!(
-                "LCW {}: {} unreadable elements skipped, the rest written ({})",
-                want.endpoint(),
-                skipped.len(),
-                first.detail
-            ));
-        }
-        match answer {
-            // A cached status or credits answer was taken into account when it was fetched.
-            Answer::Status | Answer::Credits(_) if *from_cache => {}
-            Answer::Status => {
-                guard.with_state(|s| {
-                    s.status = Some(StatusCheck {
-                        checked_at_ms: *fetched_at_ms,
-                        reachable: true,
-                        error: None,
-                    })
-                });
-            }
-            Answer::Credits(credits) => {
-                record_credits(host, settings, guard, credits, *fetched_at_ms)
-            }
-            Answer::Coins(coins) => record.points.extend(
-                coins
-                    .items
-                    .iter()
-                    .filter(|coin| coins_seen.insert(coin.code.clone()))
-                    .map(|coin| schema::coin_point(coin, currency, *fetched_at_ms)),
-            ),
-            Answer::Overview(overview) => {
-                record
-                    .points
-                    .push(schema::overview_point(overview, currency, *fetched_at_ms))
-            }
-            Answer::Exchanges(exchanges) => record.points.extend(
-                exchanges
-                    .items
-                    .iter()
-                    .map(|e| schema::exchange_point(e, currency, *fetched_at_ms)),
-            ),
+        if source.coins_once() {
+            record
+                .points
+                .extend(parsed.points.into_iter().filter(|point| {
+                    coins_seen.insert(point.tag("code").unwrap_or_default().to_owned())
+                }));
+        } else {
+            record.points.extend(parsed.points);
         }
     }
-    record.data_failed = data_failed;
-    record
+}
+
+/// Skipped list elements, counted by endpoint and reason, and said: the tick is partial, its
+/// record names the first reason.
+fn count_skipped(endpoint: Endpoint, skipped: &[Skipped], record: &mut Fetch) {
+    for skip in skipped {
+        *record
+            .records_skipped
+            .entry(endpoint.path().to_owned())
+            .or_default()
+            .entry(skip.reason.to_owned())
+            .or_default() += 1;
+    }
+    if let Some(first) = skipped.first() {
+        record.data_failed = true;
+        record.errors.push(format!(
+            "LCW {}: {} unreadable elements skipped, the rest written ({})",
+            endpoint,
+            skipped.len(),
+            first.detail
+        ));
+    }
+}
+
+/// What a fresh answer tells the tick, into the resilience state.
+fn take_effect<H: Host>(
+    host: &H,
+    settings: &Settings,
+    guard: &Guard<'_, H>,
+    source: &dyn Source,
+    effect: &Effect,
+    fetched_at_ms: i64,
+) {
+    match effect {
+        Effect::None => {}
+        Effect::Status => guard.with_state(|s| {
+            s.status = Some(StatusCheck {
+                checked_at_ms: fetched_at_ms,
+                reachable: true,
+                error: None,
+            })
+        }),
+        Effect::Credits(credits) => record_credits(
+            host,
+            settings,
+            guard,
+            source.endpoint(),
+            credits,
+            fetched_at_ms,
+        ),
+    }
 }
 
 /// Keeps the day's credits and warns when the settings plan more calls than the day allows.
@@ -369,6 +372,7 @@ fn record_credits<H: Host>(
     host: &H,
     settings: &Settings,
     guard: &Guard<'_, H>,
+    endpoint: Endpoint,
     answer: &CreditsAnswer,
     fetched_at_ms: i64,
 ) {
@@ -384,7 +388,7 @@ fn record_credits<H: Host>(
     // Answers are taken in once the tick's calls are done: those that ended after this one are
     // not in its count. A call in flight beside it may be counted on either side (off by at
     // most `max_concurrent_requests`).
-    let spent_since = guard.attempts_after(Endpoint::Credits);
+    let spent_since = guard.attempts_after(endpoint);
     guard.with_state(|s| {
         s.credits = Some(Credits {
             remaining,

@@ -28,6 +28,8 @@
 //! - [`sink::delivery`] — delivery to either sink that loses nothing: retries, splitting,
 //!   quarantine, spool;
 //! - [`query`] — the query API over the embedded store: parameters, limits, JSON and CSV;
+//! - [`source`] — one file per kind of LCW data behind one trait: endpoint, request body,
+//!   reading, points; the registry of a live tick's sources;
 //! - [`plan`] — what a tick fetches, and the credits the settings cost a day;
 //! - [`backfill`] — gaps in the data found and filled from LCW's history;
 //! - [`telemetry`] — tick history, timings and alerts; Prometheus text and JSON statistics;
@@ -56,6 +58,7 @@ pub mod resilience;
 pub mod routes;
 pub mod schema;
 pub mod sink;
+pub mod source;
 pub mod state;
 pub mod telemetry;
 

@@ -11,38 +11,7 @@ use crate::config::Settings;
 use crate::guard::ResilienceState;
 use crate::hedge::HedgePolicy;
 use crate::lcw::{Endpoint, PAGE_LIMIT};
-
-/// One call a tick wants.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Want {
-    Status,
-    Credits,
-    /// A page of `/coins/list`, top coins by rank.
-    CoinsPage {
-        offset: u32,
-        limit: u32,
-    },
-    /// `tracked_coins` in one `/coins/map` call.
-    Tracked,
-    Overview,
-    /// The top `max_exchanges_per_fetch` exchanges by volume.
-    Exchanges {
-        limit: u32,
-    },
-}
-
-impl Want {
-    pub fn endpoint(&self) -> Endpoint {
-        match self {
-            Self::Status => Endpoint::Status,
-            Self::Credits => Endpoint::Credits,
-            Self::CoinsPage { .. } => Endpoint::CoinsList,
-            Self::Tracked => Endpoint::CoinsMap,
-            Self::Overview => Endpoint::Overview,
-            Self::Exchanges { .. } => Endpoint::ExchangesList,
-        }
-    }
-}
+use crate::source::{LIVE, PLANNED, Want};
 
 /// What this tick wants, in the order it should be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,12 +28,9 @@ pub fn plan(settings: &Settings, state: &ResilienceState) -> Plan {
         .credits
         .as_ref()
         .filter(|c| c.below_reserve(settings.credit_reserve_percent));
-    let (pages_kept, exchanges_kept) = match low_credits {
-        Some(_) => (1, false),
-        None => (pages, settings.max_exchanges_per_fetch > 0),
-    };
+    // Below the reserve the sources keep one coin page and no exchanges (their `wants`).
     let dropped = low_credits
-        .filter(|_| pages_kept < pages || (settings.max_exchanges_per_fetch > 0 && !exchanges_kept))
+        .filter(|_| 1 < pages || settings.max_exchanges_per_fetch > 0)
         .map(|c| {
             format!(
                 "{} of {} daily credits left, at or below the {} % reserve: fetching 1 coin page instead of {pages} and no exchanges",
@@ -72,23 +38,16 @@ pub fn plan(settings: &Settings, state: &ResilienceState) -> Plan {
             )
         });
 
-    let mut wants = vec![Want::Credits, Want::Status];
-    for page in 0..pages_kept {
-        let offset = page * PAGE_LIMIT;
-        wants.push(Want::CoinsPage {
-            offset,
-            limit: (settings.max_coins_per_fetch - offset).min(PAGE_LIMIT),
-        });
-    }
-    if !settings.tracked_coins.is_empty() {
-        wants.push(Want::Tracked);
-    }
-    wants.push(Want::Overview);
-    if exchanges_kept {
-        wants.push(Want::Exchanges {
-            limit: settings.max_exchanges_per_fetch,
-        });
-    }
+    let low = low_credits.is_some();
+    let wants = LIVE
+        .iter()
+        .flat_map(|source| {
+            source
+                .wants(settings, low)
+                .into_iter()
+                .map(move |ask| Want::new(*source, ask))
+        })
+        .collect();
     Plan { wants, dropped }
 }
 
@@ -118,11 +77,11 @@ pub fn planned_calls_per_day(settings: &Settings) -> u64 {
                 .div_ceil(interval_s)
                 .max(1)
     };
-    let ttl_free = ResilienceState::default();
-    plan(settings, &ttl_free)
-        .wants
+    // The wants of `plan` with no credits known, counted through the planning registry (the
+    // API component gets these figures without linking the sources' reading code).
+    PLANNED
         .iter()
-        .map(|want| fetches(want.endpoint()))
+        .map(|source| source.wants(settings, false).len() as u64 * fetches(source.endpoint()))
         .sum()
 }
 
@@ -130,6 +89,10 @@ pub fn planned_calls_per_day(settings: &Settings) -> u64 {
 mod tests {
     use super::*;
     use crate::resilience::Credits;
+    use crate::source::{
+        Ask, coin_pages::COIN_PAGES, credits::CREDITS, exchanges::EXCHANGES, overview::OVERVIEW,
+        status::STATUS, tracked::TRACKED,
+    };
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
         Settings::from_pairs(
@@ -188,19 +151,31 @@ mod tests {
         assert_eq!(
             p.wants,
             [
-                Want::Credits,
-                Want::Status,
-                Want::CoinsPage {
-                    offset: 0,
-                    limit: 100
-                },
-                Want::CoinsPage {
-                    offset: 100,
-                    limit: 50
-                },
-                Want::Tracked,
-                Want::Overview,
-                Want::Exchanges { limit: 20 },
+                Want::new(&CREDITS, Ask::Once),
+                Want::new(&STATUS, Ask::Once),
+                Want::new(
+                    &COIN_PAGES,
+                    Ask::Page {
+                        offset: 0,
+                        limit: 100
+                    }
+                ),
+                Want::new(
+                    &COIN_PAGES,
+                    Ask::Page {
+                        offset: 100,
+                        limit: 50
+                    }
+                ),
+                Want::new(&TRACKED, Ask::Once),
+                Want::new(&OVERVIEW, Ask::Once),
+                Want::new(
+                    &EXCHANGES,
+                    Ask::Page {
+                        offset: 0,
+                        limit: 20
+                    }
+                ),
             ]
         );
         assert_eq!(p.dropped, None);
@@ -222,14 +197,17 @@ mod tests {
         assert_eq!(
             p.wants,
             [
-                Want::Credits,
-                Want::Status,
-                Want::CoinsPage {
-                    offset: 0,
-                    limit: 100
-                },
-                Want::Tracked,
-                Want::Overview
+                Want::new(&CREDITS, Ask::Once),
+                Want::new(&STATUS, Ask::Once),
+                Want::new(
+                    &COIN_PAGES,
+                    Ask::Page {
+                        offset: 0,
+                        limit: 100
+                    }
+                ),
+                Want::new(&TRACKED, Ask::Once),
+                Want::new(&OVERVIEW, Ask::Once)
             ]
         );
         assert!(

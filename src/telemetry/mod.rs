@@ -36,12 +36,15 @@ pub const CYCLE_BUCKETS: [f64; 11] = [
 
 /// Names of the timed operations.
 pub mod op {
-    pub const STATUS: &str = "api_status_check";
-    pub const CREDITS: &str = "api_credits_check";
-    pub const COINS_LIST: &str = "fetch_coins_list";
-    pub const COINS_MAP: &str = "fetch_coins_map";
-    pub const OVERVIEW: &str = "fetch_overview";
-    pub const EXCHANGES: &str = "fetch_exchanges";
+    use crate::source;
+
+    // The LCW calls' names are their sources' (`Source::operation`).
+    pub const STATUS: &str = source::status::OPERATION;
+    pub const CREDITS: &str = source::credits::OPERATION;
+    pub const COINS_LIST: &str = source::coin_pages::OPERATION;
+    pub const COINS_MAP: &str = source::tracked::OPERATION;
+    pub const OVERVIEW: &str = source::overview::OPERATION;
+    pub const EXCHANGES: &str = source::exchanges::OPERATION;
     pub const INFLUX_WRITE: &str = "influx_write";
     pub const SPOOL_REPLAY: &str = "spool_replay";
     pub const CACHE_LOAD: &str = "cache_load";
