@@ -735,11 +735,19 @@ async fn collect<H: Host>(
     } else {
         let fresh = fetch_stage(host, settings, &plan, &guard, doc, tick).await;
         lcw_clock_ms = fresh.lcw_clock_ms;
-        deliver_fresh(host, &mut sink, &fresh.points, deadline, tick).await;
+        let write_started = host.monotonic();
+        let written = sink.deliver(&fresh.points).await;
+        tick.time(op::INFLUX_WRITE, host.monotonic() - write_started, written);
+        replay(host, &mut sink, deadline, tick).await;
         fresh.record
     };
 
-    let delivery = finish_delivery(host, settings, sink, deadline, doc, lcw_clock_ms).await;
+    let (delivery, sink_state) = sink.finish().await;
+    doc.sink = sink_state;
+    let retention_now = observe_clock(host, &mut doc.clock, lcw_clock_ms);
+    if settings.sink == SinkKind::Sqlite {
+        prune(host, settings, retention_now, deadline).await;
+    }
     account(delivery, &mut record, tick);
 
     let (resilience, report) = guard.finish();
@@ -816,40 +824,6 @@ async fn fetch_stage<H: Host>(
         record,
         lcw_clock_ms: fetched.lcw_clock_ms,
     }
-}
-
-/// Delivers the tick's points (timed), then the spool: old data never holds back new (a backlog
-/// the sink refuses, e.g. past InfluxDB's retention, cannot keep this tick's points out).
-async fn deliver_fresh<H: Host>(
-    host: &H,
-    sink: &mut Courier<'_, H>,
-    points: &[Point],
-    deadline: Duration,
-    tick: &mut Tick,
-) {
-    let write_started = host.monotonic();
-    let written = sink.deliver(points).await;
-    tick.time(op::INFLUX_WRITE, host.monotonic() - write_started, written);
-    replay(host, sink, deadline, tick).await;
-}
-
-/// Spools what the sink did not take, keeps the sink's state in `doc`, and applies the SQLite
-/// store's retention (at the time the clocks agree on) while the tick has time.
-async fn finish_delivery<H: Host>(
-    host: &H,
-    settings: &Settings,
-    sink: Courier<'_, H>,
-    deadline: Duration,
-    doc: &mut CollectorState,
-    lcw_clock_ms: Option<i64>,
-) -> Delivery {
-    let (delivery, sink_state) = sink.finish().await;
-    doc.sink = sink_state;
-    let retention_now = observe_clock(host, &mut doc.clock, lcw_clock_ms);
-    if settings.sink == SinkKind::Sqlite {
-        prune(host, settings, retention_now, deadline).await;
-    }
-    delivery
 }
 
 /// What the deliveries did, into the record and the tick's database metrics; the outcome follows

@@ -200,16 +200,9 @@ pub(super) async fn status<H: Host>(host: &H) -> Response {
     );
     let sink = sink_health(host, settings.as_ref(), &snapshot, &influx, &mut problems).await;
     let last_success_age_s = tick_problems(&snapshot, now_ms, &mut problems);
-    // What the last tick's lease gave: a public route makes no store write to ask.
-    let lease = match snapshot.lease_guarantee {
-        Some(guarantee) => json!({ "guarantee": guarantee, "detail": guarantee.describe() }),
-        None => json!({ "guarantee": null, "detail": "no tick has taken the lease yet" }),
-    };
+    let lease = lease_json(snapshot.lease_guarantee);
     // Problems quote settings and remote answers: no userinfo, one bounded line each.
-    let problems: Vec<String> = problems
-        .iter()
-        .map(|p| crate::remote::sanitize_to(&mask_userinfo(p), 1_000))
-        .collect();
+    let problems: Vec<String> = problems.iter().map(|p| sanitized(p)).collect();
     let healthy = problems.is_empty();
     let body = json!({
         "healthy": healthy,
@@ -278,6 +271,19 @@ async fn live_checks<H: Host>(
         None => (false, false),
     };
     (doc, lcw_live, influx_live)
+}
+
+/// What the last tick's lease gave: a public route makes no store write to ask.
+fn lease_json(guarantee: Option<lease::Guarantee>) -> serde_json::Value {
+    match guarantee {
+        Some(guarantee) => json!({ "guarantee": guarantee, "detail": guarantee.describe() }),
+        None => json!({ "guarantee": null, "detail": "no tick has taken the lease yet" }),
+    }
+}
+
+/// A problem as `/status` shows it: no URL userinfo, one line of at most 1 000 characters.
+fn sanitized(problem: &str) -> String {
+    crate::remote::sanitize_to(&mask_userinfo(problem), 1_000)
 }
 
 /// LCW's part: its last live check (none with settings that could not be read).

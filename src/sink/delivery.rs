@@ -28,7 +28,6 @@
 //! nor any sink's wire format or settings. Its state travels in the cycle's state document; the
 //! quarantine document it appends to is named in `state`, below it.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -54,6 +53,8 @@ pub const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(10);
 /// rejects (a wrong precision, a read-only token…) rather than for bad lines: the rest of that
 /// batch is spooled. Per batch, not per tick, so bad old lines never cost fresh ones their write.
 pub const QUARANTINE_LIMIT_PER_BATCH: u64 = 10;
+/// About the length of a line (a coin's is 250 to 320 bytes), to size the tick's text once.
+const LINE_BYTES: usize = 320;
 /// The least time left for which a batch is still sent (else it is spooled for the next tick).
 pub const MIN_WRITE_TIME: Duration = Duration::from_millis(250);
 
@@ -190,37 +191,27 @@ pub struct Courier<'a, H> {
     delivery: Delivery,
 }
 
-/// Points to send, with the stored line of each when they were read from the spool or the
-/// quarantine: kept and quarantined as they were read, sent as they are to a sink that speaks
-/// line protocol.
+/// Points to send, with the line of each: what the spool and the quarantine keep of it (a fresh
+/// point encoded once, a stored one as it was read) and what a sink that speaks line protocol
+/// sends.
 struct Items<'p> {
     points: &'p [Point],
-    lines: Option<&'p [&'p str]>,
+    lines: &'p [&'p str],
 }
 
 impl Items<'_> {
     fn batch(&self, start: usize, end: usize) -> Batch<'_> {
         Batch {
             points: &self.points[start..end],
-            lines: self.lines.map(|lines| &lines[start..end]),
+            lines: &self.lines[start..end],
         }
     }
 
-    /// Appends the items of `start..end` to `out` as newline-terminated lines.
+    /// Appends the lines of `start..end` to `out`.
     fn keep(&self, start: usize, end: usize, out: &mut String) {
-        match self.lines {
-            Some(lines) => lines[start..end].iter().for_each(|l| out.push_str(l)),
-            None => {
-                line_protocol::encode_points(&self.points[start..end], out);
-            }
-        }
-    }
-
-    /// One item's line, without its newline.
-    fn line(&self, at: usize) -> String {
-        let mut out = String::new();
-        self.keep(at, at + 1, &mut out);
-        out.trim_end().to_owned()
+        self.lines[start..end]
+            .iter()
+            .for_each(|line| out.push_str(line));
     }
 }
 
@@ -287,33 +278,26 @@ impl<'a, H: Host> Courier<'a, H> {
                     return false;
                 }
             };
-            if !self.replay_segment(&meta, &text).await {
-                return self.down.is_none();
+            let (points, lines) = self.read_back(&text);
+            let items = Items {
+                points: &points,
+                lines: &lines,
+            };
+            let (written, kept) = self.send_all(&items).await;
+            self.delivery.replayed = self.delivery.replayed.saturating_add(written);
+            self.state.counters.replayed = self.state.counters.replayed.saturating_add(written);
+            if kept.is_empty() {
+                self.drop_front_segment(&meta).await;
+                continue;
             }
+            // Keep what is left where it was, in order; stop until the next tick.
+            match spool::rewrite(self.host, &meta, &kept).await {
+                Ok(rest) => self.state.spool.segments[0] = rest,
+                Err(error) => self.note_error(format!("spool segment not rewritten: {error}")),
+            }
+            return self.down.is_none();
         }
         true
-    }
-
-    /// Sends the front segment's lines: true when it is gone, false when what is left of it was
-    /// kept in it (in order) until the next tick.
-    async fn replay_segment(&mut self, meta: &spool::SegmentMeta, text: &str) -> bool {
-        let (points, lines) = self.read_back(text);
-        let items = Items {
-            points: &points,
-            lines: Some(&lines[..]),
-        };
-        let (written, kept) = self.send_all(&items).await;
-        self.delivery.replayed = self.delivery.replayed.saturating_add(written);
-        self.state.counters.replayed = self.state.counters.replayed.saturating_add(written);
-        if kept.is_empty() {
-            self.drop_front_segment(meta).await;
-            return true;
-        }
-        match spool::rewrite(self.host, meta, &kept).await {
-            Ok(rest) => self.state.spool.segments[0] = rest,
-            Err(error) => self.note_error(format!("spool segment not rewritten: {error}")),
-        }
-        false
     }
 
     /// Stored lines read back into points, each with its line. A line that does not parse is
@@ -352,7 +336,7 @@ impl<'a, H: Host> Courier<'a, H> {
         let (points, lines) = self.read_back(&text);
         let items = Items {
             points: &points,
-            lines: Some(&lines[..]),
+            lines: &lines,
         };
         let (written, kept) = self.send_all(&items).await;
         let mut remaining = std::mem::take(&mut self.quarantined);
@@ -367,10 +351,20 @@ impl<'a, H: Host> Courier<'a, H> {
     /// Delivers new points: written now, or quarantined, or kept for the spool. Returns false
     /// when some had to be kept.
     pub async fn deliver(&mut self, points: &[Point]) -> bool {
-        let points = self.finite(points);
+        let finite = self.finite(points);
+        let points = finite.as_deref().unwrap_or(points);
+        // Encoded once: InfluxDB's wire format, and what the spool and the quarantine keep.
+        let mut text = String::with_capacity(points.len() * LINE_BYTES);
+        line_protocol::encode_points(points.iter(), &mut text);
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        debug_assert_eq!(
+            lines.len(),
+            points.len(),
+            "every point left has a finite field"
+        );
         let items = Items {
-            points: &points,
-            lines: None,
+            points,
+            lines: &lines,
         };
         let (_, kept) = self.send_all(&items).await;
         self.to_spool.push_str(&kept);
@@ -378,15 +372,16 @@ impl<'a, H: Host> Courier<'a, H> {
     }
 
     /// `points` without their NaN and infinite fields, nor the points left with no field (no sink
-    /// can store them, and line protocol has no syntax for them): counted and said.
-    fn finite<'p>(&mut self, points: &'p [Point]) -> Cow<'p, [Point]> {
+    /// can store them, and line protocol has no syntax for them), counted and said; `None` when
+    /// every field is finite.
+    fn finite(&mut self, points: &[Point]) -> Option<Vec<Point>> {
         let finite =
             |(_, v): &(_, FieldValue)| !matches!(v, FieldValue::Float(f) if !f.is_finite());
         if points
             .iter()
             .all(|p| p.fields.iter().all(finite) && !p.fields.is_empty())
         {
-            return Cow::Borrowed(points);
+            return None;
         }
         let (mut dropped_fields, mut dropped_points) = (0, 0);
         let mut kept = Vec::with_capacity(points.len());
@@ -408,7 +403,7 @@ impl<'a, H: Host> Courier<'a, H> {
             ),
         );
         self.delivery.dropped_points = self.delivery.dropped_points.saturating_add(dropped_points);
-        Cow::Owned(kept)
+        Some(kept)
     }
 
     fn paused(&self) -> bool {
@@ -446,7 +441,19 @@ impl<'a, H: Host> Courier<'a, H> {
             }
             let outcome = self.send_with_retries(items.batch(start, end)).await;
             self.note_write(&outcome);
-            self.settle(outcome, items, (start, end), &mut run).await;
+            // The sink's set-up step for this answer, if it has one, then the batch again.
+            let set_up = match self.sink.set_up(&outcome, self.deadline) {
+                Some(step) => Some(step.await),
+                None => None,
+            };
+            if let Some(result) = set_up {
+                if let Err(error) = result {
+                    self.note_error(error);
+                }
+                run.work.push((start, end));
+                continue;
+            }
+            self.settle(outcome, items, (start, end), &mut run);
         }
         self.say_kept_back(run.kept_paused, run.kept_late);
         (run.written, run.kept)
@@ -468,7 +475,7 @@ impl<'a, H: Host> Courier<'a, H> {
     }
 
     /// What the sink's answer to the batch `start..end` makes of it.
-    async fn settle(
+    fn settle(
         &mut self,
         outcome: BatchOutcome,
         items: &Items<'_>,
@@ -503,26 +510,11 @@ impl<'a, H: Host> Courier<'a, H> {
             }
             outcome @ (BatchOutcome::TooLarge | BatchOutcome::Rejected { .. }) => {
                 run.refused[batch_index] += 1;
-                self.quarantine(&items.line(start), outcome.describe());
+                self.quarantine(items.lines[start], outcome.describe());
             }
             outcome => {
-                // The sink's set-up step, if it has one for this answer, then the batch again.
-                let set_up = match self.sink.set_up(&outcome, self.deadline) {
-                    Some(step) => Some(step.await),
-                    None => None,
-                };
-                match set_up {
-                    Some(result) => {
-                        if let Err(error) = result {
-                            self.note_error(error);
-                        }
-                        run.work.push((start, end));
-                    }
-                    None => {
-                        items.keep(start, end, &mut run.kept);
-                        self.go_down(&outcome);
-                    }
-                }
+                items.keep(start, end, &mut run.kept);
+                self.go_down(&outcome);
             }
         }
     }
@@ -610,11 +602,27 @@ impl<'a, H: Host> Courier<'a, H> {
         });
     }
 
-    /// One batch, retried on transient failures while the deadline allows.
+    /// One batch, retried on transient failures while the deadline allows; each request counted
+    /// and timed.
     async fn send_with_retries(&mut self, batch: Batch<'_>) -> BatchOutcome {
         let mut retry = 0;
         loop {
-            let outcome = self.send_once(batch).await;
+            let started = self.host.monotonic();
+            let (outcome, sent) = self.sink.write(batch, self.deadline).await;
+            let counters = &mut self.state.counters;
+            counters.requests = counters.requests.saturating_add(1);
+            counters.bytes_raw = counters.bytes_raw.saturating_add(sent.raw_bytes as u64);
+            counters.bytes_wire = counters.bytes_wire.saturating_add(sent.wire_bytes as u64);
+            let duration_ms = self.host.monotonic().saturating_sub(started).as_millis() as u64;
+            let status = if outcome.is_written() {
+                "success"
+            } else {
+                "error"
+            };
+            self.delivery.requests.push(DatabaseRequest {
+                status: status.to_owned(),
+                duration_ms,
+            });
             if !matches!(outcome, BatchOutcome::Transient { .. }) {
                 return outcome;
             }
@@ -629,40 +637,15 @@ impl<'a, H: Host> Courier<'a, H> {
             let RetryDecision::RetryAfter(wait) = decision else {
                 return outcome;
             };
+            let said = self.sink.said(&outcome);
             self.host.log(
                 Level::Info,
-                &format!(
-                    "{}; retry {} in {} ms",
-                    self.sink.said(&outcome),
-                    retry + 1,
-                    wait.as_millis()
-                ),
+                &format!("{said}; retry {} in {} ms", retry + 1, wait.as_millis()),
             );
             self.host.sleep(wait).await;
             self.state.counters.retries = self.state.counters.retries.saturating_add(1);
             retry += 1;
         }
-    }
-
-    /// One request, counted and timed.
-    async fn send_once(&mut self, batch: Batch<'_>) -> BatchOutcome {
-        let started = self.host.monotonic();
-        let (outcome, sent) = self.sink.write(batch, self.deadline).await;
-        let counters = &mut self.state.counters;
-        counters.requests = counters.requests.saturating_add(1);
-        counters.bytes_raw = counters.bytes_raw.saturating_add(sent.raw_bytes as u64);
-        counters.bytes_wire = counters.bytes_wire.saturating_add(sent.wire_bytes as u64);
-        let duration_ms = self.host.monotonic().saturating_sub(started).as_millis() as u64;
-        let status = if outcome.is_written() {
-            "success"
-        } else {
-            "error"
-        };
-        self.delivery.requests.push(DatabaseRequest {
-            status: status.to_owned(),
-            duration_ms,
-        });
-        outcome
     }
 
     fn count_written(&mut self, points: &[Point]) {
@@ -673,13 +656,11 @@ impl<'a, H: Host> Courier<'a, H> {
             .points_written
             .saturating_add(points.len() as u64);
         for point in points {
-            if let Some(count) = self.delivery.written.get_mut(point.measurement.as_ref()) {
-                *count += 1;
-            } else {
-                self.delivery
-                    .written
-                    .insert(point.measurement.clone().into_owned(), 1);
-            }
+            *self
+                .delivery
+                .written
+                .entry(point.measurement.to_string())
+                .or_default() += 1;
         }
     }
 
@@ -714,7 +695,38 @@ impl<'a, H: Host> Courier<'a, H> {
     /// the state document.
     pub async fn finish(mut self) -> (Delivery, SinkState) {
         if !self.to_spool.is_empty() {
-            self.spool_kept().await;
+            let count = spool::count_lines(&self.to_spool);
+            let now_ms = self.host.unix_millis();
+            let appended = spool::append(
+                self.host,
+                &mut self.state.spool,
+                &self.to_spool,
+                self.limits.spool_max_points,
+                now_ms,
+            )
+            .await;
+            // Points neither stored nor counted by the spool: nowhere left to keep them.
+            let lost = count.saturating_sub(appended.stored);
+            let evicted = appended.evicted.saturating_add(lost);
+            self.delivery.spooled = self.delivery.spooled.saturating_add(appended.stored);
+            self.state.counters.spooled =
+                self.state.counters.spooled.saturating_add(appended.stored);
+            self.delivery.evicted = self.delivery.evicted.saturating_add(evicted);
+            self.state.counters.evicted = self.state.counters.evicted.saturating_add(evicted);
+            self.host.log(
+                Level::Warn,
+                &format!(
+                    "{} points spooled for a later tick ({} in the spool)",
+                    appended.stored,
+                    self.state.spool.points()
+                ),
+            );
+            if let Some(error) = appended.error {
+                self.host.log(
+                    Level::Error,
+                    &format!("{lost} points could not be spooled and are lost: {error}"),
+                );
+            }
         }
         if !self.quarantined.is_empty()
             && let Err(error) = self.save_quarantine().await
@@ -723,41 +735,6 @@ impl<'a, H: Host> Courier<'a, H> {
                 .log(Level::Error, &format!("quarantine not saved: {error}"));
         }
         (self.delivery, self.state)
-    }
-
-    /// Appends the kept lines to the spool; what it cannot keep is counted as evicted (lost).
-    async fn spool_kept(&mut self) {
-        let count = spool::count_lines(&self.to_spool);
-        let now_ms = self.host.unix_millis();
-        let appended = spool::append(
-            self.host,
-            &mut self.state.spool,
-            &self.to_spool,
-            self.limits.spool_max_points,
-            now_ms,
-        )
-        .await;
-        // Points neither stored nor counted by the spool: nowhere left to keep them.
-        let lost = count.saturating_sub(appended.stored);
-        let evicted = appended.evicted.saturating_add(lost);
-        self.delivery.spooled = self.delivery.spooled.saturating_add(appended.stored);
-        self.state.counters.spooled = self.state.counters.spooled.saturating_add(appended.stored);
-        self.delivery.evicted = self.delivery.evicted.saturating_add(evicted);
-        self.state.counters.evicted = self.state.counters.evicted.saturating_add(evicted);
-        self.host.log(
-            Level::Warn,
-            &format!(
-                "{} points spooled for a later tick ({} in the spool)",
-                appended.stored,
-                self.state.spool.points()
-            ),
-        );
-        if let Some(error) = appended.error {
-            self.host.log(
-                Level::Error,
-                &format!("{lost} points could not be spooled and are lost: {error}"),
-            );
-        }
     }
 
     async fn save_quarantine(&self) -> Result<(), KvError> {

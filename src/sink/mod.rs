@@ -49,9 +49,10 @@ pub trait Sink {
         deadline: Duration,
     ) -> LocalBoxFuture<'s, (BatchOutcome, Sent)>;
 
-    /// A step that may make a refused batch go through (a missing v1 database created), once a
-    /// sink at most: `None` when there is none for this outcome, else whether it worked (an
-    /// error to report). Delivery sends the batch again either way.
+    /// A step that may make a refused batch go through (a missing v1 database created), asked
+    /// after every answer: `None` when there is none for this outcome (a sink takes it once at
+    /// most), else whether it worked (an error to report). Delivery sends the batch again either
+    /// way.
     fn set_up<'s>(
         &'s mut self,
         outcome: &BatchOutcome,
@@ -60,21 +61,23 @@ pub trait Sink {
         let _ = (outcome, deadline);
         None
     }
+}
 
-    /// An outcome as one line naming the sink.
-    fn said(&self, outcome: &BatchOutcome) -> String {
+impl dyn Sink + '_ {
+    /// An outcome as one line naming the sink (`InfluxDB write: HTTP 503: …`).
+    pub fn said(&self, outcome: &BatchOutcome) -> String {
         format!("{} write: {}", self.name(), outcome.describe())
     }
 }
 
-/// One batch: its points, and the stored lines they were read from when they come from the spool
-/// or the quarantine (a sink that speaks line protocol sends those as they are: what a release
-/// spooled reaches it byte for byte).
+/// One batch: its points, and the line protocol of each (the spool's and the quarantine's form,
+/// which delivery has anyway: a fresh point encoded once, a stored one as it was read). A sink
+/// that speaks line protocol sends the lines as they are; another writes the points.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'p> {
     pub points: &'p [Point],
-    /// One newline-terminated line a point, when the points were read from stored lines.
-    pub lines: Option<&'p [&'p str]>,
+    /// One newline-terminated line a point, in the same order.
+    pub lines: &'p [&'p str],
 }
 
 /// How a sink answered one batch (HTTP statuses are InfluxDB's; the embedded store maps its

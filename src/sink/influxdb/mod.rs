@@ -1,4 +1,4 @@
-//! The InfluxDB sink: points encoded as line protocol, written through InfluxDB's v1, v2 or v3
+//! The InfluxDB sink: the batch's line protocol (delivery's encoding of the points), written through InfluxDB's v1, v2 or v3
 //! write API (`write`), its part of `/status` (`status`). Its settings are
 //! [`crate::config::InfluxSettings`]: they stay in `config`, which reads every variable and may
 //! not import a sink.
@@ -15,11 +15,7 @@ use futures::future::{FutureExt as _, LocalBoxFuture};
 
 use crate::config::{InfluxApi, InfluxSettings, SinkKind};
 use crate::host::{Host, Level, Timeouts};
-use crate::sink::line_protocol;
 use crate::sink::{Batch, BatchOutcome, Sent, Sink};
-
-/// Lines of a batch are about this long (a coin's line is 250 to 320 bytes).
-const LINE_BYTES: usize = 320;
 
 /// InfluxDB for one tick.
 pub struct InfluxDb<'a, H> {
@@ -86,17 +82,9 @@ impl<H: Host> Sink for InfluxDb<'_, H> {
         batch: Batch<'s>,
         deadline: Duration,
     ) -> LocalBoxFuture<'s, (BatchOutcome, Sent)> {
-        let lines = match batch.lines {
-            Some(lines) => lines.concat(),
-            None => {
-                let mut lines = String::with_capacity(batch.points.len() * LINE_BYTES);
-                line_protocol::encode_points(batch.points, &mut lines);
-                lines
-            }
-        };
+        let lines = batch.lines.concat();
         let timeouts = self.timeouts(deadline);
-        async move { write::send_batch(self.host, self.settings, &lines, timeouts).await }
-            .boxed_local()
+        write::send_batch(self.host, self.settings, lines, timeouts).boxed_local()
     }
 
     /// A missing v1 database is created once a tick (as Telegraf does), then the batch goes again.

@@ -26,12 +26,12 @@ pub struct Writes<'a> {
 }
 
 /// Asks InfluxDB whether it is up (`/health` on v2, `/ping` on v1 and v3).
-pub async fn ping<H: HttpClient>(
-    http: &H,
-    settings: &InfluxSettings,
+pub fn ping<'a, H: HttpClient>(
+    http: &'a H,
+    settings: &'a InfluxSettings,
     timeouts: Timeouts,
-) -> Result<(), String> {
-    write::health(http, settings, timeouts).await
+) -> impl Future<Output = Result<(), String>> + 'a {
+    write::health(http, settings, timeouts)
 }
 
 /// InfluxDB's health, when it is the sink: what the writes met, and the ping; its problems are

@@ -14,11 +14,11 @@ use crate::remote::{mask_userinfo, sanitize};
 use crate::sink::line_protocol::gzip;
 use crate::sink::{BatchOutcome, Sent};
 
-/// Sends one batch of newline-terminated lines.
+/// Sends one batch of newline-terminated lines (the body, when not compressed).
 pub async fn send_batch<H: HttpClient>(
     http: &H,
     settings: &InfluxSettings,
-    lines: &str,
+    lines: String,
     timeouts: Timeouts,
 ) -> (BatchOutcome, Sent) {
     let (request, sent) = match build_request(settings, lines) {
@@ -226,8 +226,9 @@ async fn bodiless<H: HttpClient>(
 
 fn build_request(
     settings: &InfluxSettings,
-    lines: &str,
+    lines: String,
 ) -> Result<(http::Request<Vec<u8>>, Sent), String> {
+    let raw_bytes = lines.len();
     let mut builder = http::Request::post(write_url(settings).as_str())
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(http::header::ACCEPT, "application/json")
@@ -239,10 +240,10 @@ fn build_request(
         builder = builder.header(http::header::CONTENT_ENCODING, "gzip");
         gzip(lines.as_bytes()).map_err(|e| format!("gzip: {e}"))?
     } else {
-        lines.as_bytes().to_vec()
+        lines.into_bytes()
     };
     let sent = Sent {
-        raw_bytes: lines.len(),
+        raw_bytes,
         wire_bytes: body.len(),
     };
     // Sized, never chunked: Spin sends a body without this header chunked, which some servers

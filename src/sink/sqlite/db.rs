@@ -9,7 +9,6 @@
 //! Every identifier in a statement comes from the static [`TABLES`]; values from the data or a
 //! request are always bound parameters, never text of the statement.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -565,7 +564,11 @@ struct Row {
 /// Points as rows of their tables: each value as it would read back from its line (a tag value
 /// the encoder leaves out is absent), so the store holds what InfluxDB holds.
 fn to_rows(points: &[Point]) -> Result<Vec<Row>, WriteError> {
-    points.iter().map(to_row).collect()
+    let mut rows = Vec::with_capacity(points.len());
+    for point in points {
+        rows.push(to_row(point)?);
+    }
+    Ok(rows)
 }
 
 fn to_row(point: &Point) -> Result<Row, WriteError> {
@@ -576,27 +579,25 @@ fn to_row(point: &Point) -> Result<Row, WriteError> {
         table(&point.measurement).ok_or_else(|| reject("no table for this measurement".into()))?;
     let mut columns = Vec::with_capacity(table.key_tags.len() + point.fields.len() + 2);
     let mut values = Vec::with_capacity(columns.capacity());
-    // Tags in the order a line has them (sorted by key), so that rows of one shape share a
-    // statement whatever order a point lists them in.
-    let mut tags: Vec<(&str, Cow<'_, str>)> = point
-        .tags
-        .iter()
-        .map(|(k, v)| (k.as_ref(), line_protocol::tag_value_read_back(v)))
-        .filter(|(_, v)| !v.is_empty())
-        .collect();
-    tags.sort_by_key(|(k, _)| *k);
-    for tag in table.key_tags {
-        let (_, value) = tags
+    // Each tag value as it reads back from the point's line; one the line leaves out is absent.
+    let tag = |key: &str| {
+        point
+            .tags
             .iter()
-            .find(|(k, _)| k == tag)
-            .ok_or_else(|| reject(format!("the key tag `{tag}` is missing")))?;
-        columns.push(*tag);
-        values.push(SqlValue::Text(value.clone().into_owned()));
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| line_protocol::tag_value_read_back(v))
+            .filter(|v| !v.is_empty())
+    };
+    for key in table.key_tags {
+        let value = tag(key).ok_or_else(|| reject(format!("the key tag `{key}` is missing")))?;
+        columns.push(*key);
+        values.push(SqlValue::Text(value.into_owned()));
     }
     columns.push("time_ms");
     values.push(SqlValue::Integer(point.timestamp_ms));
-    for (key, value) in tags {
-        if table.key_tags.contains(&key) {
+    for (key, value) in &point.tags {
+        let value = line_protocol::tag_value_read_back(value);
+        if table.key_tags.contains(&key.as_ref()) || value.is_empty() {
             continue;
         }
         let column = table

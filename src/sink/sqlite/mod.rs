@@ -15,8 +15,6 @@ use futures::future::{FutureExt as _, LocalBoxFuture};
 
 use crate::config::SinkKind;
 use crate::host::Host;
-use crate::point::Point;
-use crate::sink::line_protocol;
 use crate::sink::{Batch, BatchOutcome, Sent, Sink};
 
 /// The embedded store for one tick.
@@ -24,42 +22,44 @@ pub struct SqliteSink<'a, H> {
     host: &'a H,
     /// The connection of this invocation is set up and its schema current.
     ready: bool,
-    /// The line protocol of the last batch, only to count its bytes as InfluxDB's are counted.
-    measured: String,
 }
 
 impl<'a, H: Host> SqliteSink<'a, H> {
     pub fn new(host: &'a H) -> Self {
-        Self {
-            host,
-            ready: false,
-            measured: String::new(),
-        }
+        Self { host, ready: false }
     }
 
     /// One batch into the store, as the outcome an InfluxDB answer would have been: a point the
     /// tables cannot take is refused like a 400, a database that fails is transient like a 5xx.
-    async fn write_points(&mut self, points: &[Point], deadline: Duration) -> BatchOutcome {
+    /// Its size is counted as its line protocol, as InfluxDB's is (uncompressed), so the byte
+    /// counters of the two sinks compare.
+    async fn write_points(&mut self, batch: Batch<'_>, deadline: Duration) -> (BatchOutcome, Sent) {
+        let bytes = batch.lines.iter().map(|l| l.len()).sum();
+        let sent = Sent {
+            raw_bytes: bytes,
+            wire_bytes: bytes,
+        };
         // No wait for the other process's write lock outlasts the deadline.
         let host = self.host;
         let time_left = move || deadline.saturating_sub(host.monotonic());
         if !self.ready {
             if let Err(error) = Db::open_within(host, &time_left).await {
                 let detail = error.to_string();
-                return BatchOutcome::Transient { detail };
+                return (BatchOutcome::Transient { detail }, sent);
             }
             self.ready = true;
         }
-        match Db::opened_within(host, &time_left)
-            .write_points(points)
-            .await
-        {
+        let written = Db::opened_within(host, &time_left)
+            .write_points(batch.points)
+            .await;
+        let outcome = match written {
             Ok(_) => BatchOutcome::Written,
             Err(WriteError::Rejected(message)) => BatchOutcome::Rejected { status: 0, message },
             Err(WriteError::Unavailable(detail)) => BatchOutcome::Transient {
                 detail: format!("SQLite: {detail}"),
             },
-        }
+        };
+        (outcome, sent)
     }
 }
 
@@ -86,23 +86,6 @@ impl<H: Host> Sink for SqliteSink<'_, H> {
         batch: Batch<'s>,
         deadline: Duration,
     ) -> LocalBoxFuture<'s, (BatchOutcome, Sent)> {
-        async move {
-            // A batch's size is counted as its line protocol, as InfluxDB's is (uncompressed),
-            // so the byte counters of the two sinks compare.
-            let bytes = match batch.lines {
-                Some(lines) => lines.iter().map(|l| l.len()).sum(),
-                None => {
-                    self.measured.clear();
-                    line_protocol::encode_points(batch.points, &mut self.measured);
-                    self.measured.len()
-                }
-            };
-            let sent = Sent {
-                raw_bytes: bytes,
-                wire_bytes: bytes,
-            };
-            (self.write_points(batch.points, deadline).await, sent)
-        }
-        .boxed_local()
+        self.write_points(batch, deadline).boxed_local()
     }
 }
