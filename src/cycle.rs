@@ -24,10 +24,10 @@ use crate::guard::{Guard, ResilienceState};
 use crate::host::{Host, KeyValue, KvError, Level, Log};
 use crate::lease::{self, Taken};
 use crate::plan;
+use crate::point::Point;
 use crate::schema;
-use crate::sink::delivery::Sink;
-use crate::sink::delivery::{DatabaseRequest, SinkState};
-use crate::sink::line_protocol;
+use crate::sink::delivery::{Courier, DatabaseRequest, Delivery, Limits, SinkState};
+use crate::sink::registry;
 use crate::sink::spool;
 use crate::sink::sqlite::Db;
 use crate::state;
@@ -635,7 +635,7 @@ pub async fn take_in_backup<S: KeyValue + Log>(
 }
 
 /// Replays the spool until `deadline`, timed.
-async fn replay<H: Host>(host: &H, sink: &mut Sink<'_, H>, deadline: Duration, tick: &mut Tick) {
+async fn replay<H: Host>(host: &H, sink: &mut Courier<'_, H>, deadline: Duration, tick: &mut Tick) {
     let started = host.monotonic();
     let replayed = sink.replay(deadline).await;
     tick.time(op::SPOOL_REPLAY, host.monotonic() - started, replayed);
@@ -717,12 +717,10 @@ async fn collect<H: Host>(
         lcw_deadline,
         std::mem::take(&mut doc.resilience),
     );
-    let spool_max = settings.influx.spool_max_points;
-    let mut sink = Sink::new(
+    let mut sink = Courier::new(
         host,
-        settings.sink,
-        &settings.influx,
-        spool_max,
+        registry::open(settings.sink, host, settings),
+        Limits::of(&settings.influx),
         deadline,
         std::mem::take(&mut doc.sink),
     );
@@ -735,71 +733,13 @@ async fn collect<H: Host>(
         replay(host, &mut sink, deadline, tick).await;
         CycleRecord::new(Outcome::SkippedBreaker, Vec::new())
     } else {
-        if let Some(reason) = &plan.dropped {
-            host.log(Level::Warn, reason);
-        }
-        let tick_id = format!("{}-{:08x}", host.unix_millis(), host.random_u64() as u32);
-        let max_entries = settings.cache_max_entries as usize;
-        let index = std::mem::take(&mut doc.cache);
-        let mut cache = TickCache::new(
-            index,
-            settings.cache_ttls,
-            max_entries,
-            &tick_id,
-            host.unix_millis(),
-        )
-        .uncached_up_to(Duration::from_secs(settings.cycle_interval_s))
-        .inline_up_to(cache::INLINE_BUDGET);
-        let fetched = fetch(host, settings, &plan.wants, &guard, Some(&mut cache)).await;
-        lcw_clock_ms = fetched.lcw_clock_ms;
-        tick.timings.extend(fetched.timings.iter().cloned());
-        let cache_started = host.monotonic();
-        let (index, saved) = cache.finish(host).await;
-        doc.cache = index;
-        tick.time(
-            op::CACHE_SAVE,
-            host.monotonic() - cache_started,
-            saved.is_ok(),
-        );
-        if let Err(error) = saved {
-            host.log(
-                Level::Error,
-                &format!("{error}; cached answers of this tick are lost"),
-            );
-        }
-        let mut points = fetched.points;
-        backfill::observe(&mut doc.backfill, settings, &points, host.unix_millis());
-        let backfilled = backfill::fill(host, settings, &guard, &mut doc.backfill, &points).await;
-        points.extend(backfilled.points);
-        let mut lines = String::with_capacity(points.len() * 320);
-        let encoded = line_protocol::encode_points(&points, &mut lines);
-        if encoded.dropped_fields > 0 || encoded.dropped_points > 0 {
-            host.log(
-                Level::Warn,
-                &format!(
-                    "{} non-finite fields and {} points without any field left out",
-                    encoded.dropped_fields, encoded.dropped_points
-                ),
-            );
-        }
+        let fresh = fetch_stage(host, settings, &plan, &guard, doc, tick).await;
+        lcw_clock_ms = fresh.lcw_clock_ms;
         let write_started = host.monotonic();
-        let written = sink.deliver(&lines).await;
+        let written = sink.deliver(&fresh.points).await;
         tick.time(op::INFLUX_WRITE, host.monotonic() - write_started, written);
-        // The spool goes after the fresh lines: old data never holds back new (a backlog
-        // InfluxDB refuses, e.g. past its retention, cannot keep this tick's points out).
         replay(host, &mut sink, deadline, tick).await;
-        let mut errors = fetched.errors;
-        errors.extend(backfilled.errors);
-        let mut record = CycleRecord::new(Outcome::Success, errors);
-        record.cache_hits = fetched.cache_hits;
-        record.records_skipped = fetched.records_skipped;
-        record.points_dropped = encoded.dropped_points as u64;
-        record.outcome = if fetched.data_failed {
-            Outcome::Partial
-        } else {
-            Outcome::Success
-        };
-        record
+        fresh.record
     };
 
     let (delivery, sink_state) = sink.finish().await;
@@ -808,6 +748,87 @@ async fn collect<H: Host>(
     if settings.sink == SinkKind::Sqlite {
         prune(host, settings, retention_now, deadline).await;
     }
+    account(delivery, &mut record, tick);
+
+    let (resilience, report) = guard.finish();
+    record.lcw = report;
+    record.breaker = resilience.breaker.name().to_owned();
+    doc.resilience = resilience;
+    record
+}
+
+/// What the fetch stage brought: the tick's points (live and backfilled), its record so far and
+/// LCW's clock, when an answer said it.
+struct Fresh {
+    points: Vec<Point>,
+    record: CycleRecord,
+    lcw_clock_ms: Option<i64>,
+}
+
+/// The planned LCW calls through the cache, then the backfill's: the tick's points.
+async fn fetch_stage<H: Host>(
+    host: &H,
+    settings: &Settings,
+    plan: &plan::Plan,
+    guard: &Guard<'_, H>,
+    doc: &mut CollectorState,
+    tick: &mut Tick,
+) -> Fresh {
+    if let Some(reason) = &plan.dropped {
+        host.log(Level::Warn, reason);
+    }
+    let tick_id = format!("{}-{:08x}", host.unix_millis(), host.random_u64() as u32);
+    let max_entries = settings.cache_max_entries as usize;
+    let index = std::mem::take(&mut doc.cache);
+    let mut cache = TickCache::new(
+        index,
+        settings.cache_ttls,
+        max_entries,
+        &tick_id,
+        host.unix_millis(),
+    )
+    .uncached_up_to(Duration::from_secs(settings.cycle_interval_s))
+    .inline_up_to(cache::INLINE_BUDGET);
+    let fetched = fetch(host, settings, &plan.wants, guard, Some(&mut cache)).await;
+    tick.timings.extend(fetched.timings.iter().cloned());
+    let cache_started = host.monotonic();
+    let (index, saved) = cache.finish(host).await;
+    doc.cache = index;
+    tick.time(
+        op::CACHE_SAVE,
+        host.monotonic() - cache_started,
+        saved.is_ok(),
+    );
+    if let Err(error) = saved {
+        host.log(
+            Level::Error,
+            &format!("{error}; cached answers of this tick are lost"),
+        );
+    }
+    let mut points = fetched.points;
+    backfill::observe(&mut doc.backfill, settings, &points, host.unix_millis());
+    let backfilled = backfill::fill(host, settings, guard, &mut doc.backfill, &points).await;
+    points.extend(backfilled.points);
+    let mut errors = fetched.errors;
+    errors.extend(backfilled.errors);
+    let mut record = CycleRecord::new(Outcome::Success, errors);
+    record.cache_hits = fetched.cache_hits;
+    record.records_skipped = fetched.records_skipped;
+    record.outcome = if fetched.data_failed {
+        Outcome::Partial
+    } else {
+        Outcome::Success
+    };
+    Fresh {
+        points,
+        record,
+        lcw_clock_ms: fetched.lcw_clock_ms,
+    }
+}
+
+/// What the deliveries did, into the record and the tick's database metrics; the outcome follows
+/// from what was kept back and what was written.
+fn account(delivery: Delivery, record: &mut CycleRecord, tick: &mut Tick) {
     tick.database.extend(delivery.requests.iter().cloned());
     for (measurement, count) in &delivery.written {
         *record
@@ -815,6 +836,7 @@ async fn collect<H: Host>(
             .entry(schema::data_type(measurement).to_owned())
             .or_default() += count;
     }
+    record.points_dropped = delivery.dropped_points;
     record.points_replayed = delivery.replayed;
     record.points_spooled = delivery.spooled;
     record.points_quarantined = delivery.quarantined;
@@ -832,12 +854,6 @@ async fn collect<H: Host>(
             (true, false) => Outcome::Error,
         };
     }
-
-    let (resilience, report) = guard.finish();
-    record.lcw = report;
-    record.breaker = resilience.breaker.name().to_owned();
-    doc.resilience = resilience;
-    record
 }
 
 /// The least time left before the deadline for which another retention batch is started.

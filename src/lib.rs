@@ -16,17 +16,20 @@
 //!   docs and `spin.toml` are generated from;
 //! - [`resilience`] — pure rules: retry backoff, circuit breaker, rate limiter, credit reserve;
 //! - [`hedge`] — pure rules of hedged requests: the learnt delay, the gates of a second copy;
+//! - [`sink`] — the seam of the sinks: the [`sink::Sink`] trait and the outcomes of a batch;
 //! - [`sink::line_protocol`] — points into line protocol and back, and its gzip;
 //! - [`state`] — key names of the stored documents and their JSON codec;
 //! - [`lcw`] — the Live Coin Watch API: requests, typed responses, the client;
-//! - [`sink::influxdb::write`], [`sink::spool`] — one batch to InfluxDB; lines waiting in the store;
-//! - [`sink::sqlite`] — the embedded store: tables, migrations, upserts, retention, read queries;
+//! - [`sink::influxdb`], [`sink::spool`] — the InfluxDB sink (its write APIs, its `/status`
+//!   part); lines waiting in the store;
+//! - [`sink::sqlite`] — the embedded store: the SQLite sink, tables, migrations, upserts,
+//!   retention, read queries, its `/status` part;
 //! - [`lease`] — one tick at a time across processes sharing the store, one host per cron slot;
 //! - [`guard`] — one LCW call through the resilience rules, with the tick's shared state;
 //! - [`cache`] — answers kept in the store with their fetch time: TTL, LRU, statistics;
 //! - [`schema`] — LCW answers into InfluxDB points (measurement, tag and field names);
-//! - [`sink::delivery`] — delivery to either sink that loses nothing: retries, splitting,
-//!   quarantine, spool;
+//! - [`sink::delivery`] — delivery to any sink that loses nothing: retries, splitting,
+//!   quarantine, spool; [`sink::registry`] — which sink serves which `SinkKind`;
 //! - [`query`] — the query API over the embedded store: parameters, limits, JSON and CSV;
 //! - [`source`] — one file per kind of LCW data behind one trait: endpoint, request body,
 //!   reading, points; the registry of a live tick's sources;

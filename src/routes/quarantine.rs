@@ -9,7 +9,8 @@ use serde_json::json;
 use super::admin::{readable_state, save_if_held, under_lease, unreadable_state, usable_settings};
 use super::{Response, error, json_response};
 use crate::host::{Host, KvError, Level};
-use crate::sink::delivery::{Quarantine, Sink};
+use crate::sink::delivery::{Courier, Limits, Quarantine};
+use crate::sink::registry;
 use crate::state;
 
 pub(super) async fn quarantine<H: Host>(host: &H) -> Response {
@@ -36,11 +37,10 @@ pub(super) async fn retry_quarantine<H: Host>(host: &H) -> Response {
         };
         let entries: Vec<_> = quarantine.recent.iter().cloned().collect();
         let deadline = host.monotonic() + Duration::from_millis(settings.influx.timeout_ms);
-        let mut sink = Sink::new(
+        let mut sink = Courier::new(
             host,
-            settings.sink,
-            &settings.influx,
-            settings.influx.spool_max_points,
+            registry::open(settings.sink, host, &settings),
+            Limits::of(&settings.influx),
             deadline,
             doc.sink.clone(),
         );

@@ -15,8 +15,8 @@ use crate::host::{Host, Level, Timeouts};
 use crate::lease;
 use crate::remote::mask_userinfo;
 use crate::resilience::BreakerState;
-use crate::sink::influxdb::write;
-use crate::sink::sqlite::Db;
+use crate::sink::influxdb::{self, status::Ping, status::Writes};
+use crate::sink::sqlite;
 use crate::telemetry::Snapshot;
 use crate::{cycle, lcw, plan, state};
 
@@ -87,7 +87,7 @@ async fn refresh_checks<H: Host>(
         });
     }
     if check_influx {
-        let result = write::health(host, &s.influx, timeouts).await;
+        let result = influxdb::status::ping(host, &s.influx, timeouts).await;
         doc.influx = Some(LiveCheck {
             checked_at_ms: now_ms,
             ok: result.is_ok(),
@@ -189,20 +189,8 @@ pub(super) async fn status<H: Host>(host: &H) -> Response {
     };
     let (doc, lcw_live, influx_live) =
         live_checks(host, settings.as_ref(), &snapshot, now_ms).await;
-    let lcw = if settings.is_some() {
-        let mut shown = shown(doc.lcw.as_ref(), now_ms, lcw_live);
-        shown["reachable"] = shown["ok"].clone();
-        shown
-    } else {
-        json!({ "ok": null, "error": "configuration invalid" })
-    };
-    if let Some(check) = doc.lcw.as_ref().filter(|c| !c.ok) {
-        problems.push(format!(
-            "LCW not reachable: {}",
-            check.error.as_deref().unwrap_or("unknown")
-        ));
-    }
-    let influx = influx_health(
+    let lcw = lcw_status(settings.is_some(), &doc, lcw_live, now_ms, &mut problems);
+    let influx = influx_status(
         settings.as_ref(),
         &snapshot,
         &doc,
@@ -212,16 +200,9 @@ pub(super) async fn status<H: Host>(host: &H) -> Response {
     );
     let sink = sink_health(host, settings.as_ref(), &snapshot, &influx, &mut problems).await;
     let last_success_age_s = tick_problems(&snapshot, now_ms, &mut problems);
-    // What the last tick's lease gave: a public route makes no store write to ask.
-    let lease = match snapshot.lease_guarantee {
-        Some(guarantee) => json!({ "guarantee": guarantee, "detail": guarantee.describe() }),
-        None => json!({ "guarantee": null, "detail": "no tick has taken the lease yet" }),
-    };
+    let lease = lease_json(snapshot.lease_guarantee);
     // Problems quote settings and remote answers: no userinfo, one bounded line each.
-    let problems: Vec<String> = problems
-        .iter()
-        .map(|p| crate::remote::sanitize_to(&mask_userinfo(p), 1_000))
-        .collect();
+    let problems: Vec<String> = problems.iter().map(|p| sanitized(p)).collect();
     let healthy = problems.is_empty();
     let body = json!({
         "healthy": healthy,
@@ -292,8 +273,45 @@ async fn live_checks<H: Host>(
     (doc, lcw_live, influx_live)
 }
 
-/// InfluxDB's health, when it is the sink: what the writes met, and the ping.
-fn influx_health(
+/// What the last tick's lease gave: a public route makes no store write to ask.
+fn lease_json(guarantee: Option<lease::Guarantee>) -> serde_json::Value {
+    match guarantee {
+        Some(guarantee) => json!({ "guarantee": guarantee, "detail": guarantee.describe() }),
+        None => json!({ "guarantee": null, "detail": "no tick has taken the lease yet" }),
+    }
+}
+
+/// A problem as `/status` shows it: no URL userinfo, one line of at most 1 000 characters.
+fn sanitized(problem: &str) -> String {
+    crate::remote::sanitize_to(&mask_userinfo(problem), 1_000)
+}
+
+/// LCW's part: its last live check (none with settings that could not be read).
+fn lcw_status(
+    configured: bool,
+    doc: &StatusChecks,
+    live: bool,
+    now_ms: i64,
+    problems: &mut Vec<String>,
+) -> serde_json::Value {
+    let lcw = if configured {
+        let mut shown = shown(doc.lcw.as_ref(), now_ms, live);
+        shown["reachable"] = shown["ok"].clone();
+        shown
+    } else {
+        json!({ "ok": null, "error": "configuration invalid" })
+    };
+    if let Some(check) = doc.lcw.as_ref().filter(|c| !c.ok) {
+        problems.push(format!(
+            "LCW not reachable: {}",
+            check.error.as_deref().unwrap_or("unknown")
+        ));
+    }
+    lcw
+}
+
+/// InfluxDB's part, from what the ticks' writes met and the last live ping.
+fn influx_status(
     settings: Option<&Settings>,
     snapshot: &Snapshot,
     doc: &StatusChecks,
@@ -301,40 +319,19 @@ fn influx_health(
     now_ms: i64,
     problems: &mut Vec<String>,
 ) -> serde_json::Value {
-    match settings {
-        Some(s) if s.sink == SinkKind::Influxdb => {}
-        Some(_) => return json!({ "healthy": null, "error": "not used: sink = sqlite" }),
-        None => return json!({ "healthy": null, "error": "configuration invalid" }),
-    }
-    let delivery = &snapshot.sink;
-    if let Some(check) = doc.influx.as_ref().filter(|c| !c.ok) {
-        problems.push(format!(
-            "InfluxDB not healthy: {}",
-            check.error.as_deref().unwrap_or("unknown")
-        ));
-    }
-    if let Some(reason) = &delivery.config_error {
-        problems.push(format!("InfluxDB refuses a setting: {reason}"));
-    } else if let Some(last) = delivery.last_write.as_ref().filter(|w| !w.ok) {
-        problems.push(format!(
-            "last InfluxDB write failed: {}",
-            last.error.as_deref().unwrap_or("unknown")
-        ));
-    }
-    let healthy = doc.influx.as_ref().is_none_or(|c| c.ok)
-        && delivery.config_error.is_none()
-        && delivery.last_write.as_ref().is_none_or(|w| w.ok);
-    json!({
-        "healthy": healthy,
-        "ping": shown(doc.influx.as_ref(), now_ms, live),
-        "last_write": delivery.last_write.as_ref().map(|w| json!({
-            "ok": w.ok,
-            "error": w.error,
-            "at_ms": w.at_ms,
-            "age_s": now_ms.saturating_sub(w.at_ms).max(0) / 1000,
-        })),
-        "config_error": delivery.config_error,
-    })
+    let writes = Writes {
+        config_error: snapshot.sink.config_error.as_deref(),
+        last_write: snapshot.sink.last_write.as_ref(),
+    };
+    let ping = Ping {
+        failed: doc
+            .influx
+            .as_ref()
+            .filter(|c| !c.ok)
+            .map(|c| c.error.as_deref().unwrap_or("unknown")),
+        shown: shown(doc.influx.as_ref(), now_ms, live),
+    };
+    influxdb::status::health(settings, writes, ping, now_ms, problems)
 }
 
 /// The sink's part: its kind and health (for SQLite the store itself), its spool and last error.
@@ -346,7 +343,7 @@ async fn sink_health<H: Host>(
     problems: &mut Vec<String>,
 ) -> serde_json::Value {
     let mut sink = match settings {
-        Some(s) if s.sink == SinkKind::Sqlite => match sqlite_health(host).await {
+        Some(s) if s.sink == SinkKind::Sqlite => match sqlite::status::health(host).await {
             Ok(sqlite) => json!({ "kind": "sqlite", "healthy": true, "sqlite": sqlite }),
             Err(e) => {
                 problems.push(format!("SQLite store not healthy: {e}"));
@@ -405,29 +402,4 @@ fn clock_json(clock: &crate::clock::ClockRecord) -> serde_json::Value {
         "last_disputed_at_ms": clock.last_disputed_at_ms,
         "retention_held": clock.retention_held,
     })
-}
-
-/// The embedded store answers, with the newest row's time per table and its size.
-async fn sqlite_health<H: Host>(host: &H) -> Result<serde_json::Value, crate::host::SqlError> {
-    let db = Db::open(host).await?;
-    let summary = db
-        .summary(crate::clock::newest_credible(host.unix_millis()))
-        .await?;
-    let newest: serde_json::Map<String, serde_json::Value> = summary
-        .tables
-        .iter()
-        .map(|t| (t.name.to_owned(), json!(t.newest_ms)))
-        .collect();
-    let ahead: serde_json::Map<String, serde_json::Value> = summary
-        .tables
-        .iter()
-        .map(|t| (t.name.to_owned(), json!(t.rows_ahead)))
-        .collect();
-    Ok(json!({
-        "schema_version": db.version().await?,
-        "release_schema_version": crate::sink::sqlite::latest_version(),
-        "newest_ms": newest,
-        "rows_ahead_of_clock": ahead,
-        "bytes": summary.bytes,
-    }))
 }

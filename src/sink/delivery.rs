@@ -1,13 +1,12 @@
-//! Delivery to the sink that loses nothing: batching, status-aware retries, splitting, the
-//! quarantine for lines the sink will never take, and the spool for lines it cannot take yet.
+//! Delivery to a sink that loses nothing: batching, status-aware retries, splitting, the
+//! quarantine for points the sink will never take, and the spool for points it cannot take yet.
 //!
-//! Two sinks share this path ([`SinkKind`]): InfluxDB over HTTP (`write`), and Spin's embedded
-//! SQLite (`sqlite`). Only the step that writes one batch differs; the SQLite store's answers
-//! map onto the same outcomes (a line it cannot take is refused like a 400, a database that
-//! fails is transient like a 5xx), so retries, the spool, the quarantine and the counters behave
-//! alike.
+//! Written once over [`Sink`] (`dyn`: one copy of this code whatever the sink): a sink writes one
+//! batch and maps its answer onto a [`BatchOutcome`]; everything else is here, so retries, the
+//! spool, the quarantine and the counters behave alike for every sink. Points with a NaN or
+//! infinite field lose that field (a point left with none is dropped), counted and said once.
 //!
-//! Owns what happens to every line after it is encoded, and the sink's persisted state
+//! Owns what happens to every point after the sources made it, and the sink's persisted state
 //! (counters, health, spool index) and quarantine. Per answer:
 //!
 //! | answer | what happens |
@@ -17,25 +16,30 @@
 //! | 400 `partial write: points beyond retention policy dropped=N` | the others are stored; N counted as dropped (`reason="retention"`), never quarantined or sent again |
 //! | 400, 422, other 4xx naming a setting (no org, unknown bucket or database, authorisation) | kept (spooled), the sink is down for this tick, `/status` unhealthy with the reason until a write succeeds |
 //! | 400, 422, other 4xx | split in halves until the bad lines stand alone; those are quarantined with the server's message, the others written (a partial write already stored them: sending them again overwrites the same points); past 10 refused lines in one batch the rest of that batch is spooled instead, as a setting is more likely wrong than every line |
-//! | 401, 403, 404 | kept (spooled), the sink is down for this tick, `/status` unhealthy with the reason; on v1 a missing database is first created once (`influx_create_database`) |
+//! | 401, 403, 404 | kept (spooled), the sink is down for this tick, `/status` unhealthy with the reason; first the sink's set-up step, once (InfluxDB v1 creates a missing database: `influx_create_database`), then the batch again |
 //! | 429, 503 | kept, and nothing is sent before `Retry-After` (capped at 5 minutes; 10 s when absent) |
 //! | other 5xx, no answer | up to 2 retries with jittered backoff inside the deadline, then kept |
 //!
-//! Fresh lines go first ([`Sink::deliver`]), the spool after ([`Sink::replay`]): a backlog InfluxDB
-//! refuses never holds back what was just fetched. It must not know where the lines came from. Its state travels in the cycle's state document;
-//! the quarantine document it appends to is named in `state`, below it.
+//! The spool and the quarantine keep line protocol (the spool's stored format is that of every
+//! release); replay reads the lines back into points (a line that does not parse is quarantined)
+//! and sends them through the same path, the stored line kept with each point. Fresh points go
+//! first ([`Courier::deliver`]), the spool after ([`Courier::replay`]): a backlog the sink
+//! refuses never holds back what was just fetched. It must not know where the points came from
+//! nor any sink's wire format or settings. Its state travels in the cycle's state document; the
+//! quarantine document it appends to is named in `state`, below it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{InfluxSettings, SinkKind};
-use crate::host::{Host, KvError, Level, Timeouts};
+use crate::config::InfluxSettings;
+use crate::host::{Host, KvError, Level};
+use crate::point::{FieldValue, Point};
 use crate::resilience::{RetryDecision, RetryPolicy};
-use crate::sink::influxdb::write::{self, BatchOutcome};
+use crate::sink::line_protocol;
 use crate::sink::spool::{self, SpoolIndex};
-use crate::sink::sqlite::{self, Db};
+use crate::sink::{Batch, BatchOutcome, LastWrite, Sink};
 use crate::state;
 
 /// Quarantined lines kept for inspection (the count goes on).
@@ -49,6 +53,8 @@ pub const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(10);
 /// rejects (a wrong precision, a read-only token…) rather than for bad lines: the rest of that
 /// batch is spooled. Per batch, not per tick, so bad old lines never cost fresh ones their write.
 pub const QUARANTINE_LIMIT_PER_BATCH: u64 = 10;
+/// About the length of a line (a coin's is 250 to 320 bytes), to size the tick's text once.
+const LINE_BYTES: usize = 320;
 /// The least time left for which a batch is still sent (else it is spooled for the next tick).
 pub const MIN_WRITE_TIME: Duration = Duration::from_millis(250);
 
@@ -100,14 +106,6 @@ pub struct SinkState {
     pub last_write: Option<LastWrite>,
 }
 
-/// The outcome of the last write request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastWrite {
-    pub at_ms: i64,
-    pub ok: bool,
-    pub error: Option<String>,
-}
-
 /// One quarantined line.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -150,6 +148,8 @@ pub struct Delivery {
     pub errors: Vec<String>,
     /// Every request, for the database metrics.
     pub requests: Vec<DatabaseRequest>,
+    /// Points left with no finite field, hence not delivered.
+    pub dropped_points: u64,
 }
 
 impl Delivery {
@@ -160,48 +160,95 @@ impl Delivery {
     }
 }
 
-/// The sink for one tick: loaded once, saved once.
-pub struct Sink<'a, H> {
+/// What bounds delivery: points a request carries, points the spool keeps (`influx_batch_size`
+/// and `spool_max_points`, kept in `InfluxSettings`), whatever the sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub batch_size: u32,
+    pub spool_max_points: u64,
+}
+
+impl Limits {
+    pub fn of(settings: &InfluxSettings) -> Self {
+        Self {
+            batch_size: settings.batch_size,
+            spool_max_points: settings.spool_max_points,
+        }
+    }
+}
+
+/// Delivery to one sink for one tick (or one admin request): loaded once, saved once.
+pub struct Courier<'a, H> {
     host: &'a H,
-    kind: SinkKind,
-    /// The SQLite connection of this invocation is set up and its schema current.
-    sqlite_ready: bool,
-    settings: &'a InfluxSettings,
-    spool_max_points: u64,
+    sink: Box<dyn Sink + 'a>,
+    limits: Limits,
     deadline: Duration,
     state: SinkState,
     quarantined: Vec<QuarantinedLine>,
     /// Why nothing more is sent this tick.
     down: Option<String>,
-    /// A missing v1 database was already created (or tried) this tick.
-    create_tried: bool,
     to_spool: String,
     delivery: Delivery,
 }
 
-impl<'a, H: Host> Sink<'a, H> {
-    /// The sink for one tick, with its state from the state document. `deadline` is on the
-    /// monotonic clock.
+/// Points to send, with the line of each: what the spool and the quarantine keep of it (a fresh
+/// point encoded once, a stored one as it was read) and what a sink that speaks line protocol
+/// sends.
+struct Items<'p> {
+    points: &'p [Point],
+    lines: &'p [&'p str],
+}
+
+impl Items<'_> {
+    fn batch(&self, start: usize, end: usize) -> Batch<'_> {
+        Batch {
+            points: &self.points[start..end],
+            lines: &self.lines[start..end],
+        }
+    }
+
+    /// Appends the lines of `start..end` to `out`.
+    fn keep(&self, start: usize, end: usize, out: &mut String) {
+        self.lines[start..end]
+            .iter()
+            .for_each(|line| out.push_str(line));
+    }
+}
+
+/// One [`Courier::send_all`]: the ranges still to send (first on top) and what became of the
+/// others.
+struct Run {
+    batch: usize,
+    work: Vec<(usize, usize)>,
+    written: u64,
+    kept: String,
+    /// Lines refused (quarantined) per batch, for the per-batch limit.
+    refused: Vec<u64>,
+    /// Lines kept without a request while no failure of this tick says why: the sink's pause,
+    /// the deadline.
+    kept_paused: usize,
+    kept_late: usize,
+}
+
+impl<'a, H: Host> Courier<'a, H> {
+    /// Delivery to `sink` for one tick, with its state from the state document. `deadline` is on
+    /// the monotonic clock.
     pub fn new(
         host: &'a H,
-        kind: SinkKind,
-        settings: &'a InfluxSettings,
-        spool_max_points: u64,
+        sink: Box<dyn Sink + 'a>,
+        limits: Limits,
         deadline: Duration,
         mut state: SinkState,
     ) -> Self {
-        state.kind = Some(kind.as_str().to_owned());
+        state.kind = Some(sink.kind().as_str().to_owned());
         Self {
             host,
-            kind,
-            sqlite_ready: false,
-            settings,
-            spool_max_points,
+            sink,
+            limits,
             deadline,
             state,
             quarantined: Vec::new(),
             down: None,
-            create_tried: false,
             to_spool: String::new(),
             delivery: Delivery::default(),
         }
@@ -217,8 +264,8 @@ impl<'a, H: Host> Sink<'a, H> {
             {
                 return self.down.is_none();
             }
-            let lines = match spool::read(self.host, &meta).await {
-                Ok(Some(lines)) => lines,
+            let text = match spool::read(self.host, &meta).await {
+                Ok(Some(text)) => text,
                 Ok(None) => {
                     self.state.counters.evicted =
                         self.state.counters.evicted.saturating_add(meta.points);
@@ -231,23 +278,46 @@ impl<'a, H: Host> Sink<'a, H> {
                     return false;
                 }
             };
-            let (written, kept) = self.send_all(&lines).await;
+            let (points, lines) = self.read_back(&text);
+            let items = Items {
+                points: &points,
+                lines: &lines,
+            };
+            let (written, kept) = self.send_all(&items).await;
             self.delivery.replayed = self.delivery.replayed.saturating_add(written);
             self.state.counters.replayed = self.state.counters.replayed.saturating_add(written);
             if kept.is_empty() {
                 self.drop_front_segment(&meta).await;
-            } else {
-                // Keep what is left where it was, in order; stop until the next tick.
-                match spool::rewrite(self.host, &meta, &kept).await {
-                    Ok(rest) => {
-                        self.state.spool.segments[0] = rest;
-                    }
-                    Err(error) => self.note_error(format!("spool segment not rewritten: {error}")),
-                }
-                return self.down.is_none();
+                continue;
             }
+            // Keep what is left where it was, in order; stop until the next tick.
+            match spool::rewrite(self.host, &meta, &kept).await {
+                Ok(rest) => self.state.spool.segments[0] = rest,
+                Err(error) => self.note_error(format!("spool segment not rewritten: {error}")),
+            }
+            return self.down.is_none();
         }
         true
+    }
+
+    /// Stored lines read back into points, each with its line. A line that does not parse is
+    /// quarantined: no sink would take it, and sent again it would fail again.
+    fn read_back<'l>(&mut self, text: &'l str) -> (Vec<Point>, Vec<&'l str>) {
+        let mut points = Vec::new();
+        let mut lines = Vec::new();
+        for line in text.split_inclusive('\n') {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match line_protocol::parse_line(line) {
+                Ok(point) => {
+                    points.push(point);
+                    lines.push(line);
+                }
+                Err(error) => self.quarantine(line, error.to_string()),
+            }
+        }
+        (points, lines)
     }
 
     async fn drop_front_segment(&mut self, meta: &spool::SegmentMeta) {
@@ -255,7 +325,7 @@ impl<'a, H: Host> Sink<'a, H> {
         spool::retire(self.host, &mut self.state.spool, meta.key()).await;
     }
 
-    /// Sends quarantined lines again (the admin's retry): returns how many InfluxDB took and the
+    /// Sends quarantined lines again (the admin's retry): returns how many the sink took and the
     /// entries that stay (refused again, with the new message, or not sent). Nothing is spooled
     /// or saved: the caller rewrites the quarantine.
     pub async fn retry_quarantined(
@@ -263,7 +333,12 @@ impl<'a, H: Host> Sink<'a, H> {
         entries: &[QuarantinedLine],
     ) -> (u64, Vec<QuarantinedLine>) {
         let text: String = entries.iter().map(|e| format!("{}\n", e.line)).collect();
-        let (written, kept) = self.send_all(&text).await;
+        let (points, lines) = self.read_back(&text);
+        let items = Items {
+            points: &points,
+            lines: &lines,
+        };
+        let (written, kept) = self.send_all(&items).await;
         let mut remaining = std::mem::take(&mut self.quarantined);
         for line in kept.lines() {
             if let Some(entry) = entries.iter().find(|e| e.line == line) {
@@ -273,12 +348,62 @@ impl<'a, H: Host> Sink<'a, H> {
         (written, remaining)
     }
 
-    /// Delivers new lines: written now, or quarantined, or kept for the spool. Returns false
+    /// Delivers new points: written now, or quarantined, or kept for the spool. Returns false
     /// when some had to be kept.
-    pub async fn deliver(&mut self, lines: &str) -> bool {
-        let (_, kept) = self.send_all(lines).await;
+    pub async fn deliver(&mut self, points: &[Point]) -> bool {
+        let finite = self.finite(points);
+        let points = finite.as_deref().unwrap_or(points);
+        // Encoded once: InfluxDB's wire format, and what the spool and the quarantine keep.
+        let mut text = String::with_capacity(points.len() * LINE_BYTES);
+        line_protocol::encode_points(points.iter(), &mut text);
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        debug_assert_eq!(
+            lines.len(),
+            points.len(),
+            "every point left has a finite field"
+        );
+        let items = Items {
+            points,
+            lines: &lines,
+        };
+        let (_, kept) = self.send_all(&items).await;
         self.to_spool.push_str(&kept);
         kept.is_empty()
+    }
+
+    /// `points` without their NaN and infinite fields, nor the points left with no field (no sink
+    /// can store them, and line protocol has no syntax for them), counted and said; `None` when
+    /// every field is finite.
+    fn finite(&mut self, points: &[Point]) -> Option<Vec<Point>> {
+        let finite =
+            |(_, v): &(_, FieldValue)| !matches!(v, FieldValue::Float(f) if !f.is_finite());
+        if points
+            .iter()
+            .all(|p| p.fields.iter().all(finite) && !p.fields.is_empty())
+        {
+            return None;
+        }
+        let (mut dropped_fields, mut dropped_points) = (0, 0);
+        let mut kept = Vec::with_capacity(points.len());
+        for point in points {
+            let mut point = point.clone();
+            let before = point.fields.len();
+            point.fields.retain(finite);
+            dropped_fields += before - point.fields.len();
+            if point.fields.is_empty() {
+                dropped_points += 1;
+            } else {
+                kept.push(point);
+            }
+        }
+        self.host.log(
+            Level::Warn,
+            &format!(
+                "{dropped_fields} non-finite fields and {dropped_points} points without any field left out"
+            ),
+        );
+        self.delivery.dropped_points = self.delivery.dropped_points.saturating_add(dropped_points);
+        Some(kept)
     }
 
     fn paused(&self) -> bool {
@@ -292,157 +417,158 @@ impl<'a, H: Host> Sink<'a, H> {
             .is_some_and(|t| now_ms < t && t.saturating_sub(now_ms) <= credible_ms)
     }
 
-    /// Sends `lines` in batches; returns the lines written and the lines to keep.
-    async fn send_all(&mut self, lines: &str) -> (u64, String) {
-        let all: Vec<&str> = lines.split_inclusive('\n').collect();
-        let mut kept = String::new();
-        let mut written = 0;
-        let batch = self.settings.batch_size.max(1) as usize;
-        // Lines refused (quarantined) per batch, for the per-batch limit.
-        let mut refused = vec![0u64; all.len().div_ceil(batch)];
-        // Work items: ranges of `all`, first to send on top.
-        let mut work: Vec<(usize, usize)> = (0..all.len())
-            .step_by(batch)
-            .map(|s| (s, (s + batch).min(all.len())))
-            .rev()
-            .collect();
-        // Lines kept without a request while no failure of this tick says why: the sink's pause,
-        // the deadline.
-        let (mut kept_paused, mut kept_late) = (0, 0);
-        while let Some((start, end)) = work.pop() {
-            let paused = self.paused();
-            if self.down.is_some() || paused || self.time_left() < MIN_WRITE_TIME {
-                match (self.down.is_some(), paused) {
-                    (true, _) => {}
-                    (false, true) => kept_paused += end - start,
-                    (false, false) => kept_late += end - start,
-                }
-                all[start..end].iter().for_each(|l| kept.push_str(l));
+    /// Sends `items` in batches; returns the points written and the lines to keep.
+    async fn send_all(&mut self, items: &Items<'_>) -> (u64, String) {
+        let all = items.points.len();
+        let batch = self.limits.batch_size.max(1) as usize;
+        let mut run = Run {
+            batch,
+            work: (0..all)
+                .step_by(batch)
+                .map(|s| (s, (s + batch).min(all)))
+                .rev()
+                .collect(),
+            written: 0,
+            kept: String::new(),
+            refused: vec![0; all.div_ceil(batch)],
+            kept_paused: 0,
+            kept_late: 0,
+        };
+        while let Some((start, end)) = run.work.pop() {
+            if self.held_back(&mut run, end - start) {
+                items.keep(start, end, &mut run.kept);
                 continue;
             }
-            let body: String = all[start..end].concat();
-            let outcome = self.send_with_retries(&body).await;
+            let outcome = self.send_with_retries(items.batch(start, end)).await;
             self.note_write(&outcome);
-            let batch_index = start / batch;
-            match outcome {
-                BatchOutcome::Written => {
-                    written += (end - start) as u64;
-                    self.count_written(&all[start..end]);
+            // The sink's set-up step for this answer, if it has one, then the batch again.
+            let set_up = match self.sink.set_up(&outcome, self.deadline) {
+                Some(step) => Some(step.await),
+                None => None,
+            };
+            if let Some(result) = set_up {
+                if let Err(error) = result {
+                    self.note_error(error);
                 }
-                // Accepted; the points older than the retention policy are gone by InfluxDB's
-                // rule: counted, never quarantined or sent again.
-                BatchOutcome::Dropped { dropped, message } => {
-                    let dropped = dropped.min((end - start) as u64);
-                    let stored = end - start - dropped as usize;
-                    written += stored as u64;
-                    self.count_written(&all[start..start + stored]);
-                    self.state.counters.dropped_retention = self
-                        .state
-                        .counters
-                        .dropped_retention
-                        .saturating_add(dropped);
-                    self.delivery.dropped_retention =
-                        self.delivery.dropped_retention.saturating_add(dropped);
-                    self.host.log(
-                        Level::Warn,
-                        &format!("InfluxDB dropped {dropped} points older than its retention policy: {message}"),
-                    );
-                }
-                // So many refusals in one batch are a setting InfluxDB rejects, not bad lines:
-                // keep the rest of this batch; other batches get their own chance.
-                outcome @ (BatchOutcome::TooLarge | BatchOutcome::Rejected { .. })
-                    if refused[batch_index] >= QUARANTINE_LIMIT_PER_BATCH =>
-                {
-                    all[start..end].iter().for_each(|l| kept.push_str(l));
-                    let check = match self.kind {
-                        SinkKind::Influxdb => "check the influx_* settings",
-                        SinkKind::Sqlite => "check the SQLite store's schema",
-                    };
-                    self.note_error(format!(
-                        "{}; over {QUARANTINE_LIMIT_PER_BATCH} lines of one batch refused, the rest are kept for a later tick ({check})",
-                        self.said(&outcome),
-                    ));
-                }
-                BatchOutcome::TooLarge | BatchOutcome::Rejected { .. } if end - start > 1 => {
-                    let middle = start + (end - start) / 2;
-                    work.push((middle, end));
-                    work.push((start, middle));
-                }
-                outcome @ (BatchOutcome::TooLarge | BatchOutcome::Rejected { .. }) => {
-                    refused[batch_index] += 1;
-                    self.quarantine(all[start], outcome.describe());
-                }
-                // A missing v1 database is created once a tick (as Telegraf does), then the
-                // batch goes again.
-                BatchOutcome::NotFound { ref message }
-                    if self.settings.api == crate::config::InfluxApi::V1
-                        && self.settings.create_database
-                        && !self.create_tried
-                        && message.contains("database not found") =>
-                {
-                    self.create_tried = true;
-                    let left = self.time_left();
-                    let own = Duration::from_millis(self.settings.timeout_ms).min(left);
-                    let timeouts = Timeouts {
-                        connect: own,
-                        first_byte: own,
-                        total: own,
-                    };
-                    match write::create_database(self.host, self.settings, timeouts).await {
-                        Ok(()) => {
-                            self.host.log(
-                                Level::Warn,
-                                &format!(
-                                    "InfluxDB database {:?} did not exist: created (influx_create_database = true)",
-                                    crate::remote::sanitize(&self.settings.database)
-                                ),
-                            );
-                            work.push((start, end));
-                        }
-                        Err(error) => {
-                            self.note_error(error);
-                            work.push((start, end));
-                        }
-                    }
-                }
-                outcome => {
-                    all[start..end].iter().for_each(|l| kept.push_str(l));
-                    let message = self.said(&outcome);
-                    match &outcome {
-                        BatchOutcome::Throttled { retry_after, .. } => {
-                            let pause = retry_after
-                                .unwrap_or(RETRY_AFTER_DEFAULT)
-                                .min(RETRY_AFTER_CAP);
-                            self.state.not_before_ms = Some(
-                                self.host
-                                    .unix_millis()
-                                    .saturating_add(pause.as_millis() as i64),
-                            );
-                        }
-                        // A setting is wrong: everything waits in the spool, and `/status`
-                        // says why until a write succeeds.
-                        BatchOutcome::Unauthorized { .. }
-                        | BatchOutcome::NotFound { .. }
-                        | BatchOutcome::Misconfigured { .. } => {
-                            self.state.config_error = Some(format!(
-                                "{message} (check influx_url, influx_api, influx_org, influx_bucket, influx_database and the credential)"
-                            ));
-                        }
-                        _ => {}
-                    }
-                    self.note_error(message.clone());
-                    self.down = Some(message);
-                }
+                run.work.push((start, end));
+                continue;
+            }
+            self.settle(outcome, items, (start, end), &mut run);
+        }
+        self.say_kept_back(run.kept_paused, run.kept_late);
+        (run.written, run.kept)
+    }
+
+    /// Whether a batch of `len` points is kept without a request (the sink is down or paused,
+    /// or no time is left), counting why.
+    fn held_back(&self, run: &mut Run, len: usize) -> bool {
+        let paused = self.paused();
+        if self.down.is_none() && !paused && self.time_left() >= MIN_WRITE_TIME {
+            return false;
+        }
+        match (self.down.is_some(), paused) {
+            (true, _) => {}
+            (false, true) => run.kept_paused += len,
+            (false, false) => run.kept_late += len,
+        }
+        true
+    }
+
+    /// What the sink's answer to the batch `start..end` makes of it.
+    fn settle(
+        &mut self,
+        outcome: BatchOutcome,
+        items: &Items<'_>,
+        (start, end): (usize, usize),
+        run: &mut Run,
+    ) {
+        let batch_index = start / run.batch;
+        match outcome {
+            BatchOutcome::Written => {
+                run.written += (end - start) as u64;
+                self.count_written(&items.points[start..end]);
+            }
+            BatchOutcome::Dropped { dropped, message } => {
+                run.written += self.count_dropped(&items.points[start..end], dropped, &message);
+            }
+            // So many refusals in one batch are a setting the sink rejects, not bad lines:
+            // keep the rest of this batch; other batches get their own chance.
+            outcome @ (BatchOutcome::TooLarge | BatchOutcome::Rejected { .. })
+                if run.refused[batch_index] >= QUARANTINE_LIMIT_PER_BATCH =>
+            {
+                items.keep(start, end, &mut run.kept);
+                self.note_error(format!(
+                    "{}; over {QUARANTINE_LIMIT_PER_BATCH} lines of one batch refused, the rest are kept for a later tick ({})",
+                    self.sink.said(&outcome),
+                    self.sink.refusals_hint(),
+                ));
+            }
+            BatchOutcome::TooLarge | BatchOutcome::Rejected { .. } if end - start > 1 => {
+                let middle = start + (end - start) / 2;
+                run.work.push((middle, end));
+                run.work.push((start, middle));
+            }
+            outcome @ (BatchOutcome::TooLarge | BatchOutcome::Rejected { .. }) => {
+                run.refused[batch_index] += 1;
+                self.quarantine(items.lines[start], outcome.describe());
+            }
+            outcome => {
+                items.keep(start, end, &mut run.kept);
+                self.go_down(&outcome);
             }
         }
-        self.say_kept_back(kept_paused, kept_late);
-        (written, kept)
+    }
+
+    /// A batch the sink took but for `dropped` points older than its retention policy, gone by
+    /// its rule: counted, never quarantined or sent again. Returns the points stored.
+    fn count_dropped(&mut self, points: &[Point], dropped: u64, message: &str) -> u64 {
+        let dropped = dropped.min(points.len() as u64);
+        let stored = points.len() - dropped as usize;
+        self.count_written(&points[..stored]);
+        let counters = &mut self.state.counters;
+        counters.dropped_retention = counters.dropped_retention.saturating_add(dropped);
+        self.delivery.dropped_retention = self.delivery.dropped_retention.saturating_add(dropped);
+        self.host.log(
+            Level::Warn,
+            &format!(
+                "{} dropped {dropped} points older than its retention policy: {message}",
+                self.sink.name()
+            ),
+        );
+        stored as u64
+    }
+
+    /// Nothing more is sent this tick: a pause asked for, or a setting refused (everything waits
+    /// in the spool, and `/status` says why until a write succeeds), or a failure.
+    fn go_down(&mut self, outcome: &BatchOutcome) {
+        let message = self.sink.said(outcome);
+        match outcome {
+            BatchOutcome::Throttled { retry_after, .. } => {
+                let pause = retry_after
+                    .unwrap_or(RETRY_AFTER_DEFAULT)
+                    .min(RETRY_AFTER_CAP);
+                self.state.not_before_ms = Some(
+                    self.host
+                        .unix_millis()
+                        .saturating_add(pause.as_millis() as i64),
+                );
+            }
+            BatchOutcome::Unauthorized { .. }
+            | BatchOutcome::NotFound { .. }
+            | BatchOutcome::Misconfigured { .. } => {
+                self.state.config_error =
+                    Some(format!("{message} ({})", self.sink.settings_hint()));
+            }
+            _ => {}
+        }
+        self.note_error(message.clone());
+        self.down = Some(message);
     }
 
     /// Says, in the tick's errors, why lines went to the spool without a request: the sink's
     /// pause (with its end) or the deadline. A failure of this tick says it itself.
     fn say_kept_back(&mut self, paused: usize, late: usize) {
-        let store = self.store_name();
+        let store = self.sink.name();
         let mut reasons = Vec::new();
         if paused > 0 {
             let until = self.state.not_before_ms.unwrap_or_default();
@@ -462,20 +588,10 @@ impl<'a, H: Host> Sink<'a, H> {
         }
     }
 
-    fn store_name(&self) -> &'static str {
-        match self.kind {
-            SinkKind::Influxdb => "InfluxDB",
-            SinkKind::Sqlite => "SQLite",
-        }
-    }
-
-    /// Keeps the last write's outcome for `/status`; a write InfluxDB took clears a setting
+    /// Keeps the last write's outcome for `/status`; a write the sink took clears a setting
     /// error.
     fn note_write(&mut self, outcome: &BatchOutcome) {
-        let ok = matches!(
-            outcome,
-            BatchOutcome::Written | BatchOutcome::Dropped { .. }
-        );
+        let ok = outcome.is_written();
         if ok {
             self.state.config_error = None;
         }
@@ -486,33 +602,19 @@ impl<'a, H: Host> Sink<'a, H> {
         });
     }
 
-    /// One batch, retried on transient failures while the deadline allows.
-    async fn send_with_retries(&mut self, body: &str) -> BatchOutcome {
+    /// One batch, retried on transient failures while the deadline allows; each request counted
+    /// and timed.
+    async fn send_with_retries(&mut self, batch: Batch<'_>) -> BatchOutcome {
         let mut retry = 0;
         loop {
-            let left = self.time_left();
-            let own = Duration::from_millis(self.settings.timeout_ms);
-            let timeouts = Timeouts {
-                connect: own.min(left),
-                first_byte: own.min(left),
-                total: own.min(left),
-            };
             let started = self.host.monotonic();
-            let (outcome, sent) = match self.kind {
-                SinkKind::Influxdb => {
-                    write::send_batch(self.host, self.settings, body, timeouts).await
-                }
-                SinkKind::Sqlite => self.write_sqlite(body).await,
-            };
+            let (outcome, sent) = self.sink.write(batch, self.deadline).await;
             let counters = &mut self.state.counters;
             counters.requests = counters.requests.saturating_add(1);
             counters.bytes_raw = counters.bytes_raw.saturating_add(sent.raw_bytes as u64);
             counters.bytes_wire = counters.bytes_wire.saturating_add(sent.wire_bytes as u64);
             let duration_ms = self.host.monotonic().saturating_sub(started).as_millis() as u64;
-            let status = if matches!(
-                outcome,
-                BatchOutcome::Written | BatchOutcome::Dropped { .. }
-            ) {
+            let status = if outcome.is_written() {
                 "success"
             } else {
                 "error"
@@ -525,89 +627,45 @@ impl<'a, H: Host> Sink<'a, H> {
                 return outcome;
             }
             let class = crate::remote::ErrorClass::Transient;
-            match TRANSIENT_RETRIES.decide(
+            let decision = TRANSIENT_RETRIES.decide(
                 retry,
                 class,
                 None,
                 self.host.random_unit(),
                 self.time_left(),
-            ) {
-                RetryDecision::RetryAfter(wait) => {
-                    self.host.log(
-                        Level::Info,
-                        &format!(
-                            "{}; retry {} in {} ms",
-                            self.said(&outcome),
-                            retry + 1,
-                            wait.as_millis()
-                        ),
-                    );
-                    self.host.sleep(wait).await;
-                    self.state.counters.retries = self.state.counters.retries.saturating_add(1);
-                    retry += 1;
-                }
-                _ => return outcome,
-            }
+            );
+            let RetryDecision::RetryAfter(wait) = decision else {
+                return outcome;
+            };
+            let said = self.sink.said(&outcome);
+            self.host.log(
+                Level::Info,
+                &format!("{said}; retry {} in {} ms", retry + 1, wait.as_millis()),
+            );
+            self.host.sleep(wait).await;
+            self.state.counters.retries = self.state.counters.retries.saturating_add(1);
+            retry += 1;
         }
     }
 
-    /// One batch into the embedded store, as the outcome an InfluxDB answer would have been.
-    async fn write_sqlite(&mut self, body: &str) -> (BatchOutcome, write::Sent) {
-        let sent = write::Sent {
-            raw_bytes: body.len(),
-            wire_bytes: body.len(),
-        };
-        // No wait for the other process's write lock outlasts the deadline.
-        let (host, deadline) = (self.host, self.deadline);
-        let time_left = move || deadline.saturating_sub(host.monotonic());
-        if !self.sqlite_ready {
-            if let Err(error) = Db::open_within(self.host, &time_left).await {
-                let detail = error.to_string();
-                return (BatchOutcome::Transient { detail }, sent);
-            }
-            self.sqlite_ready = true;
-        }
-        let outcome = match Db::opened_within(self.host, &time_left)
-            .write_lines(body)
-            .await
-        {
-            Ok(_) => BatchOutcome::Written,
-            Err(sqlite::WriteError::Rejected(message)) => {
-                BatchOutcome::Rejected { status: 0, message }
-            }
-            Err(sqlite::WriteError::Unavailable(detail)) => BatchOutcome::Transient {
-                detail: format!("SQLite: {detail}"),
-            },
-        };
-        (outcome, sent)
-    }
-
-    /// An outcome as one line naming the sink.
-    fn said(&self, outcome: &BatchOutcome) -> String {
-        match self.kind {
-            SinkKind::Influxdb => outcome.to_string(),
-            SinkKind::Sqlite => format!("SQLite write: {}", outcome.describe()),
-        }
-    }
-
-    fn count_written(&mut self, lines: &[&str]) {
+    fn count_written(&mut self, points: &[Point]) {
         self.state.counters.batches_written = self.state.counters.batches_written.saturating_add(1);
         self.state.counters.points_written = self
             .state
             .counters
             .points_written
-            .saturating_add(lines.len() as u64);
-        for line in lines {
+            .saturating_add(points.len() as u64);
+        for point in points {
             *self
                 .delivery
                 .written
-                .entry(measurement_of(line))
+                .entry(point.measurement.to_string())
                 .or_default() += 1;
         }
     }
 
     fn quarantine(&mut self, line: &str, message: String) {
-        let store = self.store_name();
+        let store = self.sink.name();
         self.host.log(
             Level::Error,
             &format!("{store} refused a line for good, quarantined: {message}"),
@@ -643,24 +701,18 @@ impl<'a, H: Host> Sink<'a, H> {
                 self.host,
                 &mut self.state.spool,
                 &self.to_spool,
-                self.spool_max_points,
+                self.limits.spool_max_points,
                 now_ms,
             )
             .await;
             // Points neither stored nor counted by the spool: nowhere left to keep them.
             let lost = count.saturating_sub(appended.stored);
+            let evicted = appended.evicted.saturating_add(lost);
             self.delivery.spooled = self.delivery.spooled.saturating_add(appended.stored);
             self.state.counters.spooled =
                 self.state.counters.spooled.saturating_add(appended.stored);
-            self.delivery.evicted = self
-                .delivery
-                .evicted
-                .saturating_add(appended.evicted.saturating_add(lost));
-            self.state.counters.evicted = self
-                .state
-                .counters
-                .evicted
-                .saturating_add(appended.evicted.saturating_add(lost));
+            self.delivery.evicted = self.delivery.evicted.saturating_add(evicted);
+            self.state.counters.evicted = self.state.counters.evicted.saturating_add(evicted);
             self.host.log(
                 Level::Warn,
                 &format!(
@@ -697,36 +749,5 @@ impl<'a, H: Host> Sink<'a, H> {
             quarantine.recent.pop_front();
         }
         state::save(self.host, state::QUARANTINE_KEY, &quarantine).await
-    }
-}
-
-/// The measurement of a line (up to the first unescaped comma or space).
-pub fn measurement_of(line: &str) -> String {
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        match c {
-            '\\' if !escaped => escaped = true,
-            ',' | ' ' if !escaped => return line[..i].to_owned(),
-            _ => escaped = false,
-        }
-    }
-    line.trim_end().to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn measurement_of_a_line() {
-        assert_eq!(
-            measurement_of("cryptocurrency_data,code=BTC rate=1 1\n"),
-            "cryptocurrency_data"
-        );
-        assert_eq!(
-            measurement_of("market_overview total=1 1\n"),
-            "market_overview"
-        );
-        assert_eq!(measurement_of("my\\ m,t=1 f=1 1\n"), "my\\ m");
     }
 }

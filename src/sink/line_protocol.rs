@@ -15,9 +15,11 @@
 //! ±Inf have no syntax and are dropped (and counted). Tags are written sorted by key; timestamps
 //! are in milliseconds.
 //!
-//! [`parse_line`] reads a line back (what the embedded store does with a batch, spooled or new):
-//! the inverse of the encoder, so every value comes back as the very value encoded.
+//! [`parse_line`] reads a line back (what replay does with a spooled line): the inverse of the
+//! encoder, so every value comes back as the very value encoded; [`tag_value_read_back`] gives a
+//! tag value as it would come back, for a sink that takes points without the text.
 
+use std::borrow::Cow;
 use std::io::Write as _;
 
 pub use crate::point::{FieldValue, Name, Point};
@@ -447,6 +449,20 @@ pub fn parse_line(line: &str) -> Result<Point, ParseError> {
 /// The start of a line for an error message (lines carry market data only, never a secret).
 fn shorten(line: &str) -> String {
     line.chars().take(120).collect()
+}
+
+/// A tag value as [`parse_line`] reads it back from the line [`encode_points`] writes: a control
+/// character as a space, a backslash the encoder leaves out gone; empty when the tag would be
+/// left out. A sink that takes points without line protocol stores this, so that it holds what
+/// InfluxDB and a replayed spool line hold.
+pub fn tag_value_read_back(value: &str) -> Cow<'_, str> {
+    if is_plain(value, Kind::Key) {
+        return Cow::Borrowed(value);
+    }
+    let mut escaped = String::with_capacity(value.len() + 8);
+    escape_slowly(&mut escaped, value, true);
+    let mut rest = escaped.as_str();
+    Cow::Owned(take_escaped(&mut rest, &[], KEY_SPECIALS).0)
 }
 
 /// Unescapes up to the first unescaped `stops` character, which it consumes and returns. Only a

@@ -384,7 +384,7 @@ pub struct SinkSnapshot {
     /// InfluxDB said a setting is wrong (cleared by the next write it takes).
     pub config_error: Option<String>,
     /// How the last write request ended.
-    pub last_write: Option<crate::sink::delivery::LastWrite>,
+    pub last_write: Option<crate::sink::LastWrite>,
 }
 
 /// This instance's linear memory, when running as wasm.

@@ -90,7 +90,7 @@ fn the_page_shows_prices_a_chart_and_health_in_a_real_browser() {
         Db::open(&host)
             .await
             .unwrap()
-            .write_lines(&lines)
+            .write_points(&crate::support::points(&lines))
             .await
             .unwrap()
     });

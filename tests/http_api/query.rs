@@ -50,7 +50,7 @@ fn seeded() -> NativeHost {
         Db::open(&host)
             .await
             .unwrap()
-            .write_lines(&lines)
+            .write_points(&crate::support::points(&lines))
             .await
             .unwrap()
     });

@@ -138,7 +138,14 @@ fn csv_of_a_coin_named(name_tag: &str) -> String {
     let lines = format!(
         "cryptocurrency_data,code=EVIL,currency=USD,name={name_tag} rate=-0.5,delta_24h=0.5,rank=1i {now}\n"
     );
-    block_on(async { Db::open(&host).await.unwrap().write_lines(&lines).await }).unwrap();
+    block_on(async {
+        Db::open(&host)
+            .await
+            .unwrap()
+            .write_points(&crate::support::points(&lines))
+            .await
+    })
+    .unwrap();
     let (status, body) = get(&host, "/api/v1/coins?format=csv", None);
     assert_eq!(status, 200, "{body}");
     body

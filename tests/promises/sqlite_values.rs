@@ -24,12 +24,10 @@ fn a_negative_zero_from_lcw_reads_back_from_sqlite_with_the_bits_the_point_carri
     )
     .expect("LCW's coin list");
     let point = schema::coin_point(&coins[0], "USD", 1_700_000_000_000);
-    let mut lines = String::new();
-    line_protocol::encode_points([&point], &mut lines);
     let sql = memory_sql();
     let host = NativeHost::new(&[("lcw_api_key", API_KEY)]).with_sql(sql.clone());
     let db = block_on(Db::open(&host)).expect("the store opens");
-    block_on(db.write_lines(&lines)).expect("the line is stored");
+    block_on(db.write_points(std::slice::from_ref(&point))).expect("the point is stored");
     let stored = crate::support::sql::execute(
         &sql.lock().unwrap(),
         "SELECT rate, volume, market_cap, delta_1h, delta_24h FROM cryptocurrency_data",

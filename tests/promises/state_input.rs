@@ -11,7 +11,7 @@ use lcw_fetcher::host::SqlValue;
 use lcw_fetcher::host::{Clock as _, KeyValue as _};
 use lcw_fetcher::lcw::NAME_LIMIT;
 use lcw_fetcher::routes;
-use lcw_fetcher::sink::delivery::{Quarantine, Sink};
+use lcw_fetcher::sink::delivery::Quarantine;
 use lcw_fetcher::state::QUARANTINE_KEY;
 use lcw_fetcher::telemetry::history::Outcome;
 
@@ -48,16 +48,17 @@ fn an_unreadable_quarantine_is_set_aside_before_a_tick_appends_to_it() {
     block_on(host.kv_set(QUARANTINE_KEY, &unreadable)).unwrap();
     let settings = Settings::from_pairs(&[("lcw_api_key", "k")]).unwrap();
     let (delivery, _) = block_on(async {
-        let mut sink = Sink::new(
+        let mut sink = crate::support::courier(
             &host,
             SinkKind::Sqlite,
             &settings.influx,
-            settings.influx.spool_max_points,
             host.monotonic() + Duration::from_secs(20),
             Default::default(),
         );
-        sink.deliver("market_overview,currency=USD total_market_cap=2i 2000\n")
-            .await;
+        sink.deliver(&crate::support::points(
+            "market_overview,currency=USD total_market_cap=2i 2000\n",
+        ))
+        .await;
         sink.finish().await
     });
     assert_eq!(delivery.quarantined, 1);

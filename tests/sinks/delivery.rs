@@ -11,7 +11,7 @@ use http::{Method, Request, StatusCode};
 use lcw_fetcher::config::{InfluxSettings, Settings};
 use lcw_fetcher::cycle;
 use lcw_fetcher::routes;
-use lcw_fetcher::sink::delivery::{Delivery, Quarantine, Sink, SinkState};
+use lcw_fetcher::sink::delivery::{Courier, Delivery, Quarantine, SinkState};
 use lcw_fetcher::state::QUARANTINE_KEY;
 use serde_json::Value;
 use support::native_host::SharedKv;
@@ -45,16 +45,15 @@ fn now(host: &NativeHost) -> Duration {
 fn with_sink(
     host: &NativeHost,
     settings: &InfluxSettings,
-    work: impl AsyncFnOnce(&mut Sink<'_, NativeHost>),
+    work: impl AsyncFnOnce(&mut Courier<'_, NativeHost>),
 ) -> (Delivery, SinkState) {
     let mut doc = support::collector_state(&host.kv);
     let deadline = now(host) + 20 * S;
     let (delivery, state) = block_on(async {
-        let mut sink = Sink::new(
+        let mut sink = crate::support::courier(
             host,
             lcw_fetcher::config::SinkKind::Influxdb,
             settings,
-            settings.spool_max_points,
             deadline,
             doc.sink.clone(),
         );
@@ -112,7 +111,8 @@ fn an_expired_spool_never_blocks_fresh_data() {
     let dead = influx_settings(&[("influx_url", "http://127.0.0.1:9"), ("influx_api", "v1")]);
     let two_days_ago = lcw_fetcher::host::Clock::unix_millis(&host) - 2 * 86_400_000;
     let (delivery, _) = with_sink(&host, &dead, async |sink| {
-        sink.deliver(&lines("OLD", 30, two_days_ago)).await;
+        sink.deliver(&crate::support::points(&lines("OLD", 30, two_days_ago)))
+            .await;
     });
     assert_eq!(delivery.spooled, 30);
 
@@ -162,7 +162,8 @@ fn a_partial_write_beyond_retention_counts_what_was_dropped() {
     let settings = influx_settings(&[("influx_url", &fake.base_url)]);
     let host = NativeHost::new(&[("x", "y")]);
     let (delivery, state) = with_sink(&host, &settings, async |sink| {
-        sink.deliver(&lines("A", 5, 1_700_000_000_000)).await;
+        sink.deliver(&crate::support::points(&lines("A", 5, 1_700_000_000_000)))
+            .await;
     });
     assert_eq!(fake.seen().len(), 1, "one request, no split");
     assert_eq!(delivery.written_total(), 2);
@@ -196,7 +197,7 @@ fn the_refusal_limit_is_per_batch() {
     let host = NativeHost::new(&[("x", "y")]);
     let text = lines("BAD", 20, 1) + &lines("GOOD", 20, 100);
     let (delivery, _) = with_sink(&host, &settings, async |sink| {
-        sink.deliver(&text).await;
+        sink.deliver(&crate::support::points(&text)).await;
     });
     assert_eq!(delivery.written_total(), 20, "{delivery:?}");
     assert_eq!(delivery.quarantined, 10);
@@ -343,7 +344,8 @@ fn quarantine_can_be_retried_and_cleared() {
         ("admin_token", ADMIN),
     ]);
     let (delivery, _) = with_sink(&host, &settings, async |sink| {
-        sink.deliver(&lines("Q", 3, 1)).await;
+        sink.deliver(&crate::support::points(&lines("Q", 3, 1)))
+            .await;
     });
     assert_eq!(delivery.quarantined, 3);
 
@@ -381,4 +383,73 @@ fn quarantine_can_be_retried_and_cleared() {
     assert_eq!(cleared["cleared"], 1, "{cleared}");
     let left = json(&call(&host, Method::GET, "/quarantine", Some(ADMIN)));
     assert_eq!(left["recent"].as_array().unwrap().len(), 0, "{left}");
+}
+
+/// A stored line that does not parse (a damaged or hand-edited segment) is quarantined with the
+/// parser's reason when the spool is replayed; the lines around it are written and the segment
+/// is gone. Replay reads lines back into points, so this is decided before any sink sees them.
+#[test]
+fn a_spooled_line_that_does_not_parse_is_quarantined_on_replay() {
+    use lcw_fetcher::config::SinkKind;
+    use lcw_fetcher::sink::spool;
+    let host = NativeHost::new(&[("x", "y")]).with_sql(support::native_host::memory_sql());
+    let settings = Settings::from_pairs(&[("lcw_api_key", "k")]).unwrap();
+    let mut state = SinkState::default();
+    let text = "market_overview,currency=USD total_market_cap=1 1000\n\
+                not line protocol\n\
+                market_overview,currency=USD total_market_cap=3 3000\n";
+    block_on(spool::append(&host, &mut state.spool, text, 1_000, 1));
+    assert_eq!(state.spool.points(), 3);
+    let (delivery, state) = block_on(async {
+        let deadline = now(&host) + 20 * S;
+        let mut sink = support::courier(&host, SinkKind::Sqlite, &settings.influx, deadline, state);
+        assert!(sink.replay(deadline).await);
+        sink.finish().await
+    });
+    assert_eq!(delivery.replayed, 2, "{delivery:?}");
+    assert_eq!(delivery.quarantined, 1, "{delivery:?}");
+    assert_eq!(state.counters.quarantined, 1);
+    assert!(state.spool.is_empty(), "{:?}", state.spool);
+    let quarantine: Quarantine =
+        serde_json::from_slice(&host.kv.lock().unwrap()[QUARANTINE_KEY]).unwrap();
+    assert_eq!(quarantine.recent.len(), 1);
+    assert_eq!(quarantine.recent[0].line, "not line protocol");
+    assert!(
+        quarantine.recent[0].message.starts_with("line protocol: "),
+        "{}",
+        quarantine.recent[0].message
+    );
+}
+
+/// NaN and infinite fields are left out before any sink sees the points, and a point left with no
+/// field is dropped: counted (`points_dropped`) and said once, as the encoder counted them when
+/// the points reached the sinks as line protocol.
+#[test]
+fn non_finite_fields_are_dropped_and_counted_before_any_sink() {
+    use lcw_fetcher::config::SinkKind;
+    use lcw_fetcher::point::FieldValue;
+    let host = NativeHost::new(&[("x", "y")]).with_sql(support::native_host::memory_sql());
+    let settings = Settings::from_pairs(&[("lcw_api_key", "k")]).unwrap();
+    let mut points = support::points(
+        "market_overview,currency=USD total_market_cap=1,total_volume=2 1000\n\
+         market_overview,currency=USD total_market_cap=3 2000\n",
+    );
+    points[0].fields[1].1 = FieldValue::Float(f64::NAN);
+    points[1].fields[0].1 = FieldValue::Float(f64::INFINITY);
+    let (delivery, _) = block_on(async {
+        let deadline = now(&host) + 20 * S;
+        let state = SinkState::default();
+        let mut sink = support::courier(&host, SinkKind::Sqlite, &settings.influx, deadline, state);
+        assert!(sink.deliver(&points).await);
+        sink.finish().await
+    });
+    assert_eq!(delivery.written_total(), 1, "{delivery:?}");
+    assert_eq!(delivery.dropped_points, 1);
+    assert_eq!(delivery.quarantined + delivery.spooled, 0);
+    assert!(
+        host.log_text()
+            .contains("2 non-finite fields and 1 points without any field left out"),
+        "{}",
+        host.log_text()
+    );
 }

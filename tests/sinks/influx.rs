@@ -10,7 +10,7 @@ use std::time::Duration;
 use lcw_fetcher::config::{InfluxSettings, Settings, SinkKind};
 use lcw_fetcher::cycle;
 use lcw_fetcher::host::Timeouts;
-use lcw_fetcher::sink::delivery::{Delivery, Sink};
+use lcw_fetcher::sink::delivery::{Courier, Delivery};
 use lcw_fetcher::sink::delivery::{Quarantine, SinkState};
 use lcw_fetcher::sink::influxdb::write;
 use lcw_fetcher::state::QUARANTINE_KEY;
@@ -57,16 +57,15 @@ fn lines(n: usize) -> String {
 fn with_sink(
     host: &NativeHost,
     settings: &InfluxSettings,
-    work: impl AsyncFnOnce(&mut Sink<'_, NativeHost>),
+    work: impl AsyncFnOnce(&mut Courier<'_, NativeHost>),
 ) -> (Delivery, SinkState) {
     let mut doc = support::collector_state(&host.kv);
     let deadline = host_now(host) + 20 * S;
     let (delivery, state) = block_on(async {
-        let mut sink = Sink::new(
+        let mut sink = crate::support::courier(
             host,
             SinkKind::Influxdb,
             settings,
-            settings.spool_max_points,
             deadline,
             doc.sink.clone(),
         );
@@ -81,7 +80,7 @@ fn with_sink(
 /// Delivers `text` through a sink against `settings`.
 fn deliver(host: &NativeHost, settings: &InfluxSettings, text: &str) -> (Delivery, SinkState) {
     with_sink(host, settings, async |sink| {
-        sink.deliver(text).await;
+        sink.deliver(&crate::support::points(text)).await;
     })
 }
 
@@ -485,7 +484,7 @@ fn a_full_spool_evicts_its_oldest_points_and_says_so() {
         let host = NativeHost::with_kv(&[("x", "y")], kv.clone());
         host.advance(Duration::from_secs(600 * round));
         let (delivery, _) = with_sink(&host, &settings, async |sink| {
-            sink.deliver(&lines(150)).await;
+            sink.deliver(&crate::support::points(&lines(150))).await;
         });
         evicted += delivery.evicted;
         if delivery.evicted > 0 {

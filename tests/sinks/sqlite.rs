@@ -14,7 +14,6 @@ use std::time::Duration;
 use lcw_fetcher::config::{Settings, SinkKind};
 use lcw_fetcher::cycle;
 use lcw_fetcher::host::Clock as _;
-use lcw_fetcher::sink::delivery::Sink;
 use lcw_fetcher::sink::sqlite::{self, Db};
 use lcw_fetcher::telemetry::history::Outcome;
 use serde_json::{Map, Value, json};
@@ -288,15 +287,14 @@ fn a_line_the_tables_cannot_take_is_quarantined() {
                  market_overview,currency=USD total_market_cap=2i 2000\n\
                  market_overview,currency=USD total_market_cap=3 3000\n";
     let (delivery, state) = block_on(async {
-        let mut sink = Sink::new(
+        let mut sink = crate::support::courier(
             &host,
             SinkKind::Sqlite,
             &settings.influx,
-            settings.influx.spool_max_points,
             host.monotonic() + 20 * S,
             Default::default(),
         );
-        sink.deliver(lines).await;
+        sink.deliver(&crate::support::points(lines)).await;
         sink.finish().await
     });
     assert_eq!(delivery.written["market_overview"], 2);
@@ -341,7 +339,7 @@ fn retention_deletes_old_rows_in_small_batches() {
         Db::open(&host)
             .await
             .unwrap()
-            .write_lines(&lines)
+            .write_points(&crate::support::points(&lines))
             .await
             .unwrap();
     });
@@ -365,7 +363,7 @@ fn retention_deletes_old_rows_in_small_batches() {
         Db::open(&host)
             .await
             .unwrap()
-            .write_lines(&lines)
+            .write_points(&crate::support::points(&lines))
             .await
             .unwrap();
         let deleted = Db::open(&host)
@@ -505,7 +503,12 @@ fn a_writer_and_a_reader_on_one_file_never_see_a_locked_database() {
         writer.advance(61 * S);
         let record = block_on(cycle::run(&writer));
         assert_eq!(record.outcome, Outcome::Success, "{:?}", record.errors);
-        block_on(async { Db::opened(&writer).write_lines(&lines).await.unwrap() });
+        block_on(async {
+            Db::opened(&writer)
+                .write_points(&crate::support::points(&lines))
+                .await
+                .unwrap()
+        });
         ticks += 1;
     }
     done.store(true, Ordering::SeqCst);

@@ -110,7 +110,9 @@ fn rows_and_bytes_a_day_at_the_defaults() {
         let db = Db::open(&host).await.unwrap();
         for m in 0..1_440 {
             let lines = tick_lines(&mut coins, &exchanges, &overview, m, start + m * MINUTE);
-            db.write_lines(&lines).await.unwrap();
+            db.write_points(&crate::support::points(&lines))
+                .await
+                .unwrap();
         }
     });
     let took = started.elapsed();
@@ -157,11 +159,15 @@ fn a_30_day_series_of_one_coin_at_1_hour_steps() {
                 start + m * MINUTE,
             ));
             if m % 60 == 59 {
-                db.write_lines(&batch).await.unwrap();
+                db.write_points(&crate::support::points(&batch))
+                    .await
+                    .unwrap();
                 batch.clear();
             }
         }
-        db.write_lines(&batch).await.unwrap();
+        db.write_points(&crate::support::points(&batch))
+            .await
+            .unwrap();
     });
     let total = rows(&host, "cryptocurrency_data");
     let bytes = file_bytes(&host);

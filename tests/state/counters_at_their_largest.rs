@@ -15,7 +15,8 @@ use lcw_fetcher::host::Clock as _;
 use lcw_fetcher::lease::Lease;
 use lcw_fetcher::resilience::{BreakerState, Bucket};
 use lcw_fetcher::routes::{self, LiveCheck, StatusChecks};
-use lcw_fetcher::sink::delivery::{LastWrite, Quarantine, QuarantinedLine};
+use lcw_fetcher::sink::LastWrite;
+use lcw_fetcher::sink::delivery::{Quarantine, QuarantinedLine};
 use lcw_fetcher::sink::spool::{SEGMENT_PREFIX, SegmentMeta};
 use lcw_fetcher::state::{
     LEASE_KEY, OVERLAPS_KEY, QUARANTINE_KEY, STATE_KEY, STATUS_CHECKS_KEY, UNREADABLE_COUNT_KEY,
@@ -649,7 +650,7 @@ fn a_spool_at_its_largest_neither_panics_a_tick_nor_wraps_its_counts() {
 fn a_quarantine_total_at_its_largest_does_not_panic_a_refusal() {
     use lcw_fetcher::config::{Settings, SinkKind};
     use lcw_fetcher::host::KeyValue as _;
-    use lcw_fetcher::sink::delivery::{Sink, SinkState};
+    use lcw_fetcher::sink::delivery::SinkState;
     use support::{LcwFake, NativeHost, Reply, block_on};
 
     let fake = LcwFake::start();
@@ -676,16 +677,17 @@ fn a_quarantine_total_at_its_largest_does_not_panic_a_refusal() {
             .unwrap();
         let mut state = SinkState::default();
         state.counters.quarantined = MAX;
-        let mut sink = Sink::new(
+        let mut sink = crate::support::courier(
             &host,
             SinkKind::Influxdb,
             &settings,
-            settings.spool_max_points,
             host.monotonic() + Duration::from_secs(20),
             state,
         );
-        sink.deliver("lcw_overview cap=1 1700000000000000000\n")
-            .await;
+        sink.deliver(&crate::support::points(
+            "lcw_overview cap=1 1700000000000000000\n",
+        ))
+        .await;
         let (delivery, state) = sink.finish().await;
         assert_eq!(delivery.quarantined, 1, "{delivery:?}");
         assert_eq!(state.counters.quarantined, MAX);

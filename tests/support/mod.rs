@@ -98,3 +98,38 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// Points from line protocol text, one a line, as the tests write what a tick delivers.
+pub fn points(text: &str) -> Vec<lcw_fetcher::point::Point> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            lcw_fetcher::sink::line_protocol::parse_line(line)
+                .unwrap_or_else(|e| panic!("a test line that parses: {e}"))
+        })
+        .collect()
+}
+
+/// Delivery to the sink of `kind` with the `influx_*` settings only, as the cycle opens it
+/// through `sink::registry` from the whole settings.
+pub fn courier<'a>(
+    host: &'a NativeHost,
+    kind: lcw_fetcher::config::SinkKind,
+    settings: &'a lcw_fetcher::config::InfluxSettings,
+    deadline: std::time::Duration,
+    state: lcw_fetcher::sink::delivery::SinkState,
+) -> lcw_fetcher::sink::delivery::Courier<'a, NativeHost> {
+    use lcw_fetcher::config::SinkKind;
+    use lcw_fetcher::sink::Sink;
+    let sink: Box<dyn Sink + 'a> = match kind {
+        SinkKind::Influxdb => Box::new(lcw_fetcher::sink::influxdb::InfluxDb::new(host, settings)),
+        SinkKind::Sqlite => Box::new(lcw_fetcher::sink::sqlite::SqliteSink::new(host)),
+    };
+    lcw_fetcher::sink::delivery::Courier::new(
+        host,
+        sink,
+        lcw_fetcher::sink::delivery::Limits::of(settings),
+        deadline,
+        state,
+    )
+}

@@ -2,11 +2,8 @@
 //! health endpoints.
 //!
 //! Sends one batch (gzip-compressed when enabled) with the API's authentication and classifies
-//! the answer; what to do about it is `sink`'s job. Tokens and passwords go only into the
+//! the answer; what to do about it is delivery's job. Tokens and passwords go only into the
 //! `Authorization` header: never into a URL, an error or a log.
-
-use std::fmt;
-use std::time::Duration;
 
 use base64::Engine as _;
 use url::Url;
@@ -15,76 +12,13 @@ use crate::config::{InfluxApi, InfluxSettings};
 use crate::host::{HttpClient, Timeouts};
 use crate::remote::{mask_userinfo, sanitize};
 use crate::sink::line_protocol::gzip;
+use crate::sink::{BatchOutcome, Sent};
 
-/// How InfluxDB answered one batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BatchOutcome {
-    /// 2xx: every line is stored.
-    Written,
-    /// 413: the body is too large; halves may pass.
-    TooLarge,
-    /// 400, 422 and other 4xx but auth, 404 and 429: some line is bad (a parse error, a field
-    /// type conflict). Lines the server accepted are stored; the bad ones never will be.
-    /// Status 0: refused by the embedded store, which answers without HTTP.
-    Rejected { status: u16, message: String },
-    /// 401/403: the credential is wrong; retrying cannot help until someone fixes it.
-    Unauthorized { status: u16, message: String },
-    /// 404: no such database, bucket or organisation.
-    NotFound { message: String },
-    /// Another 4xx whose message says a setting is wrong, not a line (no org, unknown bucket or
-    /// database, an authorisation problem): retrying cannot help until someone fixes it.
-    Misconfigured { status: u16, message: String },
-    /// Accepted, but InfluxDB dropped `dropped` points as older than its retention policy
-    /// (`partial write: points beyond retention policy dropped=N`): the others are stored.
-    Dropped { dropped: u64, message: String },
-    /// 429/503: the server asks us to come back later.
-    Throttled {
-        status: u16,
-        retry_after: Option<Duration>,
-        message: String,
-    },
-    /// Other 5xx, or no answer: worth a retry.
-    Transient { detail: String },
-}
-
-impl BatchOutcome {
-    /// One line for logs and records; never holds a credential.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Written => "written".into(),
-            Self::TooLarge => "HTTP 413: request too large".into(),
-            Self::Rejected { status: 0, message } => message.clone(),
-            Self::Rejected { status, message } => format!("HTTP {status}: {message}"),
-            Self::Unauthorized { status, message } => format!("HTTP {status}: {message}"),
-            Self::NotFound { message } => format!("HTTP 404: {message}"),
-            Self::Misconfigured { status, message } => format!("HTTP {status}: {message}"),
-            Self::Dropped { message, .. } => format!("HTTP 400: {message}"),
-            Self::Throttled {
-                status, message, ..
-            } => format!("HTTP {status}: {message}"),
-            Self::Transient { detail } => detail.clone(),
-        }
-    }
-}
-
-impl fmt::Display for BatchOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "InfluxDB write: {}", self.describe())
-    }
-}
-
-/// Bytes of one request, before and after compression.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Sent {
-    pub raw_bytes: usize,
-    pub wire_bytes: usize,
-}
-
-/// Sends one batch of newline-terminated lines.
+/// Sends one batch of newline-terminated lines (the body, when not compressed).
 pub async fn send_batch<H: HttpClient>(
     http: &H,
     settings: &InfluxSettings,
-    lines: &str,
+    lines: String,
     timeouts: Timeouts,
 ) -> (BatchOutcome, Sent) {
     let (request, sent) = match build_request(settings, lines) {
@@ -292,8 +226,9 @@ async fn bodiless<H: HttpClient>(
 
 fn build_request(
     settings: &InfluxSettings,
-    lines: &str,
+    lines: String,
 ) -> Result<(http::Request<Vec<u8>>, Sent), String> {
+    let raw_bytes = lines.len();
     let mut builder = http::Request::post(write_url(settings).as_str())
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(http::header::ACCEPT, "application/json")
@@ -305,10 +240,10 @@ fn build_request(
         builder = builder.header(http::header::CONTENT_ENCODING, "gzip");
         gzip(lines.as_bytes()).map_err(|e| format!("gzip: {e}"))?
     } else {
-        lines.as_bytes().to_vec()
+        lines.into_bytes()
     };
     let sent = Sent {
-        raw_bytes: lines.len(),
+        raw_bytes,
         wire_bytes: body.len(),
     };
     // Sized, never chunked: Spin sends a body without this header chunked, which some servers
@@ -367,6 +302,8 @@ fn server_message(body: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::Settings;
 

@@ -1,7 +1,7 @@
 //! The embedded store: Spin's SQLite database as a second sink, and the reads of the query API.
 //!
 //! Owns the SQL: the tables (one per measurement, with InfluxDB's field names), their versioned
-//! migrations (`schema_version`), how a batch of line protocol becomes upserts, retention, and
+//! migrations (`schema_version`), how a batch of points becomes upserts, retention, and
 //! the few read queries the API makes. It reaches the database only through the
 //! `host::Sql` port. It must not decide what happens to a batch that fails (that
 //! is `sink::delivery`, which spools it exactly as for InfluxDB), nor shape HTTP answers (`query`).
@@ -13,7 +13,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::host::{Sql, SqlError, SqlRows, SqlValue};
-use crate::sink::line_protocol::{self, FieldValue};
+use crate::point::{FieldValue, Point};
+use crate::sink::line_protocol;
 
 /// How long a statement waits for the other process's write lock before failing with "database
 /// is locked": the collector's writes are short transactions, so a reader or writer never waits
@@ -308,10 +309,10 @@ impl<'a, S: Sql> Db<'a, S> {
         }
     }
 
-    /// Stores newline-terminated lines in one transaction: all of them, or none. A point written
-    /// again replaces the fields it carries and keeps the others, as InfluxDB does.
-    pub async fn write_lines(&self, lines: &str) -> Result<usize, WriteError> {
-        let rows = to_rows(lines)?;
+    /// Stores points in one transaction: all of them, or none. A point written again replaces
+    /// the fields it carries and keeps the others, as InfluxDB does.
+    pub async fn write_points(&self, points: &[Point]) -> Result<usize, WriteError> {
+        let rows = to_rows(points)?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -560,67 +561,84 @@ struct Row {
     values: Vec<SqlValue>,
 }
 
-fn to_rows(lines: &str) -> Result<Vec<Row>, WriteError> {
-    let mut rows = Vec::new();
-    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
-        let parsed =
-            line_protocol::parse_line(line).map_err(|e| WriteError::Rejected(e.to_string()))?;
-        let reject = |what: String| {
-            WriteError::Rejected(format!("{what} (measurement `{}`)", parsed.measurement))
-        };
-        let table = table(&parsed.measurement)
-            .ok_or_else(|| reject("no table for this measurement".into()))?;
-        let mut columns = Vec::with_capacity(table.key_tags.len() + parsed.fields.len() + 2);
-        let mut values = Vec::with_capacity(columns.capacity());
-        for tag in table.key_tags {
-            let value = parsed
-                .tags
-                .iter()
-                .find(|(k, _)| k == tag)
-                .ok_or_else(|| reject(format!("the key tag `{tag}` is missing")))?;
-            columns.push(*tag);
-            values.push(SqlValue::Text(value.1.clone()));
-        }
-        columns.push("time_ms");
-        values.push(SqlValue::Integer(parsed.timestamp_ms));
-        for (key, value) in &parsed.tags {
-            if table.key_tags.contains(&key.as_ref()) {
-                continue;
-            }
-            let column = table
-                .other_tags
-                .iter()
-                .find(|t| **t == key)
-                .ok_or_else(|| reject(format!("no column for the tag `{key}`")))?;
-            columns.push(column);
-            values.push(SqlValue::Text(value.clone()));
-        }
-        for (key, value) in &parsed.fields {
-            let (column, kind) = table
-                .fields
-                .iter()
-                .find(|(f, _)| f == key)
-                .ok_or_else(|| reject(format!("no column for the field `{key}`")))?;
-            // A field keeps one type, as in InfluxDB: a conflict is refused, never converted.
-            let value = match (kind, value) {
-                (Kind::Real, FieldValue::Float(f)) => SqlValue::Real(*f),
-                (Kind::Integer, FieldValue::Integer(i)) => SqlValue::Integer(*i),
-                (kind, value) => {
-                    return Err(reject(format!(
-                        "the field `{key}` is {kind:?} here, the line has {value:?}"
-                    )));
-                }
-            };
-            columns.push(column);
-            values.push(value);
-        }
-        rows.push(Row {
-            table,
-            columns,
-            values,
-        });
+/// Points as rows of their tables: each value as it would read back from its line (a tag value
+/// the encoder leaves out is absent), so the store holds what InfluxDB holds.
+fn to_rows(points: &[Point]) -> Result<Vec<Row>, WriteError> {
+    let mut rows = Vec::with_capacity(points.len());
+    for point in points {
+        rows.push(to_row(point)?);
     }
     Ok(rows)
+}
+
+fn to_row(point: &Point) -> Result<Row, WriteError> {
+    let reject = |what: String| {
+        WriteError::Rejected(format!("{what} (measurement `{}`)", point.measurement))
+    };
+    let table =
+        table(&point.measurement).ok_or_else(|| reject("no table for this measurement".into()))?;
+    let mut columns = Vec::with_capacity(table.key_tags.len() + point.fields.len() + 2);
+    let mut values = Vec::with_capacity(columns.capacity());
+    // Each tag value as it reads back from the point's line; one the line leaves out is absent.
+    let tag = |key: &str| {
+        point
+            .tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| line_protocol::tag_value_read_back(v))
+            .filter(|v| !v.is_empty())
+    };
+    for key in table.key_tags {
+        let value = tag(key).ok_or_else(|| reject(format!("the key tag `{key}` is missing")))?;
+        columns.push(*key);
+        values.push(SqlValue::Text(value.into_owned()));
+    }
+    columns.push("time_ms");
+    values.push(SqlValue::Integer(point.timestamp_ms));
+    for (key, value) in &point.tags {
+        let value = line_protocol::tag_value_read_back(value);
+        if table.key_tags.contains(&key.as_ref()) || value.is_empty() {
+            continue;
+        }
+        let column = table
+            .other_tags
+            .iter()
+            .find(|t| **t == key)
+            .ok_or_else(|| reject(format!("no column for the tag `{key}`")))?;
+        columns.push(column);
+        values.push(SqlValue::Text(value.into_owned()));
+    }
+    for (key, value) in &point.fields {
+        let (column, value) = field_cell(table, key, value).map_err(reject)?;
+        columns.push(column);
+        values.push(value);
+    }
+    Ok(Row {
+        table,
+        columns,
+        values,
+    })
+}
+
+/// A field's column and value; a field the table lacks, or of the other type, is refused (a field
+/// keeps one type, as in InfluxDB: a conflict is never converted).
+fn field_cell(
+    table: &'static Table,
+    key: &str,
+    value: &FieldValue,
+) -> Result<(&'static str, SqlValue), String> {
+    let (column, kind) = table
+        .fields
+        .iter()
+        .find(|(f, _)| *f == key)
+        .ok_or_else(|| format!("no column for the field `{key}`"))?;
+    match (kind, value) {
+        (Kind::Real, FieldValue::Float(f)) => Ok((*column, SqlValue::Real(*f))),
+        (Kind::Integer, FieldValue::Integer(i)) => Ok((*column, SqlValue::Integer(*i))),
+        (kind, value) => Err(format!(
+            "the field `{key}` is {kind:?} here, the line has {value:?}"
+        )),
+    }
 }
 
 /// One multi-row upsert. On a conflict the fields the new row carries replace the old ones and
@@ -657,6 +675,13 @@ fn upsert(rows: &[Row]) -> (String, Vec<SqlValue>) {
 mod tests {
     use super::*;
 
+    fn points(lines: &str) -> Vec<Point> {
+        lines
+            .lines()
+            .map(|l| line_protocol::parse_line(l).unwrap())
+            .collect()
+    }
+
     #[test]
     fn placeholders_are_numbered_after_the_statements_own() {
         assert_eq!(
@@ -683,7 +708,7 @@ mod tests {
                 "`x`",
             ),
         ] {
-            match to_rows(lines) {
+            match to_rows(&points(lines)) {
                 Err(WriteError::Rejected(message)) => assert!(message.contains(says), "{message}"),
                 _ => panic!("{lines} was taken"),
             }
@@ -692,9 +717,9 @@ mod tests {
 
     #[test]
     fn rows_of_one_shape_share_an_upsert() {
-        let rows = to_rows(
+        let rows = to_rows(&points(
             "cryptocurrency_data,code=A,currency=USD,name=a rate=1,rank=1i 5\ncryptocurrency_data,code=B,currency=USD,name=b rate=2,rank=2i 5\n",
-        )
+        ))
         .unwrap();
         let (statement, params) = upsert(&rows);
         assert_eq!(params.len(), 12);
