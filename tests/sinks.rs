@@ -10,6 +10,8 @@ mod delivery;
 mod influx;
 #[path = "sinks/line_protocol.rs"]
 mod line_protocol;
+#[path = "sinks/seams.rs"]
+mod seams;
 #[path = "sinks/sqlite.rs"]
 mod sqlite;
 #[path = "sinks/sqlite_figures.rs"]
