@@ -197,6 +197,8 @@ pub struct Courier<'a, H> {
 struct Items<'p> {
     points: &'p [Point],
     lines: &'p [&'p str],
+    /// The points were read back from their lines ([`Batch::read_back`]).
+    read_back: bool,
 }
 
 impl Items<'_> {
@@ -204,6 +206,7 @@ impl Items<'_> {
         Batch {
             points: &self.points[start..end],
             lines: &self.lines[start..end],
+            read_back: self.read_back,
         }
     }
 
@@ -282,6 +285,7 @@ impl<'a, H: Host> Courier<'a, H> {
             let items = Items {
                 points: &points,
                 lines: &lines,
+                read_back: true,
             };
             let (written, kept) = self.send_all(&items).await;
             self.delivery.replayed = self.delivery.replayed.saturating_add(written);
@@ -337,6 +341,7 @@ impl<'a, H: Host> Courier<'a, H> {
         let items = Items {
             points: &points,
             lines: &lines,
+            read_back: true,
         };
         let (written, kept) = self.send_all(&items).await;
         let mut remaining = std::mem::take(&mut self.quarantined);
@@ -365,6 +370,7 @@ impl<'a, H: Host> Courier<'a, H> {
         let items = Items {
             points,
             lines: &lines,
+            read_back: false,
         };
         let (_, kept) = self.send_all(&items).await;
         self.to_spool.push_str(&kept);

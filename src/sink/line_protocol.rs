@@ -396,9 +396,12 @@ impl std::fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Reads one line (with or without its `\n`) of the form [`encode_points`] writes: a timestamp is
-/// required (every point here has one), and its unit is milliseconds.
+/// required (every point here has one), and its unit is milliseconds. Leading spaces and tabs
+/// are skipped, as InfluxDB skips them: a stored line it takes is a point here too.
 pub fn parse_line(line: &str) -> Result<Point, ParseError> {
-    let line = line.trim_end_matches(['\n', '\r']);
+    let line = line
+        .trim_end_matches(['\n', '\r'])
+        .trim_start_matches([' ', '\t']);
     let bad = |what: &str| ParseError(format!("{what} in `{}`", shorten(line)));
     let mut rest = line;
     let (measurement, stop) = take_escaped(&mut rest, &[',', ' '], &[',', ' ']);

@@ -78,6 +78,10 @@ pub struct Batch<'p> {
     pub points: &'p [Point],
     /// One newline-terminated line a point, in the same order.
     pub lines: &'p [&'p str],
+    /// The points were read back from `lines` (a replay): their values are already as they read
+    /// back, and a sink that stores points takes them as they are (read back a second time, a
+    /// stored `\\` would lose a backslash).
+    pub read_back: bool,
 }
 
 /// How a sink answered one batch (HTTP statuses are InfluxDB's; the embedded store maps its

@@ -309,10 +309,21 @@ impl<'a, S: Sql> Db<'a, S> {
         }
     }
 
-    /// Stores points in one transaction: all of them, or none. A point written again replaces
-    /// the fields it carries and keeps the others, as InfluxDB does.
+    /// Stores points in one transaction: all of them, or none, each tag value as it reads back
+    /// from the point's line. A point written again replaces the fields it carries and keeps the
+    /// others, as InfluxDB does.
     pub async fn write_points(&self, points: &[Point]) -> Result<usize, WriteError> {
-        let rows = to_rows(points)?;
+        self.write_rows(to_rows(points, Tags::ReadBackFromTheLine)?)
+            .await
+    }
+
+    /// [`write_points`](Self::write_points) for points read back from stored lines (a replay):
+    /// their tag values are stored as the lines gave them, as every release stored them.
+    pub async fn write_read_back(&self, points: &[Point]) -> Result<usize, WriteError> {
+        self.write_rows(to_rows(points, Tags::AsGiven)?).await
+    }
+
+    async fn write_rows(&self, rows: Vec<Row>) -> Result<usize, WriteError> {
         if rows.is_empty() {
             return Ok(0);
         }
@@ -563,15 +574,33 @@ struct Row {
 
 /// Points as rows of their tables: each value as it would read back from its line (a tag value
 /// the encoder leaves out is absent), so the store holds what InfluxDB holds.
-fn to_rows(points: &[Point]) -> Result<Vec<Row>, WriteError> {
+fn to_rows(points: &[Point], tags: Tags) -> Result<Vec<Row>, WriteError> {
     let mut rows = Vec::with_capacity(points.len());
     for point in points {
-        rows.push(to_row(point)?);
+        rows.push(to_row(point, tags)?);
     }
     Ok(rows)
 }
 
-fn to_row(point: &Point) -> Result<Row, WriteError> {
+/// How a point's tag values become cells.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tags {
+    /// A fresh point's: as they read back from its line (`tag_value_read_back`).
+    ReadBackFromTheLine,
+    /// A point read back from its line already: as they are.
+    AsGiven,
+}
+
+impl Tags {
+    fn cell(self, value: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::ReadBackFromTheLine => line_protocol::tag_value_read_back(value),
+            Self::AsGiven => std::borrow::Cow::Borrowed(value),
+        }
+    }
+}
+
+fn to_row(point: &Point, tags: Tags) -> Result<Row, WriteError> {
     let reject = |what: String| {
         WriteError::Rejected(format!("{what} (measurement `{}`)", point.measurement))
     };
@@ -585,7 +614,7 @@ fn to_row(point: &Point) -> Result<Row, WriteError> {
             .tags
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, v)| line_protocol::tag_value_read_back(v))
+            .map(|(_, v)| tags.cell(v))
             .filter(|v| !v.is_empty())
     };
     for key in table.key_tags {
@@ -596,7 +625,7 @@ fn to_row(point: &Point) -> Result<Row, WriteError> {
     columns.push("time_ms");
     values.push(SqlValue::Integer(point.timestamp_ms));
     for (key, value) in &point.tags {
-        let value = line_protocol::tag_value_read_back(value);
+        let value = tags.cell(value);
         if table.key_tags.contains(&key.as_ref()) || value.is_empty() {
             continue;
         }
@@ -708,7 +737,7 @@ mod tests {
                 "`x`",
             ),
         ] {
-            match to_rows(&points(lines)) {
+            match to_rows(&points(lines), Tags::ReadBackFromTheLine) {
                 Err(WriteError::Rejected(message)) => assert!(message.contains(says), "{message}"),
                 _ => panic!("{lines} was taken"),
             }
@@ -717,9 +746,12 @@ mod tests {
 
     #[test]
     fn rows_of_one_shape_share_an_upsert() {
-        let rows = to_rows(&points(
-            "cryptocurrency_data,code=A,currency=USD,name=a rate=1,rank=1i 5\ncryptocurrency_data,code=B,currency=USD,name=b rate=2,rank=2i 5\n",
-        ))
+        let rows = to_rows(
+            &points(
+                "cryptocurrency_data,code=A,currency=USD,name=a rate=1,rank=1i 5\ncryptocurrency_data,code=B,currency=USD,name=b rate=2,rank=2i 5\n",
+            ),
+            Tags::ReadBackFromTheLine,
+        )
         .unwrap();
         let (statement, params) = upsert(&rows);
         assert_eq!(params.len(), 12);

@@ -49,9 +49,12 @@ impl<'a, H: Host> SqliteSink<'a, H> {
             }
             self.ready = true;
         }
-        let written = Db::opened_within(host, &time_left)
-            .write_points(batch.points)
-            .await;
+        let db = Db::opened_within(host, &time_left);
+        let written = if batch.read_back {
+            db.write_read_back(batch.points).await
+        } else {
+            db.write_points(batch.points).await
+        };
         let outcome = match written {
             Ok(_) => BatchOutcome::Written,
             Err(WriteError::Rejected(message)) => BatchOutcome::Rejected { status: 0, message },
