@@ -21,8 +21,8 @@
 //! | other 5xx, no answer | up to 2 retries with jittered backoff inside the deadline, then kept |
 //!
 //! The spool and the quarantine keep line protocol (the spool's stored format is that of every
-//! release); replay reads the lines back into points (a line that does not parse is quarantined)
-//! and sends them through the same path, the stored line kept with each point. Fresh points go
+//! release); replay reads the lines back into points (a line that does not parse is quarantined,
+//! within the per-batch refusal limit, the rest kept) and sends them through the same path, the stored line kept with each point. Fresh points go
 //! first ([`Courier::deliver`]), the spool after ([`Courier::replay`]): a backlog the sink
 //! refuses never holds back what was just fetched. It must not know where the points came from
 //! nor any sink's wire format or settings. Its state travels in the cycle's state document; the
@@ -218,6 +218,15 @@ impl Items<'_> {
     }
 }
 
+/// Stored lines read back: the points and their lines, and the lines kept unread (past the
+/// refusal limit).
+#[derive(Default)]
+struct ReadBack<'l> {
+    points: Vec<Point>,
+    lines: Vec<&'l str>,
+    kept: String,
+}
+
 /// One [`Courier::send_all`]: the ranges still to send (first on top) and what became of the
 /// others.
 struct Run {
@@ -281,13 +290,14 @@ impl<'a, H: Host> Courier<'a, H> {
                     return false;
                 }
             };
-            let (points, lines) = self.read_back(&text);
+            let back = self.read_back(&text);
             let items = Items {
-                points: &points,
-                lines: &lines,
+                points: &back.points,
+                lines: &back.lines,
                 read_back: true,
             };
-            let (written, kept) = self.send_all(&items).await;
+            let (written, mut kept) = self.send_all(&items).await;
+            kept.push_str(&back.kept);
             self.delivery.replayed = self.delivery.replayed.saturating_add(written);
             self.state.counters.replayed = self.state.counters.replayed.saturating_add(written);
             if kept.is_empty() {
@@ -305,23 +315,42 @@ impl<'a, H: Host> Courier<'a, H> {
     }
 
     /// Stored lines read back into points, each with its line. A line that does not parse is
-    /// quarantined: no sink would take it, and sent again it would fail again.
-    fn read_back<'l>(&mut self, text: &'l str) -> (Vec<Point>, Vec<&'l str>) {
-        let mut points = Vec::new();
-        let mut lines = Vec::new();
-        for line in text.split_inclusive('\n') {
-            if line.trim().is_empty() {
-                continue;
+    /// refused as a sink refuses one: quarantined (no sink would take it, and sent again it would
+    /// fail again), at most [`QUARANTINE_LIMIT_PER_BATCH`] in a batch's worth of lines; past
+    /// that the rest of those are kept for a later tick, as a segment this release cannot read
+    /// (a newer release's) is more likely than so many damaged lines.
+    fn read_back<'l>(&mut self, text: &'l str) -> ReadBack<'l> {
+        let batch = self.limits.batch_size.max(1) as usize;
+        let mut back = ReadBack::default();
+        let mut refused = 0;
+        let stored = text.split_inclusive('\n').filter(|l| !l.trim().is_empty());
+        for (at, line) in stored.enumerate() {
+            if at % batch == 0 {
+                refused = 0;
             }
             match line_protocol::parse_line(line) {
                 Ok(point) => {
-                    points.push(point);
-                    lines.push(line);
+                    back.points.push(point);
+                    back.lines.push(line);
                 }
-                Err(error) => self.quarantine(line, error.to_string()),
+                Err(_) if refused >= QUARANTINE_LIMIT_PER_BATCH => {
+                    back.kept.push_str(line);
+                    if !line.ends_with('\n') {
+                        back.kept.push('\n');
+                    }
+                }
+                Err(error) => {
+                    refused += 1;
+                    self.quarantine(line, error.to_string());
+                }
             }
         }
-        (points, lines)
+        if !back.kept.is_empty() {
+            self.note_error(format!(
+                "spool: over {QUARANTINE_LIMIT_PER_BATCH} stored lines of one batch do not parse, the rest are kept for a later tick (a segment of another release?)"
+            ));
+        }
+        back
     }
 
     async fn drop_front_segment(&mut self, meta: &spool::SegmentMeta) {
@@ -337,13 +366,14 @@ impl<'a, H: Host> Courier<'a, H> {
         entries: &[QuarantinedLine],
     ) -> (u64, Vec<QuarantinedLine>) {
         let text: String = entries.iter().map(|e| format!("{}\n", e.line)).collect();
-        let (points, lines) = self.read_back(&text);
+        let back = self.read_back(&text);
         let items = Items {
-            points: &points,
-            lines: &lines,
+            points: &back.points,
+            lines: &back.lines,
             read_back: true,
         };
-        let (written, kept) = self.send_all(&items).await;
+        let (written, mut kept) = self.send_all(&items).await;
+        kept.push_str(&back.kept);
         let mut remaining = std::mem::take(&mut self.quarantined);
         for line in kept.lines() {
             if let Some(entry) = entries.iter().find(|e| e.line == line) {
