@@ -227,6 +227,20 @@ struct ReadBack<'l> {
     kept: String,
 }
 
+impl ReadBack<'_> {
+    /// Adds the lines kept unread to `kept`, on a line of their own (a segment's last line may
+    /// lack its newline).
+    fn keep_unread(&self, kept: &mut String) {
+        if self.kept.is_empty() {
+            return;
+        }
+        if !kept.is_empty() && !kept.ends_with('\n') {
+            kept.push('\n');
+        }
+        kept.push_str(&self.kept);
+    }
+}
+
 /// One [`Courier::send_all`]: the ranges still to send (first on top) and what became of the
 /// others.
 struct Run {
@@ -297,7 +311,7 @@ impl<'a, H: Host> Courier<'a, H> {
                 read_back: true,
             };
             let (written, mut kept) = self.send_all(&items).await;
-            kept.push_str(&back.kept);
+            back.keep_unread(&mut kept);
             self.delivery.replayed = self.delivery.replayed.saturating_add(written);
             self.state.counters.replayed = self.state.counters.replayed.saturating_add(written);
             if kept.is_empty() {
@@ -373,7 +387,7 @@ impl<'a, H: Host> Courier<'a, H> {
             read_back: true,
         };
         let (written, mut kept) = self.send_all(&items).await;
-        kept.push_str(&back.kept);
+        back.keep_unread(&mut kept);
         let mut remaining = std::mem::take(&mut self.quarantined);
         for line in kept.lines() {
             if let Some(entry) = entries.iter().find(|e| e.line == line) {

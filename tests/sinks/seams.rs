@@ -210,3 +210,32 @@ fn a_replay_counts_every_stored_point_once() {
             .unwrap();
     assert_eq!(doc["total"], 3);
 }
+
+/// Lines kept past the refusal limit join the lines the sink could not take yet on lines of their
+/// own, though a segment's last line may lack its newline (a segment of another writer): the
+/// rewritten segment holds each kept line whole.
+#[test]
+fn lines_kept_unread_stay_whole_beside_a_last_line_without_newline() {
+    let host = NativeHost::new(&[("x", "y")]).with_sql(support::native_host::memory_sql());
+    host.set_sql_down(true);
+    let good = "market_overview,currency=USD total_market_cap=1 1000";
+    let mut text = format!("{good}\n");
+    for i in 0..=QUARANTINE_LIMIT_PER_BATCH {
+        text.push_str(&format!("unreadable {i}\n"));
+    }
+    text.push_str("market_overview,currency=USD total_market_cap=2 2000");
+    let (delivery, state) = replay(&host, SinkKind::Sqlite, &sqlite_settings(), &text);
+    assert_eq!(delivery.quarantined, QUARANTINE_LIMIT_PER_BATCH);
+    let meta = state.spool.segments.front().expect("a segment kept");
+    let kept = block_on(spool::read(&host, meta)).unwrap().unwrap();
+    let lines: Vec<&str> = kept.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            good,
+            "market_overview,currency=USD total_market_cap=2 2000",
+            "unreadable 10"
+        ],
+        "{kept:?}"
+    );
+}
