@@ -250,15 +250,8 @@ async fn run_with<H: Host>(
         // Before any remote text comes in: none of it may carry a credential further.
         crate::remote::protect(&settings.secrets());
     }
-    let deadline_ms = settings.as_ref().map_or_else(
-        |_| config::default_number("cycle_deadline_ms"),
-        |s| s.cycle_deadline_ms,
-    );
-
     let owner = format!("{:016x}", host.random_u64());
-    let expires_at_ms = started_at_ms
-        .saturating_add(i64::try_from(deadline_ms).unwrap_or(i64::MAX))
-        .saturating_add(LEASE_MARGIN.as_millis() as i64);
+    let expires_at_ms = lease_expiry(&settings, started_at_ms);
     let held = match lease::take(host, &owner, expires_at_ms).await {
         Ok(Taken::Held(held)) => held,
         Ok(Taken::Busy {
@@ -269,15 +262,7 @@ async fn run_with<H: Host>(
     };
     let opened = open_state(host, started_at_ms).await;
     let save = opened.is_some();
-    let mut doc = opened.unwrap_or_else(|| CollectorState {
-        // Without its documents a tick cannot know whether this is the first run: no initial
-        // history, which it would otherwise fetch again every such tick.
-        backfill: BackfillState {
-            initialized: true,
-            ..BackfillState::default()
-        },
-        ..CollectorState::default()
-    });
+    let mut doc = opened.unwrap_or_else(without_documents);
     doc.lease_guarantee = Some(held.guarantee);
     doc.sink.spool.may_extend_tail = doc.lease_guarantee == Some(lease::Guarantee::Exclusive);
 
@@ -287,6 +272,55 @@ async fn run_with<H: Host>(
         // No LCW or InfluxDB call with settings we cannot trust.
         Err(error) => CycleRecord::new(Outcome::Error, vec![error.to_string()]),
     };
+    let times = (started, started_at_ms);
+    close_record(host, &settings, times, &mut record, &mut tick, &mut doc);
+    if save {
+        save_state(host, &held, &mut doc).await;
+    }
+    if let Err(error) = lease::release(host, &held).await {
+        host.log(
+            Level::Warn,
+            &format!("lease not released (it expires by itself): {error}"),
+        );
+    }
+    record
+}
+
+/// The lease of a tick ends its deadline and a margin after it started (a default deadline when
+/// the settings do not read).
+fn lease_expiry(settings: &Result<Settings, ConfigError>, started_at_ms: i64) -> i64 {
+    let deadline_ms = settings.as_ref().map_or_else(
+        |_| config::default_number("cycle_deadline_ms"),
+        |s| s.cycle_deadline_ms,
+    );
+    started_at_ms
+        .saturating_add(i64::try_from(deadline_ms).unwrap_or(i64::MAX))
+        .saturating_add(LEASE_MARGIN.as_millis() as i64)
+}
+
+/// The state of a tick whose documents could not be read (it will not save them).
+fn without_documents() -> CollectorState {
+    CollectorState {
+        // Without its documents a tick cannot know whether this is the first run: no initial
+        // history, which it would otherwise fetch again every such tick.
+        backfill: BackfillState {
+            initialized: true,
+            ..BackfillState::default()
+        },
+        ..CollectorState::default()
+    }
+}
+
+/// A tick's record completed (its start and duration, its errors bounded), logged and kept in
+/// the history, and its timings taken into the statistics and alerts.
+fn close_record<H: Host>(
+    host: &H,
+    settings: &Result<Settings, ConfigError>,
+    (started, started_at_ms): (Duration, i64),
+    record: &mut CycleRecord,
+    tick: &mut Tick,
+    doc: &mut CollectorState,
+) {
     record.started_at_ms = started_at_ms;
     record.duration_ms = elapsed_ms(host, started);
     tick.time(
@@ -295,7 +329,7 @@ async fn run_with<H: Host>(
         record.outcome == Outcome::Success,
     );
     record.bound_errors();
-    log_record(host, &record);
+    log_record(host, record);
     doc.history.record(record.clone());
     let thresholds = settings.as_ref().map_or_else(
         |_| Settings::default_thresholds(),
@@ -309,16 +343,6 @@ async fn run_with<H: Host>(
         host.unix_millis(),
     );
     telemetry::log_alerts(host, &alerts);
-    if save {
-        save_state(host, &held, &mut doc).await;
-    }
-    if let Err(error) = lease::release(host, &held).await {
-        host.log(
-            Level::Warn,
-            &format!("lease not released (it expires by itself): {error}"),
-        );
-    }
-    record
 }
 
 /// A skipped tick: another holds the lease.

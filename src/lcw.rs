@@ -10,9 +10,8 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use url::Url;
 
-use crate::config::Secret;
+use crate::config::{HttpUrl, Secret};
 use crate::host::{HttpClient, Timeouts, TransportError};
 use crate::remote::{self, ErrorClass, USER_AGENT, mask_userinfo, retry_after, sanitize};
 
@@ -639,14 +638,14 @@ pub struct NoParameters {}
 /// Sends LCW requests through the host's HTTP port.
 pub struct Client<'a, H> {
     http: &'a H,
-    base_url: &'a Url,
+    base_url: &'a HttpUrl,
     api_key: &'a Secret,
     /// LCW's clock, from the `Date` header of the last answer that had one.
     date_ms: Cell<Option<i64>>,
 }
 
 impl<'a, H: HttpClient> Client<'a, H> {
-    pub fn new(http: &'a H, base_url: &'a Url, api_key: &'a Secret) -> Self {
+    pub fn new(http: &'a H, base_url: &'a HttpUrl, api_key: &'a Secret) -> Self {
         Self {
             http,
             base_url,
@@ -814,11 +813,8 @@ pub fn request_body<B: Serialize>(endpoint: Endpoint, body: &B) -> Result<Vec<u8
 }
 
 /// `base` + endpoint path, keeping any path prefix of the base (proxies mount LCW under one).
-pub fn endpoint_url(base: &Url, endpoint: Endpoint) -> Url {
-    let mut url = base.clone();
-    let prefix = base.path().trim_end_matches('/');
-    url.set_path(&format!("{prefix}{}", endpoint.path()));
-    url
+pub fn endpoint_url(base: &HttpUrl, endpoint: Endpoint) -> String {
+    base.join(endpoint.path())
 }
 
 /// Parses a 2xx body, naming the endpoint and the position of the first mismatch.
@@ -906,12 +902,12 @@ mod tests {
 
     #[test]
     fn endpoint_url_keeps_a_proxy_prefix() {
-        let base = Url::parse("http://127.0.0.1:9000/lcw/").unwrap();
+        let base = HttpUrl::parse("http://127.0.0.1:9000/lcw/").unwrap();
         assert_eq!(
             endpoint_url(&base, Endpoint::CoinsList).as_str(),
             "http://127.0.0.1:9000/lcw/coins/list"
         );
-        let base = Url::parse("https://api.livecoinwatch.com").unwrap();
+        let base = HttpUrl::parse("https://api.livecoinwatch.com").unwrap();
         assert_eq!(
             endpoint_url(&base, Endpoint::Overview).as_str(),
             "https://api.livecoinwatch.com/overview"

@@ -169,7 +169,7 @@ fn encoded_forms(secret: &str) -> Vec<String> {
         secret.to_owned(),
         percent(true),
         percent(false),
-        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+        form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
         json.get(1..json.len().saturating_sub(1))
             .unwrap_or_default()
             .to_owned(),

@@ -7,13 +7,13 @@
 
 use std::fmt;
 
-use url::Url;
-
 use crate::host::Variables;
 
+mod http_url;
 mod reader;
 pub mod variables;
 
+pub use http_url::{HttpUrl, UrlError};
 use reader::Reader;
 pub use reader::{Problem, normalize_code};
 use variables::*;
@@ -97,7 +97,7 @@ pub struct SqliteSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub lcw_api_key: Secret,
-    pub lcw_base_url: Url,
+    pub lcw_base_url: HttpUrl,
     pub currency: String,
     pub max_coins_per_fetch: u32,
     pub tracked_coins: Vec<String>,
@@ -164,7 +164,7 @@ pub struct Thresholds {
 pub struct InfluxSettings {
     /// With `sink = sqlite` and no `influx_url`, a placeholder that is never called: validation
     /// makes `influxdb` require a real URL.
-    pub url: Url,
+    pub url: HttpUrl,
     /// `influx_url` was set.
     pub configured: bool,
     pub api: InfluxApi,

@@ -8,8 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use url::Url;
-
+use super::http_url::{HttpUrl, without_userinfo};
 use super::variables::{Kind, Variable};
 use super::{HedgeAfter, Secret};
 
@@ -156,26 +155,17 @@ impl<'a> Reader<'a> {
     }
 
     /// A [`Kind::Url`]; for [`Kind::UrlOrEmpty`] an empty value is a placeholder, never called.
-    pub(super) fn url(&mut self, row: &Variable) -> Url {
+    pub(super) fn url(&mut self, row: &Variable) -> HttpUrl {
         let value = self.value(row);
         expect_kind(row, matches!(row.kind, Kind::Url | Kind::UrlOrEmpty));
         if row.kind == Kind::UrlOrEmpty && value.is_empty() {
             return placeholder_url();
         }
-        match Url::parse(&value) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                if url.query().is_some() || url.fragment().is_some() {
-                    self.problem(row, &value, "must not have a query or fragment");
-                }
-                url
-            }
-            Ok(_) => {
-                let reason = "must be an http:// or https:// URL with a host";
-                self.problem(row, &value, reason);
-                placeholder_url()
-            }
+        match HttpUrl::parse(&value) {
+            Ok(url) => url,
+            // Said, and read on: every problem of the settings is reported at once.
             Err(error) => {
-                self.problem(row, &value, format!("is not a URL ({error})"));
+                self.problem(row, &value, error.to_string());
                 placeholder_url()
             }
         }
@@ -261,22 +251,8 @@ fn expect_kind(row: &Variable, matches: bool) {
     );
 }
 
-/// A value as a problem may show it: a URL's `user:password@` is masked, and a value that
-/// looks like a URL with userinfo but does not parse is not shown at all.
-fn without_userinfo(value: &str) -> String {
-    match Url::parse(value) {
-        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
-            let _ = url.set_password(None);
-            let _ = url.set_username("***");
-            url.to_string()
-        }
-        Err(_) if value.contains("://") && value.contains('@') => "***".to_owned(),
-        _ => value.to_owned(),
-    }
-}
-
-fn placeholder_url() -> Url {
-    Url::parse("http://invalid.invalid/").expect("static URL parses")
+fn placeholder_url() -> HttpUrl {
+    HttpUrl::parse("http://invalid.invalid/").expect("static URL parses")
 }
 
 /// Upper-cases a coin or currency code and checks its shape: 1–32 characters of letters, digits,

@@ -6,7 +6,7 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use lcw_fetcher::config::{Secret, Settings};
+use lcw_fetcher::config::{HttpUrl, Secret, Settings};
 use lcw_fetcher::cycle;
 use lcw_fetcher::guard::{Guard, ResilienceState};
 use lcw_fetcher::host::{Clock, Timeouts};
@@ -34,7 +34,7 @@ fn client_call<T>(
     f: impl AsyncFnOnce(&Client<'_, NativeHost>) -> T,
 ) -> T {
     let host = NativeHost::new(&[("lcw_api_key", key)]);
-    let url = url::Url::parse(&fake.base_url).unwrap();
+    let url = HttpUrl::parse(&fake.base_url).unwrap();
     let key = Secret::new(key);
     let client = Client::new(&host, &url, &key);
     block_on(f(&client))
@@ -219,7 +219,7 @@ fn every_error_class_is_recognised_and_the_key_never_shows() {
         .unwrap()
         .port();
     let host = NativeHost::new(&[("x", "y")]);
-    let url = url::Url::parse(&format!("http://127.0.0.1:{closed}")).unwrap();
+    let url = HttpUrl::parse(&format!("http://127.0.0.1:{closed}")).unwrap();
     let key = Secret::new("very-secret-key-1");
     let error = block_on(Client::new(&host, &url, &key).status(timeouts())).unwrap_err();
     assert!(matches!(error, LcwError::Transport { .. }), "{error:?}");

@@ -6,7 +6,6 @@
 //! `Authorization` header: never into a URL, an error or a log.
 
 use base64::Engine as _;
-use url::Url;
 
 use crate::config::{InfluxApi, InfluxSettings};
 use crate::host::{HttpClient, Timeouts};
@@ -115,10 +114,8 @@ pub async fn create_database<H: HttpClient>(
     timeouts: Timeouts,
 ) -> Result<(), String> {
     let name = settings.database.replace('\\', "\\\\").replace('"', "\\\"");
-    let mut url = endpoint(settings, "/query");
-    url.query_pairs_mut()
-        .clear()
-        .append_pair("q", &format!("CREATE DATABASE \"{name}\""));
+    let statement = format!("CREATE DATABASE \"{name}\"");
+    let url = settings.url.join_with_query("/query", &[("q", &statement)]);
     // Sized, like every body this app sends (an empty POST too).
     let builder = http::Request::post(url.as_str()).header(http::header::CONTENT_LENGTH, 0);
     let response = bodiless(http, settings, builder, timeouts).await?;
@@ -136,7 +133,7 @@ pub async fn create_database<H: HttpClient>(
 }
 
 /// The write endpoint with its query string; holds no credential.
-pub fn write_url(settings: &InfluxSettings) -> Url {
+pub fn write_url(settings: &InfluxSettings) -> String {
     let (path, query): (&str, Vec<(&str, &str)>) = match settings.api {
         InfluxApi::V1 => {
             let mut q = vec![("db", settings.database.as_str()), ("precision", "ms")];
@@ -161,28 +158,16 @@ pub fn write_url(settings: &InfluxSettings) -> Url {
             ],
         ),
     };
-    let mut url = endpoint(settings, path);
-    url.query_pairs_mut().clear().extend_pairs(query);
-    url
+    settings.url.join_with_query(path, &query)
 }
 
 /// The health endpoint: `/health` for v2, `/ping` for v1 and v3.
-pub fn health_url(settings: &InfluxSettings) -> Url {
-    endpoint(
-        settings,
-        if settings.api == InfluxApi::V2 {
-            "/health"
-        } else {
-            "/ping"
-        },
-    )
-}
-
-fn endpoint(settings: &InfluxSettings, path: &str) -> Url {
-    let mut url = settings.url.clone();
-    let prefix = settings.url.path().trim_end_matches('/').to_owned();
-    url.set_path(&format!("{prefix}{path}"));
-    url
+pub fn health_url(settings: &InfluxSettings) -> String {
+    settings.url.join(if settings.api == InfluxApi::V2 {
+        "/health"
+    } else {
+        "/ping"
+    })
 }
 
 /// Asks the server whether it is up: Ok, or what is wrong.
