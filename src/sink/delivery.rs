@@ -304,14 +304,7 @@ impl<'a, H: Host> Courier<'a, H> {
                     return false;
                 }
             };
-            let back = self.read_back(&text);
-            let items = Items {
-                points: &back.points,
-                lines: &back.lines,
-                read_back: true,
-            };
-            let (written, mut kept) = self.send_all(&items).await;
-            back.keep_unread(&mut kept);
+            let (written, kept) = self.send_stored(&text).await;
             self.delivery.replayed = self.delivery.replayed.saturating_add(written);
             self.state.counters.replayed = self.state.counters.replayed.saturating_add(written);
             if kept.is_empty() {
@@ -326,6 +319,21 @@ impl<'a, H: Host> Courier<'a, H> {
             return self.down.is_none();
         }
         true
+    }
+
+    /// Stored lines (a spool segment, quarantined lines) read back into points and sent: the
+    /// points written, and the lines kept (those refused past the limit of unreadable lines
+    /// among them).
+    async fn send_stored(&mut self, text: &str) -> (u64, String) {
+        let back = self.read_back(text);
+        let items = Items {
+            points: &back.points,
+            lines: &back.lines,
+            read_back: true,
+        };
+        let (written, mut kept) = self.send_all(&items).await;
+        back.keep_unread(&mut kept);
+        (written, kept)
     }
 
     /// Stored lines read back into points, each with its line. A line that does not parse is
@@ -380,14 +388,7 @@ impl<'a, H: Host> Courier<'a, H> {
         entries: &[QuarantinedLine],
     ) -> (u64, Vec<QuarantinedLine>) {
         let text: String = entries.iter().map(|e| format!("{}\n", e.line)).collect();
-        let back = self.read_back(&text);
-        let items = Items {
-            points: &back.points,
-            lines: &back.lines,
-            read_back: true,
-        };
-        let (written, mut kept) = self.send_all(&items).await;
-        back.keep_unread(&mut kept);
+        let (written, kept) = self.send_stored(&text).await;
         let mut remaining = std::mem::take(&mut self.quarantined);
         for line in kept.lines() {
             if let Some(entry) = entries.iter().find(|e| e.line == line) {

@@ -8,9 +8,9 @@
 //! skipped; paths inside string literals are not expected in `src/` and would be reported.
 //!
 //! Layers order modules, not folders: `sink::line_protocol` sits low and `sink::delivery` high, so
-//! a folder could still import a module that imports back into the folder (`sink` → `schema` →
-//! `sink`). The folder graph — every module counted as its top-level name under `src/` — must
-//! have no circle either.
+//! a folder could still import a module that imports back into the folder (`sink::delivery` →
+//! `lease` → `sink::line_protocol` passes every layer rule). The folder graph, every module
+//! counted as its top-level name under `src/`, must have no circle either.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
